@@ -1,0 +1,83 @@
+"""Hydra composition: the one place config becomes typed objects.
+
+The schema below is registered in Hydra's ConfigStore, so a misspelt key or
+a value of the wrong type fails at compose time with a message naming it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+
+from mlsys.data.config import DataConfig
+from mlsys.errors import ConfigError
+from mlsys.models.config import ModelConfig
+from mlsys.pipeline.config import ClusterConfig, HomeConfig, PipelineConfig
+from mlsys.registry.config import RegistryConfig
+from mlsys.serve.config import ServeConfig
+from mlsys.train.config import TrainConfig
+
+
+@dataclass
+class MlsysConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    home: HomeConfig = field(default_factory=HomeConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+
+ConfigStore.instance().store(name="mlsys_schema", node=MlsysConfig)
+
+
+def config_dir() -> Path:
+    """``$MLSYS_CONFIG_DIR``, else ``./configs``, else the configs beside the package."""
+    for candidate in (os.environ.get("MLSYS_CONFIG_DIR"), "configs", Path(__file__).resolve().parents[2] / "configs"):
+        if candidate and (Path(candidate) / "config.yaml").exists():
+            return Path(candidate).resolve()
+    raise ConfigError("no configs/config.yaml found; run from the project folder or set MLSYS_CONFIG_DIR")
+
+
+_NOISE = ("full_key", "object_type", "reference_type", "To append", "Config search path", "provider=", "See https")
+
+
+def _one_line(e: BaseException) -> str:
+    """Hydra's message and its causes' (which name the key and type), minus noise."""
+    parts: list[str] = []
+    while e is not None:
+        for line in str(e).splitlines():
+            line = line.strip().rstrip(".")
+            if line and not line.startswith(_NOISE) and "$VALUE" not in line and line not in parts:
+                parts.append(line)
+        e = e.__cause__ or e.__context__
+    return "; ".join(parts[:3])
+
+
+def compose_raw(overrides: list[str] | None = None):
+    """The composed ``DictConfig`` (for printing with ``--cfg job``)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+            return compose("config", overrides=list(overrides or []))
+    except Exception as e:  # Hydra/OmegaConf raise several unrelated types
+        raise ConfigError(_one_line(e)) from None
+
+
+def compose_config(overrides: list[str] | None = None) -> MlsysConfig:
+    """``compose_config(["model.embed_dim=32"]).model.embed_dim == 32``."""
+    from omegaconf import OmegaConf
+
+    raw = compose_raw(overrides)
+    try:
+        return OmegaConf.to_object(raw)
+    except Exception as e:
+        raise ConfigError(_one_line(e)) from None

@@ -1,0 +1,56 @@
+"""``mlsys``: the command line. Every subcommand takes Hydra overrides.
+
+    mlsys run [--cfg job] [key=value ...]   run the pipeline (cached steps are reused)
+    mlsys serve [key=value ...]             serve serve.model on 127.0.0.1:8000 until Ctrl-C
+    mlsys demo [key=value ...]              run, serve, send a few requests, stop
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlsys", description="Ray-native ML system: pipeline, registry, serving.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the pipeline (pipeline=ctr by default)")
+    run.add_argument("--cfg", choices=["job"], help="print the composed config and exit")
+    sub.add_parser("serve", help="serve a registered model over HTTP until Ctrl-C")
+    sub.add_parser("demo", help="run the pipeline, serve it, send a few ranking requests, stop")
+    for name in ("run", "serve", "demo"):
+        sub.choices[name].add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.embed_dim=32")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from mlsys.errors import MlsysError
+
+    try:
+        from mlsys.cli import commands
+        from mlsys.cli.config import compose_config, compose_raw
+
+        if args.command == "run" and args.cfg == "job":
+            from omegaconf import OmegaConf
+
+            print(OmegaConf.to_yaml(compose_raw(args.overrides), resolve=True), end="")
+            return 0
+        cfg = compose_config(args.overrides)
+        if args.command == "run":
+            commands.execute_pipeline(cfg, args.overrides)
+        elif args.command == "serve":
+            commands.serve_forever(cfg)
+        elif args.command == "demo":
+            commands.demo(cfg, args.overrides)
+        return 0
+    except MlsysError as e:
+        print(f"mlsys: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mlsys: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""The one fitted preprocessor, shared by training (Ray Data) and serving.
+
+A Ray Data :class:`~ray.data.preprocessor.Preprocessor`: ``fit(ds)`` computes
+per-block partial statistics in one ``map_batches`` pass and merges them;
+``transform(ds)`` for training and ``transform_batch(df)`` for one in-memory
+request run the same ``_transform_numpy``. It is saved as JSON (no pickle)
+inside the model package.
+
+Encoding: categorical values and list items map to ``2 + rank`` in a vocabulary
+ordered by train frequency; 0 is padding, 1 the out-of-vocabulary bucket
+(values seen fewer than ``min_count`` times, unseen values, nulls). Numeric
+values are standardised with train mean/std; nulls become the mean (0).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from ray.data.preprocessor import Preprocessor
+
+from mlsys.models.config import InputSpec
+
+PAD, OOV = 0, 1
+CATEGORICAL = ("user_id", "item_id", "gender", "occupation")
+NUMERIC = ("age", "year")
+GENRES = "genres"
+HISTORY = "history"
+RAW_COLUMNS = (*CATEGORICAL, *NUMERIC, GENRES, HISTORY)
+FORMAT = "mlsys.ctr-preprocessor/1"
+
+
+def _py(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def partial_stats(df: pd.DataFrame) -> dict:
+    """Mergeable statistics of one block: value counts and numeric moments."""
+    # Lists of [value, count] pairs, not dicts: JSON would turn int keys into strings.
+    counts = {c: list(Counter(map(_py, df[c].dropna())).items()) for c in CATEGORICAL}
+    counts[GENRES] = list(Counter(g for gs in df[GENRES] if gs is not None for g in gs).items())
+    moments = {}
+    for c in NUMERIC:
+        x = df[c].dropna().to_numpy(dtype=np.float64)
+        moments[c] = [len(x), float(x.sum()), float((x * x).sum())]
+    return {"counts": counts, "moments": moments}
+
+
+def merge_stats(parts: list[dict]) -> dict:
+    counts: dict[str, Counter] = {c: Counter() for c in (*CATEGORICAL, GENRES)}
+    moments = {c: [0, 0.0, 0.0] for c in NUMERIC}
+    for p in parts:
+        for c, pairs in p["counts"].items():
+            for value, n in pairs:
+                counts[c][value] += n
+        for c, m in p["moments"].items():
+            moments[c] = [a + b for a, b in zip(moments[c], m)]
+    return {"counts": counts, "moments": moments}
+
+
+def _encode(values: np.ndarray, index: pd.Index) -> np.ndarray:
+    pos = index.get_indexer(pd.Index(values, dtype=index.dtype if len(index) else object))
+    return np.where(pos < 0, OOV, pos + 2).astype(np.int64)
+
+
+def _pad_lists(lists: np.ndarray, index: pd.Index, width: int, keep_last: bool) -> np.ndarray:
+    """Encode a column of lists into a right-padded (B, width) int64 matrix."""
+    trimmed = [np.asarray(x)[-width:] if keep_last else np.asarray(x)[:width] if x is not None else np.array([]) for x in lists]
+    lengths = np.fromiter((len(x) for x in trimmed), dtype=np.int64, count=len(trimmed))
+    out = np.zeros((len(trimmed), width), dtype=np.int64)
+    if lengths.sum():
+        flat = _encode(np.concatenate(trimmed), index)
+        rows = np.repeat(np.arange(len(trimmed)), lengths)
+        cols = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        out[rows, cols] = flat
+    return out
+
+
+class CtrPreprocessor(Preprocessor):
+    """``CtrPreprocessor(history_length=20).fit(ds).transform_batch(df) -> dict of arrays``.
+
+    Output arrays are the model inputs (see :class:`~mlsys.models.InputSpec`):
+    ``categorical``, ``genres``, ``history``, ``numeric`` and, when the input
+    has it, ``label``.
+    """
+
+    def __init__(self, history_length: int = 20, max_genres: int = 4, min_count: int = 1):
+        super().__init__()
+        self.history_length = history_length
+        self.max_genres = max_genres
+        self.min_count = min_count
+        self.vocabularies_: dict[str, list] = {}
+        self.scaling_: dict[str, tuple[float, float]] = {}
+        self._indexes: dict[str, pd.Index] = {}
+
+    # -- fitting ---------------------------------------------------------
+    def _fit(self, ds) -> "CtrPreprocessor":
+        parts = ds.select_columns(list(CATEGORICAL + NUMERIC + (GENRES,))).map_batches(
+            lambda df: pd.DataFrame({"stats": [json.dumps(partial_stats(df), default=_py)]}),
+            batch_format="pandas",
+        ).take_all()
+        return self._set_state(merge_stats([json.loads(p["stats"]) for p in parts]))
+
+    def fit_frame(self, df: pd.DataFrame) -> "CtrPreprocessor":
+        """Fit on an in-memory frame (same statistics as :meth:`fit` on a Dataset)."""
+        self._set_state(merge_stats([json.loads(json.dumps(partial_stats(df), default=_py))]))
+        self._fitted = True
+        return self
+
+    def _set_state(self, stats: dict) -> "CtrPreprocessor":
+        self.vocabularies_ = {
+            c: [v for v, n in sorted(cnt.items(), key=lambda kv: (-kv[1], str(kv[0]))) if n >= self.min_count]
+            for c, cnt in stats["counts"].items()
+        }
+        for c, (n, s, ss) in stats["moments"].items():
+            mean = s / n if n else 0.0
+            std = float(np.sqrt(max(ss / n - mean * mean, 0.0))) if n else 1.0
+            self.scaling_[c] = (mean, std if std > 0 else 1.0)
+        self._indexes = {}
+        return self
+
+    # -- transforming ----------------------------------------------------
+    def _index(self, column: str) -> pd.Index:
+        if column not in self._indexes:
+            self._indexes[column] = pd.Index(self.vocabularies_[column])
+        return self._indexes[column]
+
+    def _transform_numpy(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {
+            "categorical": np.stack([_encode(batch[c], self._index(c)) for c in CATEGORICAL], axis=1),
+            "genres": _pad_lists(batch[GENRES], self._index(GENRES), self.max_genres, keep_last=False),
+            "history": _pad_lists(batch[HISTORY], self._index("item_id"), self.history_length, keep_last=True),
+            "numeric": np.stack(
+                [
+                    np.nan_to_num((batch[c].astype(np.float64) - m) / s, nan=0.0).astype(np.float32)
+                    for c, (m, s) in ((c, self.scaling_[c]) for c in NUMERIC)
+                ],
+                axis=1,
+            ),
+        }
+        if "label" in batch:
+            out["label"] = batch["label"].astype(np.float32)
+        return out
+
+    @classmethod
+    def preferred_batch_format(cls):
+        from ray.data.util.data_batch_conversion import BatchFormat
+
+        return BatchFormat.NUMPY
+
+    # -- contract and persistence ---------------------------------------
+    def input_spec(self) -> InputSpec:
+        return InputSpec(
+            categorical_fields=CATEGORICAL,
+            categorical_sizes=tuple(len(self.vocabularies_[c]) + 2 for c in CATEGORICAL),
+            item_field="item_id",
+            genre_size=len(self.vocabularies_[GENRES]) + 2,
+            max_genres=self.max_genres,
+            history_length=self.history_length,
+            numeric_fields=NUMERIC,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": FORMAT,
+                "history_length": self.history_length,
+                "max_genres": self.max_genres,
+                "min_count": self.min_count,
+                "vocabularies": self.vocabularies_,
+                "scaling": self.scaling_,
+            },
+            default=_py,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "CtrPreprocessor":
+        d = json.loads(text)
+        if d.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} preprocessor file (format={d.get('format')!r})")
+        p = cls(d["history_length"], d["max_genres"], d["min_count"])
+        p.vocabularies_ = d["vocabularies"]
+        p.scaling_ = {c: tuple(v) for c, v in d["scaling"].items()}
+        p._fitted = True
+        return p

@@ -1,0 +1,86 @@
+"""Every error mlsys raises on purpose, in one place.
+
+Each message says what was wrong, with which value, and what to do next. The
+CLI prints ``str(error)`` as one line and exits 2, never a stack trace.
+"""
+
+from __future__ import annotations
+
+
+class MlsysError(Exception):
+    """Base class: an error whose message is meant for the user as is."""
+
+
+class ConfigError(MlsysError):
+    """A Hydra override or config value that cannot be used."""
+
+    def __init__(self, detail: str):
+        super().__init__(
+            f"Bad configuration: {detail}. "
+            "Run `mlsys run --cfg job` to see the composed config and its keys."
+        )
+
+
+class MissingDependencyError(MlsysError):
+    """An optional package (or a data set shipped in a package) is not installed."""
+
+    def __init__(self, what: str, package: str, extra: str = ""):
+        flags = f" {extra}" if extra else ""
+        super().__init__(
+            f"{what} needs the package `{package}`, which is not installed. "
+            f"Install it with `pip install{flags} {package}` (or run `make setup`)."
+        )
+
+
+class ClusterUnreachableError(MlsysError):
+    def __init__(self, address: str, reason: str):
+        super().__init__(
+            f"Cannot reach the Ray cluster at {address!r} ({reason}). Start one with "
+            "`ray start --head`, fix `cluster.address`, or unset RAY_ADDRESS to run "
+            "on the embedded local default."
+        )
+
+
+class PortInUseError(MlsysError):
+    def __init__(self, host: str, port: int):
+        super().__init__(
+            f"Port {port} on {host} is already in use. Stop whatever holds it "
+            f"(`lsof -i :{port}`) or pick another port: `mlsys serve serve.port={port + 1}`."
+        )
+
+
+class StepFailedError(MlsysError):
+    def __init__(self, step: str, cause: BaseException):
+        super().__init__(
+            f"Step '{step}' failed: {type(cause).__name__}: {cause}. Fix the cause and run "
+            f"the same command again: finished steps are reused and the pipeline "
+            f"resumes at '{step}'."
+        )
+        self.step = step
+        self.cause = cause
+
+
+class PipelineDefinitionError(MlsysError):
+    """A step declaration that cannot be wired (caught before anything runs)."""
+
+
+class ModelNotFoundError(MlsysError):
+    def __init__(self, uri: str, reason: str):
+        super().__init__(
+            f"No model at {uri!r}: {reason}. Run `mlsys run` to train and register one, "
+            "or list versions in the MLflow UI (`mlflow ui --backend-store-uri "
+            "sqlite:///.mlsys/mlflow.db`)."
+        )
+
+
+class ArtifactIntegrityError(MlsysError):
+    def __init__(self, path: str, expected: str, actual: str):
+        super().__init__(
+            f"Artifact {path!r} does not match its checksum (expected sha256 {expected[:12]}…, "
+            f"found {actual[:12]}…). The package was modified or truncated; re-register "
+            "the model with `mlsys run` instead of editing package files."
+        )
+
+
+class InvalidRequestError(MlsysError):
+    """A ranking request that cannot be scored (answered as HTTP 400)."""

@@ -1,0 +1,56 @@
+"""Typed model configuration and the input contract between data and model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class ModelName(str, Enum):
+    deepfm = "deepfm"
+
+
+@dataclass
+class ModelConfig:
+    """``model.embed_dim=32 model.mlp_dims=[256,128]``."""
+
+    name: ModelName = ModelName.deepfm
+    embed_dim: int = 16
+    mlp_dims: list[int] = field(default_factory=lambda: [128, 64])
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the fitted preprocessor produces, so a model can size itself.
+
+    Tensors (B = batch): ``categorical`` (B, F) int64, ``genres`` (B, G) int64,
+    ``history`` (B, L) int64 of item indices, ``numeric`` (B, N) float32.
+    Index 0 is padding, 1 the out-of-vocabulary bucket.
+    """
+
+    categorical_fields: tuple[str, ...]
+    categorical_sizes: tuple[int, ...]
+    item_field: str
+    genre_size: int
+    max_genres: int
+    history_length: int
+    numeric_fields: tuple[str, ...]
+
+    def __post_init__(self):
+        assert len(self.categorical_fields) == len(self.categorical_sizes)
+        assert self.item_field in self.categorical_fields
+
+    @property
+    def item_size(self) -> int:
+        return self.categorical_sizes[self.categorical_fields.index(self.item_field)]
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputSpec":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+MODEL_INPUTS = ("categorical", "genres", "history", "numeric")

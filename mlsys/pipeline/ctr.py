@@ -1,0 +1,208 @@
+"""The default pipeline ``pipeline=ctr``: ingest -> transform -> train -> evaluate -> register."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlsys import storage
+from mlsys.data.config import DataConfig
+from mlsys.models import ModelConfig
+from mlsys.pipeline.step import Pipeline, StepContext, step
+from mlsys.registry.config import RegistryConfig
+from mlsys.train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class IngestOutput:
+    events: str  # Parquet dataset: events + user/item attributes + split
+    users: str
+    items: str
+
+
+@dataclass(frozen=True)
+class TransformOutput:
+    train: str  # Parquet datasets with behaviour sequences, not yet encoded
+    eval: str
+    preprocessor: str  # the fitted CtrPreprocessor (JSON)
+    users: str  # serving tables: users with their latest history, items
+    items: str
+
+
+@dataclass(frozen=True)
+class TrainOutput:
+    checkpoint: str
+
+
+@dataclass(frozen=True)
+class EvaluateOutput:
+    metrics: str
+
+
+@dataclass(frozen=True)
+class RegisterOutput:
+    package: str
+    model_name: str
+    version: str
+
+
+def _write_table(df, uri: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if "://" not in uri:
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), uri)
+
+
+@step(code=("mlsys.data.datasets", "mlsys.data.events", "mlsys.data.movielens", "mlsys.data.synthetic"))
+def ingest(ctx: StepContext, data: DataConfig) -> IngestOutput:
+    from mlsys.data import datasets
+
+    events, users, items = datasets.read_source(data)
+    events = datasets.split_by_user(events, data.eval_fraction).materialize()
+    out = IngestOutput(*(storage.join(ctx.output_uri, n) for n in ("events", "users.parquet", "items.parquet")))
+    events.write_parquet(out.events)
+    _write_table(users, out.users)
+    _write_table(items, out.items)
+    stats = events.groupby("split").aggregate(*_count_and_clicks()).to_pandas()
+    for row in stats.itertuples():
+        ctx.log_metrics({f"{row.split}_rows": row.rows, f"{row.split}_click_rate": row.clicks / row.rows})
+    return out
+
+
+def _count_and_clicks():
+    from ray.data.aggregate import Count, Sum
+
+    return Count(alias_name="rows"), Sum("label", alias_name="clicks")
+
+
+@step(code=("mlsys.data.datasets", "mlsys.data.events", "mlsys.data.preprocessor"))
+def transform(ctx: StepContext, ingested: IngestOutput, data: DataConfig) -> TransformOutput:
+    import pandas as pd
+    import ray
+
+    from mlsys.data import datasets
+    from mlsys.data.preprocessor import CtrPreprocessor
+
+    events = ray.data.read_parquet(ingested.events)
+    with_history = datasets.add_history(events, data.history_length).materialize()
+    splits = {s: with_history.filter(expr=f"split == '{s}'") for s in ("train", "eval")}
+    preprocessor = CtrPreprocessor(data.history_length, data.max_genres, data.vocab_min_count).fit(splits["train"])
+    out = TransformOutput(*(storage.join(ctx.output_uri, n) for n in ("train", "eval", "preprocessor.json", "users.parquet", "items.parquet")))
+    splits["train"].write_parquet(out.train)
+    splits["eval"].write_parquet(out.eval)
+    storage.write_json(out.preprocessor, json.loads(preprocessor.to_json()))
+    users = pd.read_parquet(ingested.users).merge(datasets.user_histories(events, data.history_length), on="user_id", how="left")
+    users["history"] = [h if isinstance(h, list) else list(h) if h is not None else [] for h in users["history"]]
+    _write_table(users, out.users)
+    _write_table(pd.read_parquet(ingested.items), out.items)
+    spec = preprocessor.input_spec()
+    ctx.log_metrics({f"vocab_{f}": n for f, n in zip(spec.categorical_fields, spec.categorical_sizes)})
+    return out
+
+
+def _load_preprocessor(uri: str):
+    from mlsys.data.preprocessor import CtrPreprocessor
+
+    return CtrPreprocessor.from_json(json.dumps(storage.read_json(uri)))
+
+
+@step(code=("mlsys.train.trainer", "mlsys.train.checkpoint", "mlsys.models.deepfm", "mlsys.models.blocks"))
+def train(ctx: StepContext, data: TransformOutput, model: ModelConfig, cfg: TrainConfig) -> TrainOutput:
+    import ray
+
+    from mlsys.train import trainer
+
+    preprocessor = _load_preprocessor(data.preprocessor)
+    result = trainer.fit(
+        preprocessor.transform(ray.data.read_parquet(data.train)),
+        preprocessor.transform(ray.data.read_parquet(data.eval)),
+        preprocessor.input_spec(),
+        model,
+        cfg,
+        storage_path=storage.join(ctx.home, "ray_results"),
+        run_name=f"train-{ctx.fingerprint[:16]}",
+    )
+    out = TrainOutput(checkpoint=storage.join(ctx.output_uri, "checkpoint"))
+    storage.upload_dir(result.checkpoint_dir, out.checkpoint)
+    for epoch_metrics in result.history:
+        epoch = int(epoch_metrics["epoch"])
+        ctx.log_metrics({k: v for k, v in epoch_metrics.items() if k != "epoch"}, step=epoch)
+    return out
+
+
+def _trained_model(data: TransformOutput, trained: TrainOutput, model: ModelConfig):
+    from mlsys.models import build_model
+    from mlsys.train import checkpoint
+
+    preprocessor = _load_preprocessor(data.preprocessor)
+    module = build_model(preprocessor.input_spec(), model)
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint.load(storage.download_dir(trained.checkpoint, tmp), module)
+    return preprocessor, module.eval()
+
+
+@step(code=("mlsys.evaluate.metrics",))
+def evaluate(ctx: StepContext, data: TransformOutput, trained: TrainOutput, model: ModelConfig) -> EvaluateOutput:
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from mlsys.evaluate.metrics import ctr_metrics
+    from mlsys.models import MODEL_INPUTS
+
+    preprocessor, module = _trained_model(data, trained, model)
+    frame = pd.read_parquet(data.eval)
+    probs = []
+    with torch.no_grad():
+        for start in range(0, len(frame), 8192):
+            inputs = preprocessor.transform_batch(frame.iloc[start : start + 8192])
+            probs.append(torch.sigmoid(module(*(torch.from_numpy(inputs[k]) for k in MODEL_INPUTS))).numpy())
+    metrics = ctr_metrics(frame["user_id"].to_numpy(), frame["label"].to_numpy(), np.concatenate(probs))
+    out = EvaluateOutput(metrics=storage.join(ctx.output_uri, "metrics.json"))
+    storage.write_json(out.metrics, metrics)
+    ctx.log_metrics({f"eval_{k}": v for k, v in metrics.items()})
+    return out
+
+
+@step(code=("mlsys.registry.package", "mlsys.registry.mlflow_store"))
+def register(
+    ctx: StepContext,
+    data: TransformOutput,
+    trained: TrainOutput,
+    evaluation: EvaluateOutput,
+    model: ModelConfig,
+    registry: RegistryConfig,
+) -> RegisterOutput:
+    import pandas as pd
+
+    from mlsys.registry import mlflow_store
+    from mlsys.registry.package import write_package
+
+    preprocessor, module = _trained_model(data, trained, model)
+    metrics = storage.read_json(evaluation.metrics)
+    lineage = {"fingerprint": ctx.fingerprint, "step_run_id": ctx.run_id, "checkpoint": trained.checkpoint,
+               "train": data.train, "eval": data.eval, "eval_metrics": metrics}
+    with tempfile.TemporaryDirectory() as tmp:
+        local = write_package(
+            Path(tmp) / "package",
+            model=module,
+            model_config=model,
+            preprocessor=preprocessor,
+            users=pd.read_parquet(data.users),
+            items=pd.read_parquet(data.items),
+            lineage=lineage,
+        )
+        package_uri = storage.join(ctx.output_uri, "package")
+        storage.upload_dir(local, package_uri)
+    tags = {"mlsys.fingerprint": ctx.fingerprint, **{f"eval_{k}": round(v, 6) for k, v in metrics.items()}}
+    version = mlflow_store.register(ctx.tracking_uri, ctx.run_id, package_uri, registry.model_name, registry.alias, tags)
+    ctx.log_metric("model_version", int(version.version))
+    return RegisterOutput(package=version.source, model_name=version.name, version=version.version)
+
+
+CTR = Pipeline("ctr", (ingest, transform, train, evaluate, register))
+PIPELINES = {"ctr": CTR}

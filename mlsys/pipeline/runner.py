@@ -1,0 +1,233 @@
+"""Runs a :class:`Pipeline` on Ray with caching by fingerprint and MLflow lineage.
+
+A step's fingerprint covers its code, the config sections it reads and its
+inputs' fingerprints. A finished step leaves a manifest under
+``<home>/cache/<step>/<fingerprint>.json``; a later run with the same
+fingerprint reuses it (and says so), so a pipeline that failed at step k
+resumes at step k. Every pipeline run is an MLflow run and every step a
+nested run carrying its params, metrics, fingerprint and artifact URIs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Callable, Literal
+
+from mlsys import __version__, storage
+from mlsys.errors import StepFailedError
+from mlsys.pipeline.step import Pipeline, Step, StepContext
+
+Status = Literal["ran", "cached"]
+
+
+@dataclass(frozen=True)
+class StepReport:
+    name: str
+    status: Status
+    fingerprint: str
+    seconds: float
+    run_id: str
+    outputs: Any
+    metrics: tuple[tuple[str, float, int], ...]
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    run_id: str
+    experiment_id: str
+    home: str
+    steps: tuple[StepReport, ...]
+    seconds: float
+
+    def output(self, step: str) -> Any:
+        return next(r.outputs for r in self.steps if r.name == step)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def _flatten(prefix: str, value: Any) -> dict[str, str]:
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            out.update(_flatten(f"{prefix}.{k}", v))
+        return out
+    return {prefix: json.dumps(value) if isinstance(value, list) else str(value)}
+
+
+def fingerprint(step: Step, configs: dict[str, Any], inputs: dict[str, str]) -> str:
+    payload = {
+        "step": step.name,
+        "mlsys": __version__,
+        "code": step.code_digest(),
+        "config": {name: _plain(cfg) for name, cfg in sorted(configs.items())},
+        "inputs": dict(sorted(inputs.items())),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _execute(step: Step, ctx: StepContext, kwargs: dict[str, Any]) -> tuple[Any, list]:
+    import logging
+
+    import ray.data
+
+    # Progress bars forwarded from a task render as pages of escape codes;
+    # steps report progress themselves.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    storage.remove(ctx.output_uri)  # leftovers of an attempt that failed half-way
+    outputs = step.fn(ctx, **kwargs)
+    if not isinstance(outputs, step.output):
+        raise TypeError(f"step '{step.name}' returned {type(outputs).__name__}, declared {step.output.__name__}")
+    return outputs, ctx.metrics
+
+
+class PipelineRunner:
+    """``PipelineRunner(pipeline, sections, home, tracking_uri, experiment).run(overrides)``.
+
+    ``sections`` maps config section names to their dataclass objects (``{"data": DataConfig(...)}``).
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        sections: dict[str, Any],
+        home: str,
+        tracking_uri: str,
+        experiment: str,
+        use_cache: bool = True,
+        echo: Callable[[str], None] = print,
+    ):
+        self.pipeline = pipeline
+        self.sections = sections
+        self.home = storage.absolute(home)
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.use_cache = use_cache
+        self.echo = echo
+        self._by_type = {type(cfg): name for name, cfg in sections.items()}
+        pipeline.validate(self._by_type)
+
+    def _cache_uri(self, step: Step, fp: str) -> str:
+        return storage.join(self.home, "cache", step.name, f"{fp}.json")
+
+    def _cached(self, step: Step, fp: str) -> dict | None:
+        uri = self._cache_uri(step, fp)
+        if not (self.use_cache and storage.exists(uri)):
+            return None
+        manifest = storage.read_json(uri)
+        local_outputs = [v for v in manifest["outputs"].values() if isinstance(v, str) and v.startswith(("/", "s3://", "gs://"))]
+        return manifest if all(storage.exists(v) for v in local_outputs) else None
+
+    def run(self, overrides: list[str] | None = None) -> PipelineResult:
+        import ray
+
+        from mlsys.registry import mlflow_store
+
+        client = mlflow_store.client(self.tracking_uri)
+        exp_id = mlflow_store.ensure_experiment(self.tracking_uri, self.experiment, storage.join(self.home, "mlartifacts"))
+        parent = client.create_run(
+            exp_id,
+            run_name=f"{self.pipeline.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            tags={"mlsys.pipeline": self.pipeline.name, "mlsys.overrides": json.dumps(overrides or [])},
+        )
+        parent_id = parent.info.run_id
+        self.echo(f"[pipeline] {self.pipeline.name}: MLflow run {parent_id} (experiment '{self.experiment}')")
+        started = time.perf_counter()
+        outputs: dict[type, Any] = {}
+        fingerprints: dict[type, str] = {}
+        reports: list[StepReport] = []
+        try:
+            for step in self.pipeline.steps:
+                reports.append(self._run_step(client, exp_id, parent_id, step, outputs, fingerprints))
+                outputs[step.output] = reports[-1].outputs
+                fingerprints[step.output] = reports[-1].fingerprint
+        except BaseException:
+            client.set_terminated(parent_id, status="FAILED")
+            raise
+        seconds = time.perf_counter() - started
+        client.log_metric(parent_id, "pipeline_wall_s", seconds)
+        client.log_metric(parent_id, "steps_ran", sum(r.status == "ran" for r in reports))
+        client.set_terminated(parent_id, status="FINISHED")
+        return PipelineResult(parent_id, exp_id, self.home, tuple(reports), seconds)
+
+    def _run_step(self, client, exp_id, parent_id, step: Step, outputs, fingerprints) -> StepReport:
+        import ray
+
+        kwargs, configs, inputs = {}, {}, {}
+        for name, typ in step.params:
+            if typ in outputs:
+                kwargs[name], inputs[name] = outputs[typ], fingerprints[typ]
+            else:
+                section = self._by_type[typ]
+                kwargs[name] = configs[section] = self.sections[section]
+        fp = fingerprint(step, configs, inputs)
+        run = client.create_run(
+            exp_id,
+            run_name=step.name,
+            tags={"mlflow.parentRunId": parent_id, "mlsys.step": step.name, "mlsys.fingerprint": fp},
+        )
+        run_id = run.info.run_id
+        params = {}
+        for section, cfg in configs.items():
+            params.update(_flatten(section, _plain(cfg)))
+        for key, value in sorted(params.items()):
+            client.log_param(run_id, key, value[:6000])
+        upstream = {name: _plain(kwargs[name]) for name, typ in step.params if typ in outputs}
+        client.set_tag(run_id, "mlsys.inputs", json.dumps(upstream))
+
+        cached = self._cached(step, fp)
+        if cached is not None:
+            result = step.output(**cached["outputs"])
+            metrics = [tuple(m) for m in cached["metrics"]]
+            seconds = 0.0
+            client.set_tag(run_id, "mlsys.cached_from_run", cached["run_id"])
+            self.echo(f"[{step.name}] cached: reusing fingerprint {fp[:12]} (first computed in run {cached['run_id'][:12]})")
+        else:
+            self.echo(f"[{step.name}] running (fingerprint {fp[:12]})")
+            ctx = StepContext(
+                step=step.name,
+                fingerprint=fp,
+                output_uri=storage.join(self.home, "artifacts", step.name, fp[:16]),
+                home=self.home,
+                tracking_uri=self.tracking_uri,
+                run_id=run_id,
+            )
+            t0 = time.perf_counter()
+            try:
+                task = ray.remote(num_cpus=step.num_cpus, max_retries=0)(_execute)
+                result, metrics = ray.get(task.remote(step, ctx, kwargs))
+            except BaseException as e:
+                client.set_terminated(run_id, status="FAILED")
+                cause = e.cause if isinstance(e, ray.exceptions.RayTaskError) and e.cause is not None else e
+                if isinstance(e, KeyboardInterrupt):
+                    raise
+                raise StepFailedError(step.name, cause) from e
+            seconds = time.perf_counter() - t0
+            storage.write_json(
+                self._cache_uri(step, fp),
+                {"step": step.name, "fingerprint": fp, "run_id": run_id, "seconds": seconds,
+                 "outputs": _plain(result), "metrics": metrics, "finished_at": time.time()},
+            )
+            self.echo(f"[{step.name}] done in {seconds:.1f}s")
+        client.set_tag(run_id, "mlsys.cached", str(cached is not None).lower())
+        client.set_tag(run_id, "mlsys.outputs", json.dumps(_plain(result)))
+        for name, value, idx in metrics:
+            client.log_metric(run_id, name, value, step=idx)
+        client.log_metric(run_id, "step_compute_s", seconds)
+        client.set_terminated(run_id, status="FINISHED")
+        return StepReport(step.name, "cached" if cached else "ran", fp, seconds, run_id, result, tuple(metrics))

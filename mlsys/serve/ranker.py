@@ -1,0 +1,119 @@
+"""In-process scoring of one ranking request: the same code serves HTTP and
+``mlsys.load_model(...).rank``. No Ray here.
+
+A request is a user id and candidate item ids. The user's attributes and
+behaviour sequence and the items' attributes come from the package's tables;
+unknown users or items fall back to the preprocessor's OOV/mean encoding and
+are counted, never an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mlsys.errors import InvalidRequestError
+from mlsys.models import MODEL_INPUTS
+from mlsys.registry.package import ModelPackage
+
+Engine = Literal["onnx", "torch"]
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    item_id: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Ranking:
+    items: list[ScoredItem]
+    unknown_user: bool
+    unknown_items: int
+
+
+class RankingModel:
+    """``load_model("models:/ctr@champion").rank(42, [1, 2, 3], k=2)``.
+
+    ``engine="onnx"`` (default, what serving runs) or ``"torch"`` (the trained
+    module itself, for checks).
+    """
+
+    def __init__(self, package: ModelPackage, engine: Engine = "onnx", version: str | None = None, max_candidates: int = 1000):
+        self.package = package
+        self.version = version
+        self.engine = engine
+        self.max_candidates = max_candidates
+        self._users = package.users.set_index("user_id")
+        self._items = package.items.set_index("item_id")
+        if engine == "onnx":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            self._session = ort.InferenceSession(str(package.onnx_path), options, providers=["CPUExecutionProvider"])
+        elif engine == "torch":
+            self._module = package.torch_model()
+        else:
+            raise ValueError(f"engine must be 'onnx' or 'torch', got {engine!r}")
+
+    def request_frame(self, user_id: int, candidates: Sequence[int]) -> tuple[pd.DataFrame, bool, int]:
+        """The raw feature rows for one request (one per candidate)."""
+        items = self._items.reindex(pd.Index(np.asarray(candidates, dtype=np.int64), name="item_id"))
+        known_user = user_id in self._users.index
+        user = self._users.loc[user_id] if known_user else None
+        n = len(candidates)
+        frame = pd.DataFrame(
+            {
+                "user_id": np.full(n, user_id, dtype=np.int64),
+                "item_id": np.asarray(candidates, dtype=np.int64),
+                "gender": [user["gender"] if known_user else None] * n,
+                "occupation": [user["occupation"] if known_user else None] * n,
+                "age": np.full(n, user["age"] if known_user else np.nan, dtype=np.float32),
+                "year": items["year"].to_numpy(dtype=np.float32),
+                "genres": [g if isinstance(g, (list, np.ndarray)) else [] for g in items["genres"]],
+                "history": [user["history"] if known_user else []] * n,
+            }
+        )
+        unknown_items = int((~frame["item_id"].isin(self._items.index)).sum())
+        return frame, not known_user, unknown_items
+
+    def score_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        inputs = self.package.preprocessor.transform_batch(frame)
+        if self.engine == "onnx":
+            return self._session.run(["score"], {k: inputs[k] for k in MODEL_INPUTS})[0]
+        import torch
+
+        with torch.no_grad():
+            logits = self._module(*(torch.from_numpy(inputs[k]) for k in MODEL_INPUTS))
+            return torch.sigmoid(logits).numpy()
+
+    def rank(self, user_id: int, candidates: Sequence[int], k: int | None = None) -> Ranking:
+        """Score ``candidates`` for ``user_id``; best first, the top ``k`` if given."""
+        _validate(user_id, candidates, k, self.max_candidates)
+        frame, unknown_user, unknown_items = self.request_frame(int(user_id), [int(c) for c in candidates])
+        scores = self.score_frame(frame)
+        order = np.argsort(-scores, kind="stable")[: k or len(candidates)]
+        return Ranking(
+            items=[ScoredItem(int(frame["item_id"].iat[i]), float(scores[i])) for i in order],
+            unknown_user=unknown_user,
+            unknown_items=unknown_items,
+        )
+
+
+def _validate(user_id, candidates, k, max_candidates: int) -> None:
+    if isinstance(user_id, bool) or not isinstance(user_id, (int, np.integer)):
+        raise InvalidRequestError(f"user_id must be an integer, got {user_id!r}")
+    if not isinstance(candidates, (list, tuple, np.ndarray)) or len(candidates) == 0:
+        raise InvalidRequestError("candidates must be a non-empty list of item ids")
+    if len(candidates) > max_candidates:
+        raise InvalidRequestError(f"candidates has {len(candidates)} items, more than the limit {max_candidates}; split the request")
+    bad = [c for c in candidates if isinstance(c, bool) or not isinstance(c, (int, np.integer))]
+    if bad:
+        raise InvalidRequestError(f"candidates must be integer item ids, got {bad[0]!r}")
+    if k is not None and (not isinstance(k, (int, np.integer)) or k < 1):
+        raise InvalidRequestError(f"k must be a positive integer, got {k!r}")
+
