@@ -20,7 +20,6 @@ def execute_pipeline(cfg: MlsysConfig, overrides: list[str], echo: Callable[[str
 
     if cfg.pipeline.name not in PIPELINES:
         raise ConfigError(f"pipeline.name={cfg.pipeline.name!r} is not one of {sorted(PIPELINES)}")
-    connect(cfg.cluster)
     sections = {name: getattr(cfg, name) for name in ("data", "model", "train", "registry")}
     runner = PipelineRunner(
         PIPELINES[cfg.pipeline.name],
@@ -30,6 +29,7 @@ def execute_pipeline(cfg: MlsysConfig, overrides: list[str], echo: Callable[[str
         experiment=cfg.pipeline.experiment,
         use_cache=cfg.pipeline.use_cache,
         echo=echo,
+        connect=lambda: connect(cfg.cluster),
     )
     result = runner.run(overrides)
     echo(summary(result, runner.tracking_uri))
@@ -61,6 +61,7 @@ def start_server(cfg: MlsysConfig, echo: Callable[[str], None] = print) -> str:
     from mlsys.serve import app
 
     model = resolve_model(cfg)
+    app.check_port_free(cfg.serve.host, cfg.serve.port)
     connect(cfg.cluster)
     url = app.start(cfg.serve, model.source, model.name, model.version)
     echo(f"[serve] {model.name} version {model.version} at {url}  (POST /v1/rank, GET /healthz)")
@@ -70,7 +71,13 @@ def start_server(cfg: MlsysConfig, echo: Callable[[str], None] = print) -> str:
 def serve_forever(cfg: MlsysConfig) -> None:
     from ray import serve
 
+    import signal
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
     start_server(cfg)
+    signal.signal(signal.SIGTERM, _stop)  # after ray.init, which installs its own handlers
     print("[serve] press Ctrl-C to stop")
     try:
         while True:

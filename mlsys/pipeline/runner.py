@@ -111,6 +111,7 @@ class PipelineRunner:
         experiment: str,
         use_cache: bool = True,
         echo: Callable[[str], None] = print,
+        connect: Callable[[], None] = lambda: None,
     ):
         self.pipeline = pipeline
         self.sections = sections
@@ -119,6 +120,7 @@ class PipelineRunner:
         self.experiment = experiment
         self.use_cache = use_cache
         self.echo = echo
+        self._connect = connect  # called before the first step that runs: a cached run needs no Ray
         self._by_type = {type(cfg): name for name, cfg in sections.items()}
         pipeline.validate(self._by_type)
 
@@ -134,8 +136,6 @@ class PipelineRunner:
         return manifest if all(storage.exists(v) for v in local_outputs) else None
 
     def run(self, overrides: list[str] | None = None) -> PipelineResult:
-        import ray
-
         from mlsys.registry import mlflow_store
 
         client = mlflow_store.client(self.tracking_uri)
@@ -207,6 +207,7 @@ class PipelineRunner:
                 tracking_uri=self.tracking_uri,
                 run_id=run_id,
             )
+            self._connect()
             t0 = time.perf_counter()
             try:
                 task = ray.remote(num_cpus=step.num_cpus, max_retries=0)(_execute)

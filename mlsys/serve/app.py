@@ -5,8 +5,8 @@ single deployment today (FastAPI ingress + in-process ONNX Runtime); the split
 CPU-embedding / GPU-dense graph binds more deployments into the same builder.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI reads the request
+# models from real annotations on the Serve-wrapped methods.
 import socket
 from typing import Optional
 
@@ -87,7 +87,6 @@ def check_port_free(host: str, port: int) -> None:
 
 def start(cfg: ServeConfig, package_uri: str, model_name: str, version: Optional[str]) -> str:
     """Deploy on the connected Ray cluster; returns the base URL."""
-    check_port_free(cfg.host, cfg.port)
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(build_app(cfg, package_uri, model_name, version), name=cfg.app_name, route_prefix="/")
     return f"http://{cfg.host}:{cfg.port}"
