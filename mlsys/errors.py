@@ -7,8 +7,19 @@ CLI prints ``str(error)`` as one line and exits 2, never a stack trace.
 from __future__ import annotations
 
 
+def _rebuild(cls: type, message: str) -> "MlsysError":
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    return error
+
+
 class MlsysError(Exception):
     """Base class: an error whose message is meant for the user as is."""
+
+    def __reduce__(self):
+        # Subclasses build their message from other arguments; pickle the message
+        # itself, so errors raised inside Ray tasks reach the driver intact.
+        return _rebuild, (type(self), str(self)), self.__dict__
 
 
 class ConfigError(MlsysError):
@@ -49,10 +60,18 @@ class PortInUseError(MlsysError):
         )
 
 
+def _summary(cause: BaseException) -> str:
+    """One line for a cause; Ray's wrapper for unpicklable errors ends with the original."""
+    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+    if type(cause).__name__ == "UnserializableException" and lines:
+        return lines[-1]
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}".rstrip(". ")
+
+
 class StepFailedError(MlsysError):
     def __init__(self, step: str, cause: BaseException):
         super().__init__(
-            f"Step '{step}' failed: {type(cause).__name__}: {cause}. Fix the cause and run "
+            f"Step '{step}' failed: {_summary(cause)}. Fix the cause and run "
             f"the same command again: finished steps are reused and the pipeline "
             f"resumes at '{step}'."
         )

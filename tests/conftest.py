@@ -1,0 +1,35 @@
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MLSYS = str(Path(sys.executable).parent / "mlsys")
+
+# Keep Ray's and DeepSpeed's caches where `make setup` put them.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One embedded Ray for the in-process integration tests (as `mlsys` starts it)."""
+    import ray
+
+    from mlsys.cluster import connect
+    from mlsys.pipeline.config import ClusterConfig
+
+    connect(ClusterConfig(address="local", num_cpus=4))
+    yield ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()

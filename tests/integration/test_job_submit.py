@@ -1,0 +1,55 @@
+"""`ray job submit -- mlsys run` against a real `ray start --head` with token auth."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import REPO, free_port
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def head_node(tmp_path):
+    gcs, dashboard = free_port(), free_port()
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
+    proc = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
+         "--dashboard-host=127.0.0.1", "--num-cpus=4", f"--temp-dir={tmp_path / 'ray'}", "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{dashboard}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if requests.get(f"{address}/api/version", timeout=2).status_code in (200, 401):
+                break
+        except requests.ConnectionError:
+            time.sleep(1)
+    else:
+        raise RuntimeError("ray start --head did not come up in 120 s")
+    yield address, env
+    os.killpg(proc.pid, signal.SIGTERM)  # --block stops what it started; never `ray stop` (kills every Ray on the host)
+    proc.wait(timeout=60)
+
+
+def test_ray_job_submit_runs_the_pipeline(head_node, tmp_path):
+    address, env = head_node
+    home = tmp_path / "home"
+    proc = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", f"--address={address}", "--working-dir", str(REPO),
+         "--runtime-env-json", f'{{"env_vars": {{"MLSYS_HOME": "{home}"}}}}',
+         "--", "mlsys", "run", "train.max_epochs=1"],
+        env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "registered model ctr version 1" in proc.stdout
+    assert "succeeded" in proc.stdout
+    assert (home / "mlflow.db").exists()
