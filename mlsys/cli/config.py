@@ -6,6 +6,7 @@ a value of the wrong type fails at compose time with a message naming it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,7 @@ def _one_line(e: BaseException) -> str:
             if line and not line.startswith(_NOISE) and "$VALUE" not in line and line not in parts:
                 parts.append(line)
         e = e.__cause__ or e.__context__
-    return "; ".join(parts[:3])
+    return "; ".join(parts).replace(":;", ":")
 
 
 def compose_raw(overrides: list[str] | None = None):
@@ -77,7 +78,20 @@ def compose_config(overrides: list[str] | None = None) -> MlsysConfig:
     from omegaconf import OmegaConf
 
     raw = compose_raw(overrides)
+    tree = OmegaConf.to_container(raw, resolve=False)  # before to_object, which drops extra keys
     try:
-        return OmegaConf.to_object(raw)
+        cfg = OmegaConf.to_object(raw)
     except Exception as e:
         raise ConfigError(_one_line(e)) from None
+    _reject_unknown_keys(tree, cfg, "")
+    return cfg
+
+
+def _reject_unknown_keys(raw: dict, obj, prefix: str) -> None:
+    """`+model.embed_dimm=3` composes (``+`` adds keys), then would be silently dropped."""
+    fields = {f.name for f in dataclasses.fields(obj)}  # not hasattr: to_object sets extra keys as attributes
+    for key, value in raw.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key '{prefix}{key}' (a typo, or a `+` override of a key the schema lacks)")
+        if isinstance(value, dict) and dataclasses.is_dataclass(getattr(obj, key)):
+            _reject_unknown_keys(value, getattr(obj, key), f"{prefix}{key}.")

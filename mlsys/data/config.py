@@ -36,3 +36,16 @@ class DataConfig:
     zipf_exponent: float = 1.1
     seed: int = 0
     blocks: int = 8
+
+    def __post_init__(self):
+        _require(0.0 < self.eval_fraction < 1.0, "data.eval_fraction", self.eval_fraction, "between 0 and 1")
+        _require(self.history_length >= 1, "data.history_length", self.history_length, ">= 1")
+        _require(self.vocab_min_count >= 1, "data.vocab_min_count", self.vocab_min_count, ">= 1")
+        _require(self.max_genres >= 1, "data.max_genres", self.max_genres, ">= 1")
+        for name in ("rows", "users", "items", "blocks"):
+            _require(getattr(self, name) >= 1, f"data.{name}", getattr(self, name), ">= 1")
+
+
+def _require(ok: bool, key: str, value, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"{key}={value!r} must be {expected}")

@@ -44,7 +44,8 @@ def add_history(events: pd.DataFrame, length: int) -> pd.DataFrame:
 def last_clicks(events: pd.DataFrame, length: int) -> list:
     """The user's last ``length`` clicked items over all of ``events`` (for serving)."""
     df = events[events["label"] > 0].sort_values(EVENT_ORDER, kind="stable")
-    return df["item_id"].to_numpy()[-length:].tolist()
+    items = df["item_id"].to_numpy()
+    return items[len(items) - length :].tolist() if length > 0 else []
 
 
 def join_features(events: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:

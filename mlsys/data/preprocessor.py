@@ -62,13 +62,19 @@ def merge_stats(parts: list[dict]) -> dict:
 
 
 def _encode(values: np.ndarray, index: pd.Index) -> np.ndarray:
-    pos = index.get_indexer(pd.Index(values, dtype=index.dtype if len(index) else object))
+    pos = index.get_indexer(pd.Index(values))  # nulls and unseen values -> -1
     return np.where(pos < 0, OOV, pos + 2).astype(np.int64)
 
 
 def _pad_lists(lists: np.ndarray, index: pd.Index, width: int, keep_last: bool) -> np.ndarray:
     """Encode a column of lists into a right-padded (B, width) int64 matrix."""
-    trimmed = [np.asarray(x)[-width:] if keep_last else np.asarray(x)[:width] if x is not None else np.array([]) for x in lists]
+    def trim(x) -> np.ndarray:
+        if x is None or width == 0:
+            return np.array([])
+        x = np.asarray(x)
+        return x[len(x) - width :] if keep_last and len(x) > width else x[:width]
+
+    trimmed = [trim(x) for x in lists]
     lengths = np.fromiter((len(x) for x in trimmed), dtype=np.int64, count=len(trimmed))
     out = np.zeros((len(trimmed), width), dtype=np.int64)
     if lengths.sum():

@@ -19,6 +19,13 @@ class ModelConfig:
     mlp_dims: list[int] = field(default_factory=lambda: [128, 64])
     dropout: float = 0.1
 
+    def __post_init__(self):
+        from mlsys.data.config import _require
+
+        _require(self.embed_dim >= 1, "model.embed_dim", self.embed_dim, ">= 1")
+        _require(all(d >= 1 for d in self.mlp_dims), "model.mlp_dims", list(self.mlp_dims), "positive widths")
+        _require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "in [0, 1)")
+
 
 @dataclass(frozen=True)
 class InputSpec:

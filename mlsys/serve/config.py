@@ -17,3 +17,10 @@ class ServeConfig:
     port: int = 8000
     num_replicas: int = 1
     max_candidates: int = 1000
+
+    def __post_init__(self):
+        from mlsys.data.config import _require
+
+        _require(1 <= self.port <= 65535, "serve.port", self.port, "a TCP port (1-65535)")
+        _require(self.num_replicas >= 1, "serve.num_replicas", self.num_replicas, ">= 1")
+        _require(self.max_candidates >= 1, "serve.max_candidates", self.max_candidates, ">= 1")

@@ -1,9 +1,11 @@
 """`ray job submit -- mlsys run` against a real `ray start --head` with token auth."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,12 +19,14 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
-def head_node(tmp_path):
+def head_node():
     gcs, dashboard = free_port(), free_port()
+    # Short: Ray's Unix sockets live under it and paths are capped at 107 bytes.
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
-         "--dashboard-host=127.0.0.1", "--num-cpus=4", f"--temp-dir={tmp_path / 'ray'}", "--disable-usage-stats"],
+         "--dashboard-host=127.0.0.1", "--num-cpus=4", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     address = f"http://127.0.0.1:{dashboard}"
@@ -38,6 +42,7 @@ def head_node(tmp_path):
     yield address, env
     os.killpg(proc.pid, signal.SIGTERM)  # --block stops what it started; never `ray stop` (kills every Ray on the host)
     proc.wait(timeout=60)
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_ray_job_submit_runs_the_pipeline(head_node, tmp_path):

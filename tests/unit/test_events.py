@@ -162,10 +162,6 @@ def test_last_clicks_includes_the_final_second_and_skips_non_clicks():
     assert all(isinstance(v, int) for v in last_clicks(events, 10))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: last_clicks(events, 0) slices [-0:] and returns every click instead of none",
-)
 def test_last_clicks_length_zero_returns_nothing():
     events = pd.DataFrame({"timestamp": [1, 2], "item_id": [5, 6], "label": [1.0, 1.0]})
     assert last_clicks(events, 0) == []

@@ -1,0 +1,191 @@
+"""Every Hydra config group option composes into the typed schema; bad overrides fail clearly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from enum import Enum
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlsys.cli.config import MlsysConfig, compose_config, compose_raw, config_dir
+from mlsys.data.config import DataConfig, DataSource
+from mlsys.errors import ConfigError
+from mlsys.models.config import ModelConfig, ModelName
+from mlsys.pipeline.config import ClusterConfig, HomeConfig, PipelineConfig
+from mlsys.registry.config import RegistryConfig
+from mlsys.serve.config import ServeConfig
+from mlsys.train.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"
+MLSYS = Path(sys.executable).parent / "mlsys"
+SECTION_TYPES = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "registry": RegistryConfig,
+    "serve": ServeConfig,
+    "pipeline": PipelineConfig,
+    "cluster": ClusterConfig,
+    "home": HomeConfig,
+}
+OPTIONS = sorted((p.parent.name, p.stem) for p in CONFIGS.glob("*/*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    # Interpolated defaults read these; keep the composition independent of the caller's shell.
+    for var in ("RAY_ADDRESS", "MLSYS_HOME", "MLFLOW_TRACKING_URI", "MLSYS_CONFIG_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(ROOT)
+
+
+def test_every_group_has_options():
+    groups = {g for g, _ in OPTIONS}
+    assert groups == {"data", "model", "train", "registry", "serve", "pipeline", "cluster"}
+    assert ("data", "movielens") in OPTIONS and ("data", "synthetic") in OPTIONS
+    assert config_dir() == CONFIGS.resolve()
+
+
+def _plain(v):
+    return v.value if isinstance(v, Enum) else v
+
+
+@pytest.mark.parametrize("group, name", OPTIONS, ids=[f"{g}={n}" for g, n in OPTIONS])
+def test_every_option_composes_into_typed_config(group, name):
+    cfg = compose_config([f"{group}={name}"])
+    assert isinstance(cfg, MlsysConfig)
+    for section, typ in SECTION_TYPES.items():
+        assert type(getattr(cfg, section)) is typ, section
+    assert isinstance(cfg.data.source, DataSource)
+    assert isinstance(cfg.model.name, ModelName)
+    # Every value the YAML sets is in the typed section (interpolations aside).
+    values = yaml.safe_load((CONFIGS / group / f"{name}.yaml").read_text()) or {}
+    section = getattr(cfg, group)
+    for key, value in values.items():
+        assert hasattr(section, key), f"{group}/{name}.yaml sets unknown key {key}"
+        if isinstance(value, str) and value.startswith("${"):
+            continue
+        assert _plain(getattr(section, key)) == value, f"{group}.{key}"
+
+
+def test_defaults():
+    cfg = compose_config([])
+    assert cfg.data.source is DataSource.movielens
+    assert cfg.model.name is ModelName.deepfm
+    assert cfg.model.embed_dim == 16 and cfg.model.mlp_dims == [128, 64]
+    assert cfg.cluster.address == "local"
+    assert cfg.home.root == ".mlsys" and cfg.home.tracking_uri is None
+    assert cfg.registry.alias == "champion"
+
+
+def test_synthetic_data_option():
+    cfg = compose_config(["data=synthetic"])
+    assert cfg.data.source is DataSource.synthetic
+    assert cfg.data.rows == 200_000 and cfg.data.blocks == 8
+
+
+def test_environment_interpolations(monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    monkeypatch.setenv("MLSYS_HOME", "/tmp/somewhere")
+    cfg = compose_config([])
+    assert cfg.cluster.address == "10.0.0.1:6379"
+    assert cfg.home.root == "/tmp/somewhere"
+
+
+@pytest.mark.parametrize(
+    "overrides, check",
+    [
+        (["model.embed_dim=32"], lambda c: c.model.embed_dim == 32 and type(c.model.embed_dim) is int),
+        (["model.mlp_dims=[256,128,64]"], lambda c: c.model.mlp_dims == [256, 128, 64]),
+        (["data.source=synthetic"], lambda c: c.data.source is DataSource.synthetic),
+        (["data=synthetic", "data.rows=1000"], lambda c: c.data.rows == 1000 and c.data.source is DataSource.synthetic),
+        (["train.learning_rate=0.1", "train.use_gpu=true"], lambda c: c.train.learning_rate == 0.1 and c.train.use_gpu is True),
+        (["registry.alias=null"], lambda c: c.registry.alias is None),
+        (["serve.port=9001"], lambda c: c.serve.port == 9001),
+    ],
+)
+def test_overrides_are_applied(overrides, check):
+    cfg = compose_config(overrides)
+    assert check(cfg)
+    assert cfg.model.embed_dim == (32 if overrides == ["model.embed_dim=32"] else 16)
+
+
+@pytest.mark.parametrize(
+    "override, names",
+    [
+        ("model.embed_dimm=3", ["embed_dimm"]),
+        ("data=nope", ["nope"]),
+        ("train.max_epochs=abc", ["max_epochs", "abc"]),
+        ("data.source=bogus", ["bogus"]),
+        ("model.name=transformer", ["transformer"]),
+        ("serve.port=1.5", ["port"]),
+        ("nosuchsection.x=1", ["nosuchsection"]),
+    ],
+)
+def test_bad_overrides_raise_config_error_naming_the_problem(override, names):
+    with pytest.raises(ConfigError) as e:
+        compose_config([override])
+    message = str(e.value)
+    for name in names:
+        assert name in message, message
+    assert "\n" not in message
+    assert message.startswith("Bad configuration:")
+
+
+def test_unknown_option_names_the_group():
+    with pytest.raises(ConfigError) as e:
+        compose_config(["data=nope"])
+    assert "data/nope" in str(e.value) or "'nope'" in str(e.value)
+
+
+def test_unknown_option_lists_every_available_option():
+    with pytest.raises(ConfigError) as e:
+        compose_config(["data=nope"])
+    assert "movielens" in str(e.value) and "synthetic" in str(e.value)
+
+
+def test_misspelt_key_with_plus_prefix_is_rejected():
+    with pytest.raises(ConfigError, match="embed_dimm"):
+        compose_config(["+model.embed_dimm=3"])
+
+
+def test_compose_raw_resolves_to_plain_yaml():
+    from omegaconf import OmegaConf
+
+    raw = compose_raw(["model.embed_dim=32"])
+    text = OmegaConf.to_yaml(raw, resolve=True)
+    assert yaml.safe_load(text)["model"]["embed_dim"] == 32
+
+
+# -- the CLI ------------------------------------------------------------------------------
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLSYS_HOME", "MLSYS_CONFIG_DIR")}
+    return subprocess.run([str(MLSYS), *args], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_cli_prints_composed_config():
+    r = _cli("run", "--cfg", "job", "model.embed_dim=32")
+    assert r.returncode == 0, r.stderr
+    assert "embed_dim: 32" in r.stdout
+    doc = yaml.safe_load(r.stdout)
+    assert doc["model"]["embed_dim"] == 32
+    assert doc["data"]["source"] == "movielens"
+    assert set(doc) >= set(SECTION_TYPES)
+
+
+def test_cli_bad_override_is_one_line_exit_2():
+    r = _cli("run", "model.embed_dimm=3")
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("mlsys: error:")
+    assert "embed_dimm" in lines[0]
+    assert r.stdout == ""
