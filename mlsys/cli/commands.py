@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import urllib.request
@@ -56,6 +57,16 @@ def resolve_model(cfg: MlsysConfig):
     return mlflow_store.resolve(mlflow_store.tracking_uri(cfg.home), cfg.serve.model)
 
 
+def lineage(cfg: MlsysConfig) -> str:
+    from mlsys.pipeline.lineage import format_lineage, walk
+    from mlsys.registry import mlflow_store
+
+    model = resolve_model(cfg)
+    client = mlflow_store.client(mlflow_store.tracking_uri(cfg.home))
+    title = f"{model.name} version {model.version} (package {model.source})"
+    return format_lineage(title, walk(client, model.run_id))
+
+
 def start_server(cfg: MlsysConfig, echo: Callable[[str], None] = print) -> str:
     from mlsys.cluster import connect
     from mlsys.serve import app
@@ -94,16 +105,17 @@ def post_json(url: str, body: dict, timeout: float = 30.0) -> dict:
         return json.loads(resp.read())
 
 
-def demo_requests(result: PipelineResult, users: int = 3, candidates: int = 8) -> list[dict]:
-    """Real requests: a few eval users, each with the items they rated in eval."""
+def demo_requests(result: PipelineResult, users: int = 3, candidates: int = 8) -> list[tuple[dict, set[int]]]:
+    """Real requests: a few eval users, each with items they rated in eval, and which they clicked."""
     import pandas as pd
 
     frame = pd.read_parquet(result.output("transform").eval, columns=["user_id", "item_id", "label"])
     chosen = frame.groupby("user_id").filter(lambda g: g["label"].nunique() == 2)["user_id"].drop_duplicates()
     out = []
     for user in chosen.head(users):
-        items = frame.loc[frame.user_id == user, "item_id"].head(candidates).tolist()
-        out.append({"user_id": int(user), "candidates": [int(i) for i in items], "k": 5})
+        rows = frame[frame.user_id == user].head(candidates)
+        clicked = {int(i) for i in rows.loc[rows.label > 0, "item_id"]}
+        out.append(({"user_id": int(user), "candidates": [int(i) for i in rows.item_id], "k": 5}, clicked))
     return out
 
 
@@ -112,13 +124,15 @@ def demo(cfg: MlsysConfig, overrides: list[str]) -> None:
     from ray import serve
 
     result = execute_pipeline(cfg, overrides)
-    url = start_server(cfg)
+    # Quiet access logs: the demo prints the answers itself.
+    url = start_server(dataclasses.replace(cfg, serve=dataclasses.replace(cfg.serve, log_level="WARNING")))
     try:
-        for body in demo_requests(result):
+        for body, clicked in demo_requests(result):
             answer = post_json(f"{url}/v1/rank", body)
             print(f"\nPOST {url}/v1/rank {json.dumps(body)}")
             for item in answer["items"]:
-                print(f"  item {item['item_id']:>5}  score {item['score']:.4f}")
+                mark = "  (clicked: rated >= 4 in the held-out data)" if item["item_id"] in clicked else ""
+                print(f"  item {item['item_id']:>5}  score {item['score']:.4f}{mark}")
         print(f"\nMLflow run id: {result.run_id}\nartifacts: {result.home}/artifacts")
         print("Keep a server up with `mlsys serve`; see README.md for the HTTP API.")
     finally:

@@ -3,6 +3,7 @@
     mlsys run [--cfg job] [key=value ...]   run the pipeline (cached steps are reused)
     mlsys serve [key=value ...]             serve serve.model on 127.0.0.1:8000 until Ctrl-C
     mlsys demo [key=value ...]              run, serve, send a few requests, stop
+    mlsys lineage [key=value ...]           walk serve.model back to its data
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cfg", choices=["job"], help="print the composed config and exit")
     sub.add_parser("serve", help="serve a registered model over HTTP until Ctrl-C")
     sub.add_parser("demo", help="run the pipeline, serve it, send a few ranking requests, stop")
-    for name in ("run", "serve", "demo"):
+    sub.add_parser("lineage", help="walk a registered model (serve.model) back to the data it came from")
+    for name in ("run", "serve", "demo", "lineage"):
         sub.choices[name].add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.embed_dim=32")
     return p
 
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
             commands.serve_forever(cfg)
         elif args.command == "demo":
             commands.demo(cfg, args.overrides)
+        elif args.command == "lineage":
+            print(commands.lineage(cfg))
         return 0
     except MlsysError as e:
         print(f"mlsys: error: {e}", file=sys.stderr)

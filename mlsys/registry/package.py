@@ -68,7 +68,17 @@ def _example_inputs(spec: InputSpec, batch: int = 2) -> tuple[torch.Tensor, ...]
 
 def export_onnx(model: torch.nn.Module, spec: InputSpec, path: Path) -> None:
     """Export the probability graph with a dynamic batch axis, weights in the one file."""
+    import logging
+    import warnings
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" x4
     batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _export(model, spec, path, batch)
+
+
+def _export(model: torch.nn.Module, spec: InputSpec, path: Path, batch) -> None:
     torch.onnx.export(
         Scorer(model).eval(),
         _example_inputs(spec),

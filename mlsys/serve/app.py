@@ -87,6 +87,9 @@ def check_port_free(host: str, port: int) -> None:
 
 def start(cfg: ServeConfig, package_uri: str, model_name: str, version: Optional[str]) -> str:
     """Deploy on the connected Ray cluster; returns the base URL."""
-    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    import logging
+
+    logging.getLogger("ray.serve").setLevel(cfg.log_level)
+    serve.start(http_options={"host": cfg.host, "port": cfg.port}, logging_config={"log_level": cfg.log_level})
     serve.run(build_app(cfg, package_uri, model_name, version), name=cfg.app_name, route_prefix="/")
     return f"http://{cfg.host}:{cfg.port}"

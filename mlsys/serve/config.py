@@ -17,6 +17,8 @@ class ServeConfig:
     port: int = 8000
     num_replicas: int = 1
     max_candidates: int = 1000
+    # Serve's log level; INFO includes one access-log line per request.
+    log_level: str = "INFO"
 
     def __post_init__(self):
         from mlsys.data.config import _require
@@ -24,3 +26,5 @@ class ServeConfig:
         _require(1 <= self.port <= 65535, "serve.port", self.port, "a TCP port (1-65535)")
         _require(self.num_replicas >= 1, "serve.num_replicas", self.num_replicas, ">= 1")
         _require(self.max_candidates >= 1, "serve.max_candidates", self.max_candidates, ">= 1")
+        levels = ("DEBUG", "INFO", "WARNING", "ERROR")
+        _require(self.log_level in levels, "serve.log_level", self.log_level, f"one of {levels}")

@@ -34,9 +34,13 @@ def _gather(values: np.ndarray) -> np.ndarray:
 
 def train_loop(config: dict) -> None:
     """The per-worker loop (``train_loop_per_worker``); ``config`` is plain JSON data."""
+    import logging
+
     import ray.train
     import ray.train.torch
     import torch.nn.functional as F
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per epoch is ours
 
     spec = InputSpec.from_dict(config["spec"])
     model_cfg = ModelConfig(**config["model"])
