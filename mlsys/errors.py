@@ -103,3 +103,30 @@ class ArtifactIntegrityError(MlsysError):
 
 class InvalidRequestError(MlsysError):
     """A ranking request that cannot be scored (answered as HTTP 400)."""
+
+
+class TooManyBadRowsError(MlsysError):
+    """More malformed rows in a source than ``data.max_bad_fraction`` allows."""
+
+    def __init__(self, source: str, bad: int, rows: int, max_fraction: float, by_reason: dict[str, int], quarantine: str):
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0])))
+        percent = 100.0 * bad / rows if rows else 0.0
+        super().__init__(
+            f"{percent:.3g}% of the rows of {source!r} are malformed ({bad} of {rows}: {reasons}), "
+            f"above data.max_bad_fraction={max_fraction}. The rows and their reasons are in {quarantine}; "
+            "fix the source or raise data.max_bad_fraction."
+        )
+        self.source, self.bad, self.rows = source, bad, rows
+        self.max_fraction, self.by_reason, self.quarantine = max_fraction, dict(by_reason), quarantine
+
+
+class DataValidationError(MlsysError):
+    """Validation found ``error`` anomalies: the pipeline stops before training."""
+
+    def __init__(self, dataset: str, lines: list[str], report: str):
+        shown = "; ".join(lines[:5]) + (f"; and {len(lines) - 5} more" if len(lines) > 5 else "")
+        super().__init__(
+            f"Data validation of {dataset} found {len(lines)} error(s): {shown}. The report is {report}. "
+            "Fix the data, or if the change is expected, update the schema (validation.schema_file) "
+            "or the thresholds (validation.drift.*, validation.features.<name>.*)."
+        )

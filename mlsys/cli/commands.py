@@ -21,7 +21,7 @@ def execute_pipeline(cfg: MlsysConfig, overrides: list[str], echo: Callable[[str
 
     if cfg.pipeline.name not in PIPELINES:
         raise ConfigError(f"pipeline.name={cfg.pipeline.name!r} is not one of {sorted(PIPELINES)}")
-    sections = {name: getattr(cfg, name) for name in ("data", "model", "train", "registry")}
+    sections = {name: getattr(cfg, name) for name in ("data", "validation", "model", "train", "registry")}
     runner = PipelineRunner(
         PIPELINES[cfg.pipeline.name],
         sections,

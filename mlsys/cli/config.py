@@ -14,6 +14,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 
 from mlsys.data.config import DataConfig
+from mlsys.data.validation import ValidationConfig
 from mlsys.errors import ConfigError
 from mlsys.models.config import ModelConfig
 from mlsys.pipeline.config import ClusterConfig, HomeConfig, PipelineConfig
@@ -25,6 +26,7 @@ from mlsys.train.config import TrainConfig
 @dataclass
 class MlsysConfig:
     data: DataConfig = field(default_factory=DataConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)

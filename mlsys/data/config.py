@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Optional
 
 
 class DataSource(str, Enum):
     # Member names are the config values: OmegaConf validates enums by name.
     movielens = "movielens"
     synthetic = "synthetic"
+    csv = "csv"
 
 
 @dataclass
@@ -36,12 +38,25 @@ class DataConfig:
     zipf_exponent: float = 1.1
     seed: int = 0
     blocks: int = 8
+    # Synthetic: the share of users with gender "F" (move it to plant drift between spans).
+    gender_share: float = 0.5
+    # CSV click logs (data=csv): events with user_id, item_id, timestamp and rating or label;
+    # optional user (user_id, age, gender, occupation) and item (item_id, year, genres) tables.
+    path: Optional[str] = None
+    delimiter: str = ","
+    users_path: Optional[str] = None
+    items_path: Optional[str] = None
+    # Malformed rows are quarantined with a reason; above this fraction ingestion stops.
+    max_bad_fraction: float = 0.01
 
     def __post_init__(self):
         _require(0.0 < self.eval_fraction < 1.0, "data.eval_fraction", self.eval_fraction, "between 0 and 1")
         _require(self.history_length >= 1, "data.history_length", self.history_length, ">= 1")
         _require(self.vocab_min_count >= 1, "data.vocab_min_count", self.vocab_min_count, ">= 1")
         _require(self.max_genres >= 1, "data.max_genres", self.max_genres, ">= 1")
+        _require(0.0 <= self.gender_share <= 1.0, "data.gender_share", self.gender_share, "between 0 and 1")
+        _require(0.0 <= self.max_bad_fraction <= 1.0, "data.max_bad_fraction", self.max_bad_fraction, "between 0 and 1")
+        _require(DataSource(self.source) is not DataSource.csv or bool(self.path), "data.path", self.path, "set for data=csv")
         for name in ("rows", "users", "items", "blocks"):
             _require(getattr(self, name) >= 1, f"data.{name}", getattr(self, name), ">= 1")
 

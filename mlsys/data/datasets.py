@@ -63,3 +63,39 @@ def user_histories(events: ray.data.Dataset, length: int) -> pd.DataFrame:
         lambda df: pd.DataFrame({"user_id": df["user_id"].iloc[:1].to_numpy(), "history": [ev.last_clicks(df, length)]}),
         batch_format="pandas",
     ).to_pandas()
+
+
+def _block_state(table, kinds):
+    import pickle
+
+    import pyarrow as pa
+
+    from mlsys.data.statistics import block_accumulators
+
+    # Internal transport between our own tasks; files on disk are JSON.
+    return pa.table({"state": [pickle.dumps(block_accumulators(table, kinds))]})
+
+
+def compute_statistics(ds: ray.data.Dataset, kinds=None, name: str = ""):
+    """Statistics of a Dataset in one pass: per-block sketches, merged in the driver."""
+    import pickle
+
+    from mlsys.data.statistics import finalize, infer_kinds, merge_all
+
+    kinds = kinds or infer_kinds(ds.schema().base_schema)
+    states = ds.map_batches(_block_state, fn_kwargs={"kinds": kinds}, batch_format="pyarrow", batch_size=None).take_all()
+    return finalize(merge_all(pickle.loads(s["state"]) for s in states), name)
+
+
+def read_any(path: str) -> ray.data.Dataset:
+    """Parquet or CSV (by extension; a folder is read as Parquet)."""
+    if path.endswith((".csv", ".csv.gz", ".tsv")):
+        import pyarrow.csv as pacsv
+
+        options = pacsv.ParseOptions(delimiter="\t") if path.endswith(".tsv") else None
+        return ray.data.read_csv(path, parse_options=options) if options else ray.data.read_csv(path)
+    import os
+
+    if os.path.isfile(path):  # a single file is read whatever its extension (e.g. `.parquet.brotli`)
+        return ray.data.read_parquet(path, file_extensions=[path.rsplit(".", 1)[-1]])
+    return ray.data.read_parquet(path)

@@ -40,7 +40,7 @@ def synthetic_users(cfg: DataConfig) -> pd.DataFrame:
         {
             "user_id": np.arange(1, cfg.users + 1, dtype=np.int64),
             "age": rng.integers(15, 70, cfg.users).astype(np.float32),
-            "gender": rng.choice(["F", "M"], cfg.users),
+            "gender": np.where(rng.random(cfg.users) < cfg.gender_share, "F", "M"),
             "occupation": rng.choice(OCCUPATIONS, cfg.users),
         }
     )

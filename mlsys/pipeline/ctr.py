@@ -1,4 +1,5 @@
-"""The default pipeline ``pipeline=ctr``: ingest -> transform -> train -> evaluate -> register."""
+"""The default pipeline ``pipeline=ctr``:
+ingest -> statistics -> schema -> validate -> transform -> train -> evaluate -> register."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from mlsys import storage
 from mlsys.data.config import DataConfig
+from mlsys.data.validation import ValidationConfig
 from mlsys.models import ModelConfig
 from mlsys.pipeline.step import Pipeline, StepContext, step
 from mlsys.registry.config import RegistryConfig
@@ -20,6 +22,23 @@ class IngestOutput:
     events: str  # Parquet dataset: events + user/item attributes + split
     users: str
     items: str
+
+
+@dataclass(frozen=True)
+class StatisticsOutput:
+    train: str  # DatasetStatistics JSON per split
+    eval: str
+
+
+@dataclass(frozen=True)
+class SchemaOutput:
+    schema: str  # the schema in force (inferred, then curated), YAML
+
+
+@dataclass(frozen=True)
+class ValidateOutput:
+    anomalies: str  # AnomalyReport JSON per dataset
+    report: str  # HTML
 
 
 @dataclass(frozen=True)
@@ -79,8 +98,83 @@ def _count_and_clicks():
     return Count(alias_name="rows"), Sum("label", alias_name="clicks")
 
 
+def event_kinds(schema):
+    """Feature kinds of the events table: ids are categorical, `timestamp` a time."""
+    from mlsys.data.statistics import infer_kinds
+
+    kinds = infer_kinds(schema, categorical=["user_id", "item_id"], timestamps=["timestamp"])
+    kinds.pop("split", None)
+    return kinds
+
+
+@step(code=("mlsys.data.statistics", "mlsys.data.datasets"))
+def statistics(ctx: StepContext, ingested: IngestOutput) -> StatisticsOutput:
+    import ray
+
+    from mlsys.data.datasets import compute_statistics
+
+    events = ray.data.read_parquet(ingested.events)
+    kinds = event_kinds(events.schema().base_schema)
+    out = StatisticsOutput(*(storage.join(ctx.output_uri, f"{s}.json") for s in ("train", "eval")))
+    for split, uri in (("train", out.train), ("eval", out.eval)):
+        stats = compute_statistics(events.filter(expr=f"split == '{split}'"), kinds, name=split)
+        storage.write_json(uri, stats.to_dict())
+        ctx.log_metric(f"{split}_rows", stats.rows)
+    return out
+
+
+@step(code=("mlsys.data.schema",))
+def schema(ctx: StepContext, stats: StatisticsOutput, validation: ValidationConfig) -> SchemaOutput:
+    import yaml
+
+    from mlsys.data.schema import apply_curated, infer_schema
+    from mlsys.data.statistics import DatasetStatistics
+
+    inferred = infer_schema(DatasetStatistics.from_dict(storage.read_json(stats.train)), validation.max_domain_size)
+    if validation.schema_file:
+        with open(validation.schema_file) as f:
+            inferred = apply_curated(inferred, yaml.safe_load(f) or {})
+    out = SchemaOutput(schema=storage.join(ctx.output_uri, "schema.yaml"))
+    Path(out.schema).parent.mkdir(parents=True, exist_ok=True)
+    Path(out.schema).write_text(inferred.to_yaml())
+    ctx.log_metric("features", len(inferred.features))
+    return out
+
+
+@step(code=("mlsys.data.validation", "mlsys.data.anomalies", "mlsys.data.report"))
+def validate(ctx: StepContext, stats: StatisticsOutput, schema: SchemaOutput, validation: ValidationConfig) -> ValidateOutput:
+    from mlsys.data import report
+    from mlsys.data.schema import Schema
+    from mlsys.data.statistics import DatasetStatistics
+    from mlsys.data.validation import validate as check
+    from mlsys.errors import DataValidationError
+    from mlsys.registry import mlflow_store
+
+    train, evaluation = (DatasetStatistics.from_dict(storage.read_json(u)) for u in (stats.train, stats.eval))
+    expected = Schema.from_yaml(Path(schema.schema).read_text())
+    previous = None
+    if validation.previous_statistics:
+        previous = DatasetStatistics.from_dict(storage.read_json(validation.previous_statistics))
+        previous.name = f"previous span ({previous.name or 'train'})"
+        train.name = "this span (train)"
+    results = [check(train, expected, validation, previous), check(evaluation, expected, validation)] if validation.enabled else []
+    out = ValidateOutput(anomalies=storage.join(ctx.output_uri, "anomalies.json"), report=storage.join(ctx.output_uri, "report.html"))
+    storage.write_json(out.anomalies, [json.loads(r.to_json()) for r in results])
+    sides = ([("previous span", previous)] if previous else []) + [("train", train), ("eval", evaluation)]
+    report.write_html(out.report, sides, results, title=f"Data report ({ctx.fingerprint[:12]})")
+    mlflow_store.client(ctx.tracking_uri).log_artifact(ctx.run_id, out.report, "validation")
+    errors = [a for r in results for a in r.errors]
+    warnings = [a for r in results for a in r.warnings]
+    ctx.log_metrics({"anomaly_errors": len(errors), "anomaly_warnings": len(warnings)})
+    for a in warnings:
+        print(f"[validate] {a.line()}")
+    if errors:
+        raise DataValidationError("the ingested data", [a.line() for a in errors], out.report)
+    return out
+
+
 @step(code=("mlsys.data.datasets", "mlsys.data.events", "mlsys.data.preprocessor"))
-def transform(ctx: StepContext, ingested: IngestOutput, data: DataConfig) -> TransformOutput:
+def transform(ctx: StepContext, ingested: IngestOutput, validated: ValidateOutput, data: DataConfig) -> TransformOutput:
     import pandas as pd
     import ray
 
@@ -204,5 +298,5 @@ def register(
     return RegisterOutput(package=version.source, model_name=version.name, version=version.version)
 
 
-CTR = Pipeline("ctr", (ingest, transform, train, evaluate, register))
+CTR = Pipeline("ctr", (ingest, statistics, schema, validate, transform, train, evaluate, register))
 PIPELINES = {"ctr": CTR}

@@ -69,12 +69,21 @@ def _flatten(prefix: str, value: Any) -> dict[str, str]:
     return {prefix: json.dumps(value) if isinstance(value, list) else str(value)}
 
 
+def _config_payload(cfg: Any) -> Any:
+    """A config's values, plus the content hashes of files it names (``fingerprint_extra``)."""
+    payload = _plain(cfg)
+    extra = getattr(cfg, "fingerprint_extra", None)
+    if extra is not None and extra():
+        payload = {**payload, "_files": extra()}
+    return payload
+
+
 def fingerprint(step: Step, configs: dict[str, Any], inputs: dict[str, str]) -> str:
     payload = {
         "step": step.name,
         "mlsys": __version__,
         "code": step.code_digest(),
-        "config": {name: _plain(cfg) for name, cfg in sorted(configs.items())},
+        "config": {name: _config_payload(cfg) for name, cfg in sorted(configs.items())},
         "inputs": dict(sorted(inputs.items())),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -8,7 +8,7 @@ import mlsys
 from mlsys.registry import mlflow_store
 from mlsys.pipeline.config import HomeConfig
 
-STEPS = ["ingest", "transform", "train", "evaluate", "register"]
+STEPS = ["ingest", "statistics", "schema", "validate", "transform", "train", "evaluate", "register"]
 
 
 def _client(home):
@@ -56,7 +56,7 @@ def test_every_step_is_a_nested_mlflow_run_with_lineage(trained):
 def test_unchanged_rerun_reuses_every_step(trained):
     home, overrides, first = trained
     again = mlsys.run_pipeline(overrides)
-    assert [s.status for s in again.steps] == ["cached"] * 5
+    assert [s.status for s in again.steps] == ["cached"] * len(STEPS)
     assert [s.fingerprint for s in again.steps] == [s.fingerprint for s in first.steps]
     assert again.run_id != first.run_id
     assert again.output("register") == first.output("register")
@@ -66,7 +66,8 @@ def test_model_override_reruns_only_downstream_steps(trained):
     home, overrides, first = trained
     changed = mlsys.run_pipeline([*overrides, "model.embed_dim=8"])
     status = {s.name: s.status for s in changed.steps}
-    assert status == {"ingest": "cached", "transform": "cached", "train": "ran", "evaluate": "ran", "register": "ran"}
+    assert status == {"ingest": "cached", "statistics": "cached", "schema": "cached", "validate": "cached",
+                      "transform": "cached", "train": "ran", "evaluate": "ran", "register": "ran"}
     assert changed.output("register").version == "2"
     # The new model really has the new width.
     package = json.loads((Path(changed.output("register").package) / "model.json").read_text())
