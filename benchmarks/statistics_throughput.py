@@ -116,41 +116,92 @@ def write_data(root: Path, rows: int, rows_per_file: int) -> dict[int, Path]:
 # -- memory ---------------------------------------------------------------------
 
 
-class MemorySampler(threading.Thread):
-    """Largest sum of PSS (and of RSS) over this process and all its descendants, sampled.
+def _kib_fields(path: str, names: tuple[str, ...]) -> dict[str, int] | None:
+    """``Name: N kB`` lines of a /proc file, in bytes; None once the process is gone."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    values = {}
+    for line in lines:
+        key, _, rest = line.partition(":")
+        if key in names and rest.strip().endswith("kB"):
+            values[key] = int(rest.split()[0]) * 1024
+    return values
 
-    PSS splits each shared page (Ray's shared-memory object store, shared
-    libraries) among the processes that map it, so the sum counts it once;
-    a sum of RSS counts it once per process that maps it.
+
+def _process_name(pid: int) -> str:
+    """``ray::IDLE``, ``raylet``, ``gcs_server``, or the Python script a process runs."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return "?"
+    if argv[0].startswith("ray::"):  # a worker's title changes with the task it runs
+        return argv[0] if argv[0].endswith("Agent") else "ray worker"
+    script = next((a for a in argv[1:] if a.endswith(".py")), argv[0])
+    return Path(script).name
+
+
+class MemorySampler(threading.Thread):
+    """Peak memory of this process and all its descendants, sampled every ``interval`` seconds.
+
+    Each sample sums, per process, its anonymous resident memory now
+    (``RssAnon`` from /proc/PID/status: cheap, and private to these exec'ed
+    processes) plus its proportional share of file-backed and shared-memory
+    pages (``Pss_File + Pss_Shmem`` from /proc/PID/smaps_rollup). PSS divides a
+    shared page (shared libraries, Ray's shared-memory object store) among the
+    processes that map it, so the sum counts it once. smaps_rollup walks page
+    tables (2-7 ms for a Ray worker), so each sample refreshes the shares of
+    only the ``refresh`` stalest processes; all of them every ~1-2 s.
+    ``peak_rss`` is the plain sum of RSS, which counts shared pages once per
+    process that maps them (an upper bound).
     """
 
-    def __init__(self, interval: float = 0.2):
+    def __init__(self, interval: float = 0.2, refresh: int = 2):
         super().__init__(daemon=True)
         import psutil
 
-        self.psutil, self.me, self.interval = psutil, psutil.Process(), interval
-        self.peak_pss = self.peak_rss = 0
+        self.me, self.interval, self.refresh = psutil.Process(), interval, refresh
+        self.shared: dict[int, tuple[float, int]] = {}  # pid -> (when, Pss_File + Pss_Shmem)
+        self.peak = self.peak_rss = self.peak_shmem = 0
+        self.at_peak: dict[str, int] = {}  # process kind -> bytes, in the peak sample
         self.samples, self.sampling_s, self.most_processes = 0, 0.0, 0
         self._done = threading.Event()
 
-    def total(self) -> tuple[int, int, int]:
-        pss = rss = n = 0
-        for p in [self.me, *self.me.children(recursive=True)]:
-            try:
-                m = p.memory_full_info()
-            except (self.psutil.NoSuchProcess, self.psutil.AccessDenied, self.psutil.ZombieProcess):
-                continue
-            pss, rss, n = pss + m.pss, rss + m.rss, n + 1
-        return pss, rss, n
+    def _shares(self, pids: list[int], limit: int) -> None:
+        for pid in sorted(pids, key=lambda p: self.shared.get(p, (0.0, 0))[0])[:limit]:  # stalest, new ones first
+            rollup = _kib_fields(f"/proc/{pid}/smaps_rollup", ("Pss_File", "Pss_Shmem"))
+            if rollup is not None:
+                self.shared[pid] = (time.monotonic(), rollup.get("Pss_File", 0) + rollup.get("Pss_Shmem", 0))
 
-    def sample(self) -> tuple[int, int, int]:
-        started = time.perf_counter()
-        pss, rss, n = self.total()
-        self.sampling_s += time.perf_counter() - started
-        self.samples += 1
-        self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
+    def sample(self, refresh_all: bool = False) -> int:
+        started = time.thread_time()  # CPU, not wall: the machine is shared
+        pids = [self.me.pid] + [p.pid for p in self.me.children(recursive=True)]
+        self._shares(pids, len(pids) if refresh_all else self.refresh)
+        total = rss = shmem = n = 0
+        parts: dict[str, int] = {}
+        counts: dict[str, int] = {}
+        for pid in pids:
+            status = _kib_fields(f"/proc/{pid}/status", ("Name", "RssAnon", "RssFile", "RssShmem"))
+            if status is None:
+                continue
+            mine = status.get("RssAnon", 0) + self.shared.get(pid, (0.0, 0))[1]
+            name = "driver" if pid == self.me.pid else _process_name(pid)
+            parts[name] = parts.get(name, 0) + mine
+            counts[name] = counts.get(name, 0) + 1
+            total += mine
+            rss += sum(status.values())
+            shmem = max(shmem, status.get("RssShmem", 0))
+            n += 1
+        if total > self.peak:
+            self.peak, self.at_peak = total, {f"{k} x{counts[k]}": v for k, v in parts.items()}
+        self.peak_rss, self.peak_shmem = max(self.peak_rss, rss), max(self.peak_shmem, shmem)
         self.most_processes = max(self.most_processes, n)
-        return pss, rss, n
+        self.sampling_s += time.thread_time() - started
+        self.samples += 1
+        return total
 
     def run(self) -> None:
         while not self._done.wait(self.interval):
@@ -159,7 +210,7 @@ class MemorySampler(threading.Thread):
     def stop(self) -> None:
         self._done.set()
         self.join()
-        self.sample()
+        self.sample(refresh_all=True)
 
 
 # -- the two sides (each in its own subprocess) ---------------------------------
@@ -174,13 +225,14 @@ def run_candidate(folder: str, num_cpus: int, stats_out: str | None) -> dict:
     from mlsys.data.statistics import infer_kinds
 
     started = time.perf_counter()
-    ray.init(num_cpus=num_cpus, include_dashboard=False)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)  # never join another user's cluster
     startup = time.perf_counter() - started
-    idle_pss, idle_rss, _ = sampler.sample()
+    idle = sampler.sample(refresh_all=True)
 
     started = time.perf_counter()
     ds = read_any(folder)
     kinds = infer_kinds(ds.schema().base_schema, categorical=["id"], timestamps=["ts"])
+    schema_s = time.perf_counter() - started
     stats = compute_statistics(ds, kinds)
     seconds = time.perf_counter() - started
 
@@ -189,9 +241,10 @@ def run_candidate(folder: str, num_cpus: int, stats_out: str | None) -> dict:
     if stats_out:
         Path(stats_out).write_text(stats.to_json())
     return {
-        "rows": stats.rows, "seconds": seconds, "ray_init_s": startup,
-        "peak_mib": sampler.peak_pss / MIB, "peak_rss_sum_mib": sampler.peak_rss / MIB,
-        "idle_mib": idle_pss / MIB, "idle_rss_sum_mib": idle_rss / MIB,
+        "rows": stats.rows, "seconds": seconds, "schema_s": schema_s, "ray_init_s": startup,
+        "peak_mib": sampler.peak / MIB, "peak_rss_sum_mib": sampler.peak_rss / MIB, "idle_mib": idle / MIB,
+        "peak_shmem_mib": sampler.peak_shmem / MIB,
+        "at_peak_mib": {k: round(v / MIB) for k, v in sorted(sampler.at_peak.items(), key=lambda kv: -kv[1])},
         "samples": sampler.samples, "sample_ms": 1000 * sampler.sampling_s / max(1, sampler.samples),
         "processes": sampler.most_processes,
     }
@@ -223,7 +276,7 @@ def run_baseline(folder: str) -> dict:
     children_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {
         "rows": rows, "seconds": seconds, "distinct": distinct,
-        "peak_mib": (self_kib + children_kib) / 1024, "peak_pss_sampled_mib": sampler.peak_pss / MIB,
+        "peak_mib": (self_kib + children_kib) / 1024, "peak_sampled_mib": sampler.peak / MIB,
     }
 
 
@@ -288,7 +341,7 @@ def check_candidate(stats_path: Path, folder: Path) -> str:
         x = col.drop_null().to_numpy().astype(np.float64)
         f = stats.features[name]
         s = f.length if name in LISTS else {"mean": f.mean, "min": f.min, "max": f.max, "quantiles": f.quantiles}
-        exact &= f.missing == col.null_count and s["min"] == x.min() and s["max"] == x.max()
+        exact &= f.count == table.num_rows and f.missing == col.null_count and s["min"] == x.min() and s["max"] == x.max()
         worst_mean = max(worst_mean, abs(s["mean"] - x.mean()) / abs(x.mean()))
         x.sort()
         for q_name, q in QUANTILES.items():  # rank error: where the estimate falls among the exact values
@@ -333,6 +386,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="mlsys-stats-bench-"))
     try:
+        args.load = [os.getloadavg()[0]]
         started = time.perf_counter()
         folders = write_data(work / "data", args.rows, args.rows_per_file)
         print(f"wrote {', '.join(f'{n:,} rows' for n in folders)} in {time.perf_counter() - started:.1f}s to {work}", flush=True)
@@ -346,14 +400,16 @@ def main() -> None:
                 r = side(kind, folder, args, work, stats_out)
                 assert r["rows"] == n, f"{kind} saw {r['rows']} rows, expected {n}"
                 runs[kind].append(r)
+                print(f"    {kind}: {r['seconds']:.1f} s, peak {r['peak_mib']:.0f} MiB, process wall {r['wall_s']:.1f} s", flush=True)
                 return n / r["seconds"] / 1000
 
-            interleaved(lambda: one("candidate"), lambda: one("baseline"), args.repeats)
+            interleaved(lambda: one("candidate"), lambda: one("baseline"), args.repeats)  # prints k rows/s
             results[n] = runs
         check = check_candidate(work / "candidate-stats.json", folders[min(folders)])
         print(check, flush=True)
         profile = side("profile", folders[max(folders)], args, work)
         print(f"profile: {json.dumps(profile)}", flush=True)
+        args.load.append(os.getloadavg()[0])
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -399,6 +455,8 @@ def summarize(results: dict[int, dict[str, list[dict]]], profile: dict, check: s
     }
     top = sorted(acc.items(), key=lambda kv: -kv[1])[:3]
     cand_s = med(big, "candidate", "seconds")
+    by_peak = sorted(results[big]["candidate"], key=lambda r: r["peak_mib"])
+    at_peak = by_peak[len(by_peak) // 2]["at_peak_mib"]
     ideal = (acc_total + profile["read_s"]) / min(args.num_cpus, os.cpu_count() or 1)
 
     def verdict(ok: bool) -> str:
@@ -415,20 +473,28 @@ The baseline is exact: `describe(percentiles=[.01,.05,.25,.5,.75,.95,.99])` over
 `value_counts()` per categorical (its length is `nunique()`), list lengths via `.map(len)` then `describe`, timestamp
 min/max. The candidate's quantiles and distinct counts are sketches. {check}
 
-Memory: the candidate's peak is the largest sum, sampled every 0.2 s, of PSS (`memory_full_info().pss`, from
-`/proc/PID/smaps_rollup`, ~{med(big, 'candidate', 'sample_ms'):.0f} ms per sample over up to {max(r['processes'] for r in results[big]['candidate'])}
-processes) over the driver and all its descendants, which are every process a local `ray.init` starts (GCS, raylet, agents,
-workers). PSS divides each shared page (the shared-memory object store, shared libraries) among the processes that map it,
-so the sum counts the object store once; the sum of RSS would count it once per mapping process
-({med(big, 'candidate', 'peak_rss_sum_mib'):.0f} MiB median at {big:,} rows). Sampling can miss a spike shorter than 0.2 s.
-Idle Ray alone (after `ray.init`, before reading) was {med(big, 'candidate', 'idle_mib'):.0f} MiB PSS. The baseline's peak is its
-`ru_maxrss` (self plus children); the same sampler there read {med(big, 'baseline', 'peak_pss_sampled_mib'):.0f} MiB PSS.
+Memory: the candidate's peak is the largest total, sampled every 0.2 s, over the driver and all its descendants (every
+process a local `ray.init` starts: GCS, raylet, agents, workers; up to {max(r['processes'] for r in results[big]['candidate'])} processes).
+Per process it adds `RssAnon` (from /proc/PID/status, read every sample; private in these exec'ed processes) and its PSS share
+of file-backed and shared-memory pages (`Pss_File + Pss_Shmem` from /proc/PID/smaps_rollup, refreshed for the two stalest
+processes per sample, so each every ~1-2 s, because a full PSS read of all of them took ~50 ms, a quarter of a core at this
+rate). PSS divides a shared page (libraries, Ray's shared-memory object store) among the processes that map it, so the sum
+counts it once; a plain sum of RSS counts it once per process ({med(big, 'candidate', 'peak_rss_sum_mib'):.0f} MiB median
+at {big:,} rows, an upper bound). The object store stayed nearly empty (largest `RssShmem` of any process
+{max(r['peak_shmem_mib'] for r in results[big]['candidate']):.0f} MiB): the read and `_block_state` fuse into one task, so
+only the small pickled states travel. Sampling cost ~{med(big, 'candidate', 'sample_ms'):.0f} ms per sample in the driver and
+can miss a spike shorter than 0.2 s. Idle Ray alone (after `ray.init`, before reading) was {med(big, 'candidate', 'idle_mib'):.0f} MiB;
+at the peak of the median run at {big:,} rows: {', '.join(f'{k} {v} MiB' for k, v in at_peak.items())}.
+The baseline's peak is its `ru_maxrss` (self plus children; exact, not sampled); the same sampler there read
+{med(big, 'baseline', 'peak_sampled_mib'):.0f} MiB.
 
 Profile (serial, one process, no Ray, {profile['files']} files of the {big:,}-row data): reading {profile['read_s']:.1f} s,
 `accumulate` {acc_total:.1f} s ({', '.join(f'{k} {v:.1f} s' for k, v in by_kind.items())}; largest:
 {', '.join(f'`{k}` {v:.1f} s' for k, v in top)}), `merge_all` + `finalize` {profile['merge_finalize_s']:.1f} s. Ideal over
-{args.num_cpus} CPUs: {ideal:.1f} s; the candidate took {cand_s:.1f} s, so Ray Data's scheduling, transfer and start-up
-cost about {max(0.0, cand_s - ideal):.1f} s.
+{args.num_cpus} CPUs: {ideal:.1f} s; the candidate took {cand_s:.1f} s (of which `read_any` + `schema()` {med(big, 'candidate', 'schema_s'):.1f} s),
+so Ray Data's planning, scheduling, worker start-up and transfer cost about {max(0.0, cand_s - ideal):.1f} s.
+
+The machine is shared: 1-minute load average {args.load[0]:.1f} at the start, {args.load[1]:.1f} at the end (2 cores).
 
 Targets: rows/s >= 1.0x pandas: {speed:.2f}x, {verdict(speed >= 1.0)}. Peak memory <= 0.5x pandas at {big:,} rows:
 {memory:.2f}x, {verdict(memory <= 0.5)}. Memory flat as rows grow 10x: {growth:.2f}x, {verdict(growth <= 1.2)} (flat taken

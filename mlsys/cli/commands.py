@@ -12,6 +12,10 @@ from mlsys.cli.config import MlsysConfig
 from mlsys.pipeline.runner import PipelineResult
 
 
+# The config sections pipeline steps may take (bound by type, see mlsys.pipeline.step).
+PIPELINE_SECTIONS = ("data", "validation", "model", "train", "registry")
+
+
 def execute_pipeline(cfg: MlsysConfig, overrides: list[str], echo: Callable[[str], None] = print) -> PipelineResult:
     from mlsys.cluster import connect
     from mlsys.errors import ConfigError
@@ -21,9 +25,12 @@ def execute_pipeline(cfg: MlsysConfig, overrides: list[str], echo: Callable[[str
 
     if cfg.pipeline.name not in PIPELINES:
         raise ConfigError(f"pipeline.name={cfg.pipeline.name!r} is not one of {sorted(PIPELINES)}")
-    sections = {name: getattr(cfg, name) for name in ("data", "validation", "model", "train", "registry")}
+    pipeline = PIPELINES[cfg.pipeline.name]
+    if cfg.pipeline.until:
+        pipeline = pipeline.until(cfg.pipeline.until)
+    sections = {name: getattr(cfg, name) for name in PIPELINE_SECTIONS}
     runner = PipelineRunner(
-        PIPELINES[cfg.pipeline.name],
+        pipeline,
         sections,
         home=cfg.home.root,
         tracking_uri=mlflow_store.tracking_uri(cfg.home),

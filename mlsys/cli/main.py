@@ -4,6 +4,10 @@
     mlsys serve [key=value ...]             serve serve.model on 127.0.0.1:8000 until Ctrl-C
     mlsys demo [key=value ...]              run, serve, send a few requests, stop
     mlsys lineage [key=value ...]           walk serve.model back to its data
+    mlsys stats compute PATH --out F.json   statistics of any Parquet/CSV path
+    mlsys stats show F.json|RUN_ID          a compact table
+    mlsys schema infer F.json --out S.yaml  a schema from training statistics
+    mlsys validate F.json --schema S.yaml [--previous P.json] [--report R.html]
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("lineage", help="walk a registered model (serve.model) back to the data it came from")
     for name in ("run", "serve", "demo", "lineage"):
         sub.choices[name].add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.embed_dim=32")
+    from mlsys.cli import data_commands
+
+    data_commands.add_parsers(sub)
     return p
 
 
@@ -30,8 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     from mlsys.errors import MlsysError
 
     try:
-        from mlsys.cli import commands
+        from mlsys.cli import commands, data_commands
         from mlsys.cli.config import compose_config, compose_raw
+
+        if args.command in ("stats", "schema", "validate"):
+            return data_commands.run(args)
 
         if args.command == "run" and args.cfg == "job":
             from omegaconf import OmegaConf

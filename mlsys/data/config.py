@@ -38,6 +38,8 @@ class DataConfig:
     zipf_exponent: float = 1.1
     seed: int = 0
     blocks: int = 8
+    # Synthetic: which 180-day span of events (same users and items, new events).
+    span: int = 0
     # Synthetic: the share of users with gender "F" (move it to plant drift between spans).
     gender_share: float = 0.5
     # CSV click logs (data=csv): events with user_id, item_id, timestamp and rating or label;

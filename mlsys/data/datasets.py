@@ -3,6 +3,9 @@ per-user operations as grouped maps. Everything it calls is plain pandas."""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+
 import pandas as pd
 import ray
 
@@ -11,30 +14,92 @@ from mlsys.data import movielens, synthetic
 from mlsys.data.config import DataConfig, DataSource
 
 
-def read_source(cfg: DataConfig) -> tuple[ray.data.Dataset, pd.DataFrame, pd.DataFrame]:
-    """``(events, users, items)``: labelled events joined with user and item attributes."""
-    if DataSource(cfg.source) is DataSource.movielens:
-        root = movielens.movielens_dir()
-        users, items = movielens.load_users(root), movielens.load_items(root)
-        events = ray.data.read_csv(
-            str(root / "ml-100k.inter"),
-            parse_options=_tab_separated(),
-        ).map_batches(movielens.label_ratings, fn_kwargs={"click_threshold": cfg.click_threshold}, batch_format="pandas")
-    else:
+@dataclass(frozen=True)
+class Source:
+    """Labelled events joined with attributes, the attribute tables, and quarantined rows."""
+
+    events: ray.data.Dataset
+    users: pd.DataFrame
+    items: pd.DataFrame
+    bad_rows: ray.data.Dataset | None  # raw line, reason, detail; None for generated data
+
+
+def read_source(cfg: DataConfig) -> Source:
+    if DataSource(cfg.source) is DataSource.synthetic:
         users, items = synthetic.synthetic_users(cfg), synthetic.synthetic_items(cfg)
         events = ray.data.range(cfg.blocks, override_num_blocks=cfg.blocks).map_batches(
             lambda batch: pd.concat([synthetic.generate_block(cfg, int(b)) for b in batch["id"]]),
             batch_size=1,
             batch_format="pandas",
         )
+        bad = None
+    else:
+        if DataSource(cfg.source) is DataSource.movielens:
+            root = movielens.movielens_dir()
+            path, delimiter = str(root / "ml-100k.inter"), "\t"
+            users, items = movielens.load_users(root), movielens.load_items(root)
+        else:
+            path, delimiter = cfg.path, cfg.delimiter
+            users, items = _attribute_table(cfg.users_path, movielens.USER_COLUMNS), _attribute_table(cfg.items_path, movielens.ITEM_COLUMNS)
+        events, bad = read_delimited_events(path, delimiter, cfg.click_threshold)
     joined = events.map_batches(ev.join_features, fn_kwargs={"users": users, "items": items}, batch_format="pandas")
-    return joined, users, items
+    return Source(joined, users, items, bad)
 
 
-def _tab_separated():
-    import pyarrow.csv as pacsv
+def _attribute_table(path: str | None, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A user or item table (Parquet or CSV); without one, attributes are null (the OOV path)."""
+    if not path:
+        empty = {c: pd.Series(dtype="int64" if c.endswith("_id") else "object") for c in columns}
+        return pd.DataFrame(empty)
+    df = pd.read_csv(path) if path.endswith(".csv") else pd.read_parquet(path)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the columns {missing}; expected {list(columns)}")
+    return df[list(columns)]
 
-    return pacsv.ParseOptions(delimiter="\t")
+
+def _first_line(path: str) -> str:
+    import pyarrow.fs as pafs
+
+    fs, p = pafs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
+    with fs.open_input_stream(p) as f:
+        return f.read(1 << 16).decode("utf-8", errors="replace").splitlines()[0]
+
+
+def read_delimited_events(path: str, delimiter: str, click_threshold: float) -> tuple[ray.data.Dataset, ray.data.Dataset]:
+    """Parse a delimited click log on Ray Data: ``(events, bad rows)``; no row is dropped silently."""
+    from mlsys.data.parsing import EventFormat, header_columns
+
+    fmt = EventFormat(delimiter=delimiter, header=True, columns=header_columns(_first_line(path), delimiter), click_threshold=click_threshold)
+    parsed = ray.data.read_text(path).map_batches(_parse_block, fn_kwargs={"fmt": fmt}, batch_format="pyarrow").materialize()
+    events = parsed.map_batches(_rows, fn_kwargs={"bad": False}, batch_format="pyarrow")
+    bad = parsed.map_batches(_rows, fn_kwargs={"bad": True}, batch_format="pyarrow")
+    return events, bad
+
+
+_BAD_COLUMNS = ("line_number", "raw", "reason", "detail")
+
+
+def _parse_block(batch, fmt):
+    import pyarrow as pa
+
+    from mlsys.data.parsing import parse_events
+
+    good, bad = parse_events(batch.column("text").to_pylist(), None, fmt)
+    good_t = pa.Table.from_pandas(good, preserve_index=False)
+    bad_t = pa.Table.from_pandas(bad.astype({"raw": str, "reason": str, "detail": str}), preserve_index=False)
+    bad_t = bad_t.cast(pa.schema([("line_number", pa.int64()), ("raw", pa.string()), ("reason", pa.string()), ("detail", pa.string())]))
+    # One table per block: good rows with null bad-columns, then bad rows with null event columns.
+    return pa.concat_tables([good_t, bad_t], promote_options="default")
+
+
+def _rows(table, bad: bool):
+    import pyarrow.compute as pc
+
+    mask = pc.is_valid(table["reason"])
+    if bad:
+        return table.filter(mask).select(list(_BAD_COLUMNS))
+    return table.filter(pc.invert(mask)).drop_columns(list(_BAD_COLUMNS))
 
 
 def partitions() -> int:

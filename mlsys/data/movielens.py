@@ -57,16 +57,3 @@ def load_items(path: Path) -> pd.DataFrame:
             "genres": [g.split() for g in df["class"]],
         }
     )
-
-
-def label_ratings(batch: pd.DataFrame, click_threshold: float) -> pd.DataFrame:
-    """Raw ``ml-100k.inter`` columns -> typed events with the click label."""
-    batch.columns = [c.split(":")[0] for c in batch.columns]
-    return pd.DataFrame(
-        {
-            "user_id": batch.user_id.astype(np.int64),
-            "item_id": batch.item_id.astype(np.int64),
-            "timestamp": batch.timestamp.astype(np.int64),
-            "label": (batch.rating.astype(np.float32) >= click_threshold).astype(np.float32),
-        }
-    )

@@ -26,12 +26,12 @@ import pandas as pd
 
 KEYS = ("user_id", "item_id")
 REQUIRED = (*KEYS, "timestamp")
-BAD_COLUMNS = ("line_number", "raw", "reason", "detail")
+BAD_COLUMNS = ("line_number", "raw", "reason", "detail")  # the quarantine's schema
 # Conventional spellings of "no value" in exported logs: a key spelled so is a null key.
 NULL_MARKERS = frozenset({"", "null", "none", "nan", "na", "n/a", "\\n"})
 _INT = re.compile(r"[+-]?[0-9]+")
-_WHOLE = re.compile(r"([+-]?[0-9]+)(?:\.0*)?")  # RecBole writes timestamps as floats: "881250949.0"
-_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# A decimal literal ("4", "3.5", ".5", "8.8125e8"): sign, integer digits, fraction digits, exponent.
+_FLOAT = re.compile(r"([+-]?)(?=\.?[0-9])([0-9]*)(?:\.([0-9]*))?(?:[eE]([+-]?[0-9]+))?")
 _NONFINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 _INT64 = (-(2**63), 2**63 - 1)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -107,17 +107,30 @@ def _scalar_timestamp(raw: str) -> int | Problem:
     v = raw.strip()
     if v == "":
         return BadRowReason.unparseable, "timestamp is empty"
-    if whole := _WHOLE.fullmatch(v):
-        x = int(whole.group(1))
-    elif _FLOAT.fullmatch(v) and float(v).is_integer() and abs(float(v)) <= 2**53:  # "8.8125e8", exactly
-        x = int(float(v))
-    else:
+    if not (number := _FLOAT.fullmatch(v)):
+        return BadRowReason.unparseable, f"timestamp={v!r} is not a number"
+    x = _whole(*number.groups())
+    if x is None:
         return BadRowReason.unparseable, f"timestamp={v!r} is not a whole number"
     if not _INT64[0] <= x <= _INT64[1]:
         return BadRowReason.unparseable, f"timestamp={v!r} does not fit in a 64-bit integer"
     if x <= 0:
         return BadRowReason.wrong_type, f"timestamp={v!r} is not positive"
     return x
+
+
+def _whole(sign: str, integer: str, fraction: str | None, exponent: str | None) -> int | None:
+    """The exact integer a decimal literal names ("881250949.0", "8.8125e8"), None if it has a fraction."""
+    fraction = fraction or ""
+    digits, shift = (integer + fraction).rstrip("0"), int(exponent or 0) - len(fraction)
+    shift += len(integer + fraction) - len(digits)  # the trailing zeros just stripped
+    if not digits.lstrip("0"):
+        return 0
+    if shift < 0:
+        return None
+    if len(digits.lstrip("0")) + shift > 20:  # far beyond int64; don't build a huge int for "1e999999999"
+        return 2**64
+    return int(sign + digits) * 10**shift
 
 
 def _scalar_float(name: str, raw: str) -> float | Problem:
@@ -166,18 +179,17 @@ def _parse(col: list[str], plain: np.ndarray, dtype, convert, valid, scalar, raw
     if len(idx):
         values[idx] = np.fromiter(map(convert, col if len(idx) == len(col) else [col[i] for i in idx]), dtype=dtype, count=len(idx))
         fine[idx] = valid(values[idx])
-    problems = {}
+    problems: dict[int, Problem] = {}
     for i in np.flatnonzero(~fine):
         out = scalar(raw[i])
         if isinstance(out, tuple):
-            problems[int(i)] = out
-        else:
-            values[i] = out
+            problems[int(i)], out = out, 0  # no out-of-range leftovers in bad rows
+        values[i] = out
     return values, problems
 
 
 def _parse_id(name: str, col: list[str]):
-    return _parse(col, _plain_ints(col), np.int64, int, lambda v: np.ones(len(v), dtype=bool), lambda raw: _scalar_id(name, raw))
+    return _parse(col, _plain_ints(col), np.int64, int, lambda v: v >= 0, lambda raw: _scalar_id(name, raw))
 
 
 def _parse_timestamp(col: list[str]):
@@ -267,7 +279,8 @@ def _parse_columns(lines: list[str], fmt: EventFormat) -> tuple[dict[str, np.nda
     """Typed event columns of lines with the right field count; per bad line its first problem."""
     width = len(fmt.columns)
     fields = fmt.delimiter.join(lines).split(fmt.delimiter) if lines else []  # one split: (n * width,)
-    values, found = {}, {}
+    values: dict[str, np.ndarray] = {}
+    found: dict[int, tuple[tuple[int, int], BadRowReason, str]] = {}
     for position, name in enumerate(fmt.columns):
         if name not in _PARSERS:
             continue
@@ -280,7 +293,7 @@ def _parse_columns(lines: list[str], fmt: EventFormat) -> tuple[dict[str, np.nda
     # float64 up to here: the click is decided on the value as written, not its float32 rounding.
     typed["label"] = (values["label"] if "label" in values else values["rating"] >= fmt.click_threshold).astype(np.float32)
     if "rating" in values:
-        typed["rating"] = values["rating"].astype(np.float32)  # bad rows may overflow; they are dropped
+        typed["rating"] = values["rating"].astype(np.float32)
     return typed, {k: (reason, detail) for k, (_, reason, detail) in sorted(found.items())}
 
 

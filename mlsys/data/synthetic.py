@@ -5,6 +5,8 @@ clicks items of that genre (and items of high latent quality) more often,
 so a model that learns user x genre interactions beats popularity alone.
 Every block is a pure function of (config, block id): blocks are generated
 in parallel on Ray Data and the output is the same however they are placed.
+Spans (``data.span=k``) share the catalogue (users, items) and draw new
+events from the next 180 days.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def generate_block(cfg: DataConfig, block: int) -> pd.DataFrame:
     favourite, item_genres, quality, popularity = _catalog(cfg)
     lo, hi = block * cfg.users // cfg.blocks, (block + 1) * cfg.users // cfg.blocks
     n = (block + 1) * cfg.rows // cfg.blocks - block * cfg.rows // cfg.blocks
-    rng = np.random.default_rng([cfg.seed, 3, block])
+    rng = np.random.default_rng([cfg.seed, 3, cfg.span, block])
     users = rng.integers(lo, hi, n)
     items = rng.choice(cfg.items, n, p=popularity)
     match = item_genres[items, favourite[users]]
@@ -73,7 +75,7 @@ def generate_block(cfg: DataConfig, block: int) -> pd.DataFrame:
         {
             "user_id": users.astype(np.int64) + 1,
             "item_id": items.astype(np.int64) + 1,
-            "timestamp": START_TS + rng.integers(0, SPAN_S, n),
+            "timestamp": START_TS + cfg.span * SPAN_S + rng.integers(0, SPAN_S, n),
             "label": label.astype(np.float32),
         }
     )

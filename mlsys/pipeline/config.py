@@ -30,3 +30,5 @@ class PipelineConfig:
     name: str = "ctr"
     experiment: str = "ctr"
     use_cache: bool = True
+    # Stop after this step (e.g. `validate` to check a new span without training).
+    until: Optional[str] = None

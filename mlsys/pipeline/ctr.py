@@ -22,6 +22,7 @@ class IngestOutput:
     events: str  # Parquet dataset: events + user/item attributes + split
     users: str
     items: str
+    quarantine: str  # Parquet dataset of malformed rows: raw line, reason, detail (may be empty)
 
 
 @dataclass(frozen=True)
@@ -76,20 +77,40 @@ def _write_table(df, uri: str) -> None:
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), uri)
 
 
-@step(code=("mlsys.data.datasets", "mlsys.data.events", "mlsys.data.movielens", "mlsys.data.synthetic"))
+@step(code=("mlsys.data.datasets", "mlsys.data.events", "mlsys.data.movielens", "mlsys.data.synthetic", "mlsys.data.parsing"))
 def ingest(ctx: StepContext, data: DataConfig) -> IngestOutput:
     from mlsys.data import datasets
 
-    events, users, items = datasets.read_source(data)
-    events = datasets.split_by_user(events, data.eval_fraction).materialize()
-    out = IngestOutput(*(storage.join(ctx.output_uri, n) for n in ("events", "users.parquet", "items.parquet")))
+    source = datasets.read_source(data)
+    out = IngestOutput(*(storage.join(ctx.output_uri, n) for n in ("events", "users.parquet", "items.parquet", "quarantine")))
+    _quarantine(ctx, source, data, out.quarantine)
+    events = datasets.split_by_user(source.events, data.eval_fraction).materialize()
     events.write_parquet(out.events)
-    _write_table(users, out.users)
-    _write_table(items, out.items)
+    _write_table(source.users, out.users)
+    _write_table(source.items, out.items)
     stats = events.groupby("split").aggregate(*_count_and_clicks()).to_pandas()
     for row in stats.itertuples():
         ctx.log_metrics({f"{row.split}_rows": row.rows, f"{row.split}_click_rate": row.clicks / row.rows})
     return out
+
+
+def _quarantine(ctx: StepContext, source, data: DataConfig, uri: str) -> None:
+    """Write malformed rows with their reasons; stop above ``data.max_bad_fraction``."""
+    from mlsys.data.parsing import QuarantineSummary
+    from mlsys.errors import TooManyBadRowsError
+
+    if source.bad_rows is None:
+        return
+    bad = source.bad_rows.to_pandas()
+    summary = QuarantineSummary.of(source.events.count(), bad)
+    if len(bad):
+        _write_table(bad, storage.join(uri, "bad_rows.parquet"))
+    ctx.log_metrics({"rows_read": summary.rows, "bad_rows": summary.bad, **{f"bad_rows_{r}": n for r, n in summary.by_reason.items()}})
+    if summary.bad:
+        print(f"[ingest] quarantined {summary.bad} malformed row(s) of {summary.rows} ({summary.by_reason}) to {uri}")
+    if summary.bad_fraction > data.max_bad_fraction:
+        source_name = data.path or str(data.source.value)
+        raise TooManyBadRowsError(source_name, summary.bad, summary.rows, data.max_bad_fraction, summary.by_reason, uri)
 
 
 def _count_and_clicks():

@@ -99,6 +99,13 @@ class Pipeline:
                 )
             producers[s.output] = s.name
 
+    def until(self, name: str) -> "Pipeline":
+        """The steps up to and including ``name``."""
+        names = [s.name for s in self.steps]
+        if name not in names:
+            raise PipelineDefinitionError(f"pipeline.until={name!r} is not a step of '{self.name}': {names}")
+        return Pipeline(self.name, self.steps[: names.index(name) + 1])
+
     def producer(self, output_type: type) -> Step | None:
         return next((s for s in self.steps if s.output is output_type), None)
 

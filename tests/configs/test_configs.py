@@ -13,6 +13,7 @@ import yaml
 
 from mlsys.cli.config import MlsysConfig, compose_config, compose_raw, config_dir
 from mlsys.data.config import DataConfig, DataSource
+from mlsys.data.validation import ValidationConfig
 from mlsys.errors import ConfigError
 from mlsys.models.config import ModelConfig, ModelName
 from mlsys.pipeline.config import ClusterConfig, HomeConfig, PipelineConfig
@@ -25,6 +26,7 @@ CONFIGS = ROOT / "configs"
 MLSYS = Path(sys.executable).parent / "mlsys"
 SECTION_TYPES = {
     "data": DataConfig,
+    "validation": ValidationConfig,
     "model": ModelConfig,
     "train": TrainConfig,
     "registry": RegistryConfig,
@@ -46,18 +48,26 @@ def _clean_env(monkeypatch):
 
 def test_every_group_has_options():
     groups = {g for g, _ in OPTIONS}
-    assert groups == {"data", "model", "train", "registry", "serve", "pipeline", "cluster"}
+    assert groups == {"data", "validation", "model", "train", "registry", "serve", "pipeline", "cluster"}
     assert ("data", "movielens") in OPTIONS and ("data", "synthetic") in OPTIONS
     assert config_dir() == CONFIGS.resolve()
 
 
 def _plain(v):
+    import dataclasses
+
+    if dataclasses.is_dataclass(v):
+        return {k: _plain(x) for k, x in dataclasses.asdict(v).items()}
     return v.value if isinstance(v, Enum) else v
+
+
+# Options with mandatory values (`???`) compose once those are given.
+REQUIRED = {("data", "csv"): ["data.path=/data/clicks.csv"]}
 
 
 @pytest.mark.parametrize("group, name", OPTIONS, ids=[f"{g}={n}" for g, n in OPTIONS])
 def test_every_option_composes_into_typed_config(group, name):
-    cfg = compose_config([f"{group}={name}"])
+    cfg = compose_config([f"{group}={name}", *REQUIRED.get((group, name), [])])
     assert isinstance(cfg, MlsysConfig)
     for section, typ in SECTION_TYPES.items():
         assert type(getattr(cfg, section)) is typ, section
@@ -68,7 +78,7 @@ def test_every_option_composes_into_typed_config(group, name):
     section = getattr(cfg, group)
     for key, value in values.items():
         assert hasattr(section, key), f"{group}/{name}.yaml sets unknown key {key}"
-        if isinstance(value, str) and value.startswith("${"):
+        if isinstance(value, str) and (value.startswith("${") or value == "???"):
             continue
         assert _plain(getattr(section, key)) == value, f"{group}.{key}"
 

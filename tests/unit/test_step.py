@@ -173,13 +173,15 @@ def test_two_producers_of_one_output_are_rejected():
 
 
 def test_ctr_pipeline_is_wired():
+    from mlsys.cli.commands import PIPELINE_SECTIONS
     from mlsys.cli.config import MlsysConfig
     from mlsys.pipeline.ctr import CTR
 
     cfg = MlsysConfig()
-    sections = {type(getattr(cfg, n)): n for n in ("data", "model", "train", "registry")}
+    sections = {type(getattr(cfg, n)): n for n in PIPELINE_SECTIONS}
     CTR.validate(sections)
-    assert [s.name for s in CTR.steps] == ["ingest", "transform", "train", "evaluate", "register"]
+    assert [s.name for s in CTR.steps] == [
+        "ingest", "statistics", "schema", "validate", "transform", "train", "evaluate", "register"]
     with pytest.raises(PipelineDefinitionError):
         CTR.validate({k: v for k, v in sections.items() if v != "registry"})
 
