@@ -305,6 +305,38 @@ def run_profile(folder: str) -> dict:
     return {"files": len(files), "read_s": read_s, "accumulate_s": per_column, "merge_finalize_s": merge_s}
 
 
+def _seconds(match) -> float:
+    return float(match.group(1)) / (1000 if match.group(2) == "ms" else 1) if match else float("nan")
+
+
+def run_ray_profile(folder: str, num_cpus: int) -> dict:
+    """The candidate's own plan, materialized so that Ray Data's per-operator stats can be read."""
+    import re
+
+    import ray
+
+    from mlsys.data.datasets import _block_state, read_any  # the function compute_statistics maps
+    from mlsys.data.statistics import infer_kinds
+
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+    started = time.perf_counter()
+    ds = read_any(folder)
+    kinds = infer_kinds(ds.schema().base_schema, categorical=["id"], timestamps=["ts"])
+    states = ds.map_batches(_block_state, fn_kwargs={"kinds": kinds}, batch_format="pyarrow", batch_size=None).materialize()
+    seconds = time.perf_counter() - started
+    text = states.stats()
+    ray.shutdown()
+    operators = []
+    for block in re.split(r"\nOperator \d+ ", "\n" + text)[1:]:
+        head = re.match(r"(.+?): (\d+) tasks executed, (\d+) blocks produced in ([\d.]+)s", block)
+        wall = re.search(r"Remote wall time: .*?, ([\d.]+)(m?s) total", block)
+        cpu = re.search(r"Remote cpu time: .*?, ([\d.]+)(m?s) total", block)
+        if head:
+            operators.append({"name": head.group(1), "tasks": int(head.group(2)), "seconds": float(head.group(4)),
+                              "remote_wall_s": _seconds(wall), "remote_cpu_s": _seconds(cpu)})
+    return {"seconds": seconds, "operators": operators, "states": states.count()}
+
+
 # -- the parent: data, interleaving, recording ------------------------------------
 
 
@@ -365,7 +397,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--num-cpus", type=int, default=2, help="logical CPUs for the candidate's ray.init")
     parser.add_argument("--no-record", action="store_true", help="print, do not append to docs/benchmarks.md")
-    parser.add_argument("--side", choices=["candidate", "baseline", "profile"], help=argparse.SUPPRESS)
+    parser.add_argument("--side", choices=["candidate", "baseline", "profile", "ray-profile"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--stats-out", help=argparse.SUPPRESS)
@@ -376,6 +408,7 @@ def main() -> None:
             "candidate": lambda: run_candidate(args.data, args.num_cpus, args.stats_out),
             "baseline": lambda: run_baseline(args.data),
             "profile": lambda: run_profile(args.data),
+            "ray-profile": lambda: run_ray_profile(args.data, args.num_cpus),
         }
         result = runners[args.side]()
         if args.out:
@@ -408,6 +441,7 @@ def main() -> None:
         check = check_candidate(work / "candidate-stats.json", folders[min(folders)])
         print(check, flush=True)
         profile = side("profile", folders[max(folders)], args, work)
+        profile["ray"] = side("ray-profile", folders[max(folders)], args, work)
         print(f"profile: {json.dumps(profile)}", flush=True)
         args.load.append(os.getloadavg()[0])
     finally:
@@ -490,9 +524,12 @@ The baseline's peak is its `ru_maxrss` (self plus children; exact, not sampled);
 
 Profile (serial, one process, no Ray, {profile['files']} files of the {big:,}-row data): reading {profile['read_s']:.1f} s,
 `accumulate` {acc_total:.1f} s ({', '.join(f'{k} {v:.1f} s' for k, v in by_kind.items())}; largest:
-{', '.join(f'`{k}` {v:.1f} s' for k, v in top)}), `merge_all` + `finalize` {profile['merge_finalize_s']:.1f} s. Ideal over
-{args.num_cpus} CPUs: {ideal:.1f} s; the candidate took {cand_s:.1f} s (of which `read_any` + `schema()` {med(big, 'candidate', 'schema_s'):.1f} s),
+{', '.join(f'`{k}` {v:.1f} s' for k, v in top)}), `merge_all` + `finalize` {profile["merge_finalize_s"]:.1f} s. Ideal with all
+{args.num_cpus} CPUs busy: {ideal:.1f} s; the candidate took {cand_s:.1f} s (of which `read_any` + `schema()` {med(big, 'candidate', 'schema_s'):.1f} s),
 so Ray Data's planning, scheduling, worker start-up and transfer cost about {max(0.0, cand_s - ideal):.1f} s.
+Ray Data's own stats for the same plan (one more cold run, materialized, {profile['ray']['seconds']:.1f} s):
+{'; '.join(f"`{o['name']}` {o['tasks']} task(s), {o['seconds']:.1f} s wall, {o['remote_cpu_s']:.1f} s CPU" for o in profile['ray']['operators'])};
+{profile['ray']['states']} block states for {profile['files']} files.
 
 The machine is shared: 1-minute load average {args.load[0]:.1f} at the start, {args.load[1]:.1f} at the end (2 cores).
 
