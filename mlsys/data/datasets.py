@@ -77,9 +77,6 @@ def read_delimited_events(path: str, delimiter: str, click_threshold: float) -> 
     return events, bad
 
 
-_BAD_COLUMNS = ("line_number", "raw", "reason", "detail")
-
-
 def _parse_block(batch, fmt):
     import pyarrow as pa
 
@@ -96,10 +93,12 @@ def _parse_block(batch, fmt):
 def _rows(table, bad: bool):
     import pyarrow.compute as pc
 
+    from mlsys.data.parsing import BAD_COLUMNS
+
     mask = pc.is_valid(table["reason"])
     if bad:
-        return table.filter(mask).select(list(_BAD_COLUMNS))
-    return table.filter(pc.invert(mask)).drop_columns(list(_BAD_COLUMNS))
+        return table.filter(mask).select(list(BAD_COLUMNS))
+    return table.filter(pc.invert(mask)).drop_columns(list(BAD_COLUMNS))
 
 
 def partitions() -> int:

@@ -99,12 +99,14 @@ def _quarantine(ctx: StepContext, source, data: DataConfig, uri: str) -> None:
     from mlsys.data.parsing import QuarantineSummary
     from mlsys.errors import TooManyBadRowsError
 
-    if source.bad_rows is None:
-        return
-    bad = source.bad_rows.to_pandas()
+    import pandas as pd
+
+    from mlsys.data.parsing import BAD_COLUMNS
+
+    bad = source.bad_rows.to_pandas() if source.bad_rows is not None else pd.DataFrame(columns=list(BAD_COLUMNS))
     summary = QuarantineSummary.of(source.events.count(), bad)
-    if len(bad):
-        _write_table(bad, storage.join(uri, "bad_rows.parquet"))
+    # Always written, empty or not: readers (and the step cache) can rely on it.
+    _write_table(bad.astype({"line_number": "int64", "raw": str, "reason": str, "detail": str}), storage.join(uri, "bad_rows.parquet"))
     ctx.log_metrics({"rows_read": summary.rows, "bad_rows": summary.bad, **{f"bad_rows_{r}": n for r, n in summary.by_reason.items()}})
     if summary.bad:
         print(f"[ingest] quarantined {summary.bad} malformed row(s) of {summary.rows} ({summary.by_reason}) to {uri}")

@@ -31,11 +31,11 @@ def tracking_uri(home: HomeConfig) -> str:
 
 
 def client(uri: str):
-    import mlflow
+    """A client bound to ``uri``. Never ``mlflow.set_tracking_uri``: it also sets the
+    MLFLOW_TRACKING_URI environment variable, so every later home in the process
+    (a notebook, a test session) would silently write to the first one's store."""
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

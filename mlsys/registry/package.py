@@ -141,7 +141,12 @@ def write_package(
 
 def read_package(uri: str, cache_dir: Path | None = None) -> ModelPackage:
     """Load and verify a package from a local folder or any artifact URI."""
-    local = storage.download_dir(uri, cache_dir or Path(storage.join("/tmp", "mlsys-packages", Path(uri).name)))
+    if cache_dir is None:  # remote packages: one local copy per URI
+        import hashlib
+        import tempfile
+
+        cache_dir = Path(tempfile.gettempdir()) / "mlsys-packages" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    local = storage.download_dir(uri, cache_dir)
     manifest_path = local / MANIFEST
     if not manifest_path.exists():
         raise ModelNotFoundError(uri, f"no {MANIFEST} in the folder")

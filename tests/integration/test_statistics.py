@@ -52,9 +52,8 @@ def test_movielens_events_match_pandas(ray_local, tmp_path):
     from mlsys.data import datasets
     from mlsys.data.config import DataConfig
 
-    events, _, _ = datasets.read_source(DataConfig())
     path = tmp_path / "events"
-    events.write_parquet(str(path))
+    datasets.read_source(DataConfig()).events.write_parquet(str(path))
     ds_ = read_any(str(path))
     kinds = infer_kinds(ds_.schema().base_schema, categorical=["user_id", "item_id"], timestamps=["timestamp"])
     stats = compute_statistics(ds_, kinds)
