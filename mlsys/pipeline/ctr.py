@@ -103,7 +103,8 @@ def _quarantine(ctx: StepContext, source, data: DataConfig, uri: str) -> None:
 
     from mlsys.data.parsing import BAD_COLUMNS
 
-    bad = source.bad_rows.to_pandas() if source.bad_rows is not None else pd.DataFrame(columns=list(BAD_COLUMNS))
+    bad = source.bad_rows.to_pandas() if source.bad_rows is not None else pd.DataFrame()
+    bad = bad.reindex(columns=list(BAD_COLUMNS))  # an empty Dataset converts without columns
     summary = QuarantineSummary.of(source.events.count(), bad)
     # Always written, empty or not: readers (and the step cache) can rely on it.
     _write_table(bad.astype({"line_number": "int64", "raw": str, "reason": str, "detail": str}), storage.join(uri, "bad_rows.parquet"))
