@@ -95,7 +95,14 @@ def _run_statistics(run_id: str):
     from mlsys.registry import mlflow_store
     from mlsys import storage
 
-    client = mlflow_store.client(mlflow_store.tracking_uri(HomeConfig(root=os.environ.get("MLSYS_HOME", ".mlsys"))))
+    import re
+
+    if not re.fullmatch(r"[0-9a-f]{32}", run_id):
+        raise MlsysError(f"No such statistics file, and {run_id!r} is not an MLflow run id (32 hex digits)")
+    uri = mlflow_store.tracking_uri(HomeConfig(root=os.environ.get("MLSYS_HOME", ".mlsys")))
+    if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///"):]):
+        raise MlsysError(f"No tracking store at {uri}: set MLSYS_HOME to the home the run used")
+    client = mlflow_store.client(uri)
     try:
         parent = client.get_run(run_id)
     except Exception:

@@ -52,3 +52,8 @@ def test_stats_schema_validate_round_trip(tmp_path):
 def test_missing_file_is_one_clear_line(tmp_path):
     proc = _mlsys("stats", "show", str(tmp_path / "nope.json"))
     assert proc.returncode == 2 and proc.stderr.startswith("mlsys: error:") and "Traceback" not in proc.stderr
+    run_like = "0" * 32  # looks like a run id, but the home has no tracking store
+    proc = subprocess.run([MLSYS, "stats", "show", run_like], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MLSYS_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 2 and proc.stderr.startswith("mlsys: error: No tracking store")
+    assert not (tmp_path / "home" / "mlflow.db").exists()  # looking does not create a store
