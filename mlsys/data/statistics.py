@@ -31,6 +31,11 @@ KLL_K = 200  # normalized rank error ~1.65% (single-sided ~1.33%)
 HLL_LG_K = 12  # relative standard error ~1.6%
 FREQ_LG_MAX_MAP = 10  # exact counts while a feature has fewer than ~768 distinct values
 TOP_K = 20
+# Per block, only the most frequent values feed the frequent-items sketch: a high-cardinality
+# column (ids) would otherwise cost one Python call per distinct value. Counts of top values
+# are then lower bounds, short by at most `top_error` (the sum over blocks of the largest
+# count left out), which is 0 whenever every block has fewer distinct values than this.
+FREQ_BLOCK_TOP = 2048
 HISTOGRAM_BINS = 10
 QUANTILES = {"p1": 0.01, "p5": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99}
 
@@ -142,12 +147,14 @@ class FeatureAccumulator:
     kll: bytes | None = None
     hll: bytes | None = None
     freq: bytes | None = None
+    top_error: int = 0
 
     def merge(self, o: "FeatureAccumulator") -> "FeatureAccumulator":
         assert self.kind == o.kind, f"cannot merge {self.kind} with {o.kind}"
         return FeatureAccumulator(
             self.kind, self.count + o.count, self.missing + o.missing, self.moments.merge(o.moments),
             _merge_kll(self.kll, o.kll), _merge_hll(self.hll, o.hll), _merge_freq(self.freq, o.freq),
+            self.top_error + o.top_error,
         )
 
 
@@ -167,19 +174,35 @@ def accumulate(column: pa.ChunkedArray | pa.Array, kind: FeatureKind) -> Feature
     """The accumulator of one column of one block."""
     n = len(column)
     if kind is FeatureKind.categorical:
-        values = pc.cast(pc.drop_null(column), pa.string())
-        counts = pc.value_counts(values)
-        freq, hll = ds.frequent_strings_sketch(FREQ_LG_MAX_MAP), ds.hll_sketch(HLL_LG_K)
-        for value, c in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()):
-            freq.update(value, c)
-            hll.update(value)
-        return FeatureAccumulator(kind, n, n - len(values), Moments(n=len(values)), None, hll.serialize_compact(), freq.serialize())
+        return _accumulate_categorical(column)
     if kind is FeatureKind.list:
         lengths = pc.list_value_length(column)
         x = _numeric_values(lengths)
         return FeatureAccumulator(kind, n, n - len(x), Moments.of(x), _kll(x))
     x = _timestamp_values(column) if kind is FeatureKind.timestamp else _numeric_values(column)
     return FeatureAccumulator(kind, n, n - len(x), Moments.of(x), _kll(x) if kind is FeatureKind.numeric else None)
+
+
+def _accumulate_categorical(column) -> FeatureAccumulator:
+    n = len(column)
+    values = pc.drop_null(column)
+    if not (pa.types.is_integer(values.type) or pa.types.is_string(values.type)):
+        values = pc.cast(values, pa.string())  # booleans, dictionaries, large strings
+    counts = pc.value_counts(values)
+    distinct, weights = counts.field("values").to_pylist(), counts.field("counts").to_numpy()
+    hll = ds.hll_sketch(HLL_LG_K)
+    for value in distinct:  # integers hash as integers: consistent within a column
+        hll.update(value)
+    top_error = 0
+    keep = np.arange(len(weights))
+    if len(weights) > FREQ_BLOCK_TOP:
+        order = np.argsort(-weights, kind="stable")
+        keep, top_error = order[:FREQ_BLOCK_TOP], int(weights[order[FREQ_BLOCK_TOP]])
+    freq = ds.frequent_strings_sketch(FREQ_LG_MAX_MAP)
+    for i in keep:
+        freq.update(str(distinct[i]), int(weights[i]))
+    return FeatureAccumulator(FeatureKind.categorical, n, n - len(values), Moments(n=len(values)), None,
+                              hll.serialize_compact(), freq.serialize(), top_error)
 
 
 def block_accumulators(table: pa.Table, kinds: dict[str, FeatureKind]) -> dict[str, FeatureAccumulator]:
@@ -214,6 +237,7 @@ class FeatureStatistics:
     distinct: float | None = None
     distinct_bounds: list[float] | None = None  # 95% (2 sigma) bounds
     top: list[list] | None = None  # [[value, count], ...], most frequent first
+    top_error: int | None = None  # counts in `top` may be short by at most this (0: exact)
     length: dict[str, Any] | None = None  # list features: min/max/mean/std/quantiles of lengths
     sketches: dict[str, str] = field(default_factory=dict)  # base64 of serialized sketches
 
@@ -257,6 +281,7 @@ def finalize_feature(acc: FeatureAccumulator) -> FeatureStatistics:
             freq = ds.frequent_strings_sketch.deserialize(acc.freq)
             items = freq.get_frequent_items(ds.frequent_items_error_type.NO_FALSE_NEGATIVES)
             s.top = [[v, int(est)] for v, est, _, _ in sorted(items, key=lambda t: (-t[1], t[0]))[:TOP_K]]
+            s.top_error = acc.top_error
             s.sketches = {"hll": base64.b64encode(acc.hll).decode(), "freq": base64.b64encode(acc.freq).decode()}
         else:
             s.distinct, s.distinct_bounds, s.top = 0.0, [0.0, 0.0], []
