@@ -73,7 +73,9 @@ class RankingService:
 
 
 def build_app(cfg: ServeConfig, package_uri: str, model_name: str, version: Optional[str]) -> Application:
-    return RankingService.options(num_replicas=cfg.num_replicas).bind(package_uri, model_name, version, cfg.max_candidates)
+    return RankingService.options(num_replicas=cfg.num_replicas, logging_config={"log_level": cfg.log_level}).bind(
+        package_uri, model_name, version, cfg.max_candidates
+    )
 
 
 def check_port_free(host: str, port: int) -> None:
