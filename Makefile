@@ -7,9 +7,13 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export DS_ACCELERATOR ?= cpu
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup redis-server demo test test-fast bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed redis-server
+
+# The Redis online store's tests start a real redis-server (Debian's package).
+redis-server:
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)

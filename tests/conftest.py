@@ -33,3 +33,12 @@ def ray_local():
 
     serve.shutdown()
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real redis-server on a free port for the session (see tests/redis_server.py)."""
+    from tests.redis_server import RedisServer
+
+    with RedisServer.start() as server:
+        yield server

@@ -13,7 +13,7 @@ from mlsys.pipeline.runner import PipelineResult
 
 
 # The config sections pipeline steps may take (bound by type, see mlsys.pipeline.step).
-PIPELINE_SECTIONS = ("data", "validation", "model", "train", "registry")
+PIPELINE_SECTIONS = ("data", "validation", "features", "model", "train", "registry")
 
 
 def execute_pipeline(cfg: MlsysConfig, overrides: list[str], echo: Callable[[str], None] = print) -> PipelineResult:

@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from mlsys.data.config import DataConfig
 from mlsys.data.validation import ValidationConfig
 from mlsys.errors import ConfigError
+from mlsys.features.config import FeaturesConfig
 from mlsys.models.config import ModelConfig
 from mlsys.pipeline.config import ClusterConfig, HomeConfig, PipelineConfig
 from mlsys.registry.config import RegistryConfig
@@ -27,6 +28,7 @@ from mlsys.train.config import TrainConfig
 class MlsysConfig:
     data: DataConfig = field(default_factory=DataConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
