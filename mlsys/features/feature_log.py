@@ -1,0 +1,230 @@
+"""Feature logging: what serving actually used, written asynchronously to Parquet.
+
+The ranking service hands each scored request to a :class:`FeatureLogger`:
+the raw feature rows it built from the online store (one per candidate, the
+columns the preprocessor reads), the model name and version, the scores and
+the request id. ``log`` samples the request (``sample_rate``, decided by a
+hash of the request id, so a replay samples the same requests), and puts it
+on a bounded queue without waiting; a full queue drops the request and counts
+it. A background thread drains the queue in batches and writes one Parquet
+file per batch under ``<directory>/date=YYYY-MM-DD/``. A failed write is
+counted, never raised: logging never slows or fails a request.
+
+:func:`join_labels` turns the log and clicks that arrive later into training
+rows: the logged features exactly as served, plus the label.
+
+>>> logger = FeatureLogger(FeatureLoggingConfig(sample_rate=1.0), "/tmp/log")  # doctest: +SKIP
+>>> logger.log(LoggedRequest("req-1", "ctr", "3", frame, scores))              # doctest: +SKIP
+True
+>>> logger.close(); rows = join_labels(read_feature_log("/tmp/log"), clicks)    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# Columns every log row has besides the raw feature columns.
+LOG_COLUMNS = ("request_id", "logged_at", "model", "model_version", "position", "score")
+
+
+@dataclass
+class FeatureLoggingConfig:
+    """``serve.feature_logging.sample_rate=0.1 serve.feature_logging.queue_size=1000``."""
+
+    enabled: bool = True
+    # Fraction of requests logged (all their candidates), by a hash of the request id.
+    sample_rate: float = 1.0
+    # Requests waiting to be written; beyond this, requests are dropped (and counted).
+    queue_size: int = 10000
+    # A batch is written when it has this many rows, or after `flush_seconds`.
+    batch_rows: int = 5000
+    flush_seconds: float = 2.0
+    # Where the Parquet files go; empty: `<home>/features/feature_log`.
+    path: str = ""
+
+    def __post_init__(self):
+        from mlsys.data.config import _require
+
+        _require(0.0 <= self.sample_rate <= 1.0, "serve.feature_logging.sample_rate", self.sample_rate, "between 0 and 1")
+        _require(self.queue_size >= 1, "serve.feature_logging.queue_size", self.queue_size, ">= 1")
+        _require(self.batch_rows >= 1, "serve.feature_logging.batch_rows", self.batch_rows, ">= 1")
+        _require(self.flush_seconds > 0, "serve.feature_logging.flush_seconds", self.flush_seconds, "> 0")
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    """One scored request: ``frame`` has one raw feature row per candidate, ``scores`` aligned with it."""
+
+    request_id: str
+    model: str
+    model_version: str | None
+    frame: pd.DataFrame
+    scores: np.ndarray
+    logged_at: pd.Timestamp = field(default_factory=lambda: pd.Timestamp.now(tz="UTC"))
+
+    def rows(self) -> pd.DataFrame:
+        n = len(self.frame)
+        meta = pd.DataFrame(
+            {
+                "request_id": [self.request_id] * n,
+                "logged_at": pd.DatetimeIndex([self.logged_at] * n).as_unit("us"),
+                "model": [self.model] * n,
+                "model_version": [self.model_version] * n,
+                "position": np.arange(n, dtype=np.int32),
+                "score": np.asarray(self.scores, dtype=np.float32),
+            }
+        )
+        return pd.concat([meta, self.frame.reset_index(drop=True)], axis=1)
+
+
+def sampled(request_id: str, sample_rate: float) -> bool:
+    """Whether a request is logged: deterministic in the request id.
+
+    >>> sampled("any", 1.0), sampled("any", 0.0)
+    (True, False)
+    """
+    return zlib.crc32(request_id.encode()) < sample_rate * 2**32
+
+
+@dataclass
+class LoggerCounters:
+    """What happened to logged requests (exported as service metrics)."""
+
+    sampled_out: int = 0
+    queued: int = 0
+    dropped: int = 0
+    written_rows: int = 0
+    written_files: int = 0
+    write_errors: int = 0
+
+
+class FeatureLogger:
+    """A bounded queue drained by one writer thread (see the module docstring)."""
+
+    def __init__(self, config: FeatureLoggingConfig, directory: str):
+        self.config = config
+        self.directory = Path(directory)
+        self.counters = LoggerCounters()
+        self._queue: queue.Queue[LoggedRequest | None] = queue.Queue(maxsize=config.queue_size)
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._drain, name="mlsys-feature-log", daemon=True)
+        self._thread.start()
+
+    def log(self, request: LoggedRequest) -> bool:
+        """Queue ``request`` if sampled; never blocks. True if queued."""
+        if not sampled(request.request_id, self.config.sample_rate):
+            self._count("sampled_out")
+            return False
+        try:
+            self._queue.put_nowait(request)
+        except queue.Full:
+            self._count("dropped")
+            return False
+        self._count("queued")
+        return True
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued and stop the writer."""
+        self._queue.put(None, timeout=timeout)
+        self._thread.join(timeout)
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self.counters, name, getattr(self.counters, name) + n)
+
+    def _drain(self) -> None:
+        batch: list[LoggedRequest] = []
+        rows, deadline, stop = 0, None, False
+        while not stop:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = ...  # the deadline passed: flush what we have
+            if item is None:
+                stop = True
+            elif item is not ...:
+                batch.append(item)
+                rows += len(item.frame)
+                deadline = deadline or time.monotonic() + self.config.flush_seconds
+            if batch and (stop or item is ... or rows >= self.config.batch_rows):
+                self._write(batch)
+                batch, rows, deadline = [], 0, None
+
+    def _write(self, batch: list[LoggedRequest]) -> None:
+        try:
+            frame = pd.concat([r.rows() for r in batch], ignore_index=True)
+            day = batch[0].logged_at.strftime("%Y-%m-%d")
+            write_parquet(frame, self.directory / f"date={day}" / f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet")
+        except Exception as e:  # never let a bad batch stop the writer
+            self._count("write_errors")
+            print(f"[feature-log] write failed, {len(batch)} request(s) lost: {type(e).__name__}: {e}")
+            return
+        self._count("written_rows", len(frame))
+        self._count("written_files")
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Write atomically: readers see no partial file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+    tmp.rename(path)
+
+
+def read_feature_log(directory: str) -> pd.DataFrame:
+    """Every logged row under ``directory``, in request order (empty frame if none)."""
+    import pyarrow.dataset as ds
+
+    files = sorted(str(p) for p in Path(directory).rglob("part-*.parquet"))
+    if not files:
+        return pd.DataFrame(columns=list(LOG_COLUMNS))
+    frame = ds.dataset(files, format="parquet").to_table().to_pandas()
+    return frame.sort_values(["logged_at", "request_id", "position"], kind="stable").reset_index(drop=True)
+
+
+def join_labels(log: pd.DataFrame, labels: pd.DataFrame, window: pd.Timedelta = pd.Timedelta(days=1)) -> pd.DataFrame:
+    """Training rows: each logged (request, candidate) with its label.
+
+    ``labels`` has ``user_id``, ``item_id``, ``timestamp`` (epoch seconds or
+    datetimes) and ``label``, and optionally ``request_id``. With a request id
+    a label joins its (request, item); without one it joins the logged rows of
+    the same (user, item) served at most ``window`` before it. A logged row
+    with no label in its window is a negative (label 0): shown, not clicked.
+
+    >>> log = pd.DataFrame({"request_id": ["r"], "logged_at": [pd.Timestamp(100, unit="s", tz="UTC")],
+    ...                     "user_id": [1], "item_id": [7], "score": [0.5]})
+    >>> join_labels(log, pd.DataFrame({"user_id": [1], "item_id": [7], "timestamp": [160], "label": [1]})).label.tolist()
+    [1.0]
+    """
+    labels = labels.assign(timestamp=_utc(labels["timestamp"]))
+    if "request_id" in labels.columns:
+        keys = ["request_id", "item_id"]
+        hits = log[keys].reset_index().merge(labels[[*keys, "label"]], on=keys)
+    else:
+        keys = ["user_id", "item_id"]
+        hits = log[[*keys, "logged_at"]].reset_index().merge(labels[[*keys, "timestamp", "label"]], on=keys)
+        after = hits["timestamp"] >= hits["logged_at"]
+        hits = hits[after & (hits["timestamp"] <= hits["logged_at"] + window)]
+    label = hits.groupby("index")["label"].max()
+    out = log.copy()
+    out["label"] = label.reindex(out.index).fillna(0).to_numpy(dtype=np.float64)
+    return out
+
+
+def _utc(values: pd.Series) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(values):
+        return pd.to_datetime(values, unit="s", utc=True)
+    return pd.to_datetime(values, utc=True)

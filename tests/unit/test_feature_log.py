@@ -1,0 +1,114 @@
+"""Feature logging: sampling, batching to Parquet, bounded queue, label joins."""
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlsys.features.feature_log import FeatureLogger, FeatureLoggingConfig, LoggedRequest, join_labels, read_feature_log, sampled
+
+
+def _request(rid: str, user: int = 1, items=(10, 11, 12), at: float = 1_000.0) -> LoggedRequest:
+    frame = pd.DataFrame(
+        {
+            "user_id": np.full(len(items), user, dtype=np.int64),
+            "item_id": np.asarray(items, dtype=np.int64),
+            "gender": ["F"] * len(items),
+            "age": np.full(len(items), 31.0, dtype=np.float32),
+            "genres": [["Drama", "Comedy"]] + [[] for _ in items[1:]],
+            "history": [[3, 4, 5]] * len(items),
+        }
+    )
+    scores = np.linspace(0.9, 0.1, len(items)).astype(np.float32)
+    return LoggedRequest(rid, "ctr", "3", frame, scores, logged_at=pd.Timestamp(at, unit="s", tz="UTC"))
+
+
+def test_sampling_is_deterministic_and_near_the_rate():
+    ids = [f"req-{i}" for i in range(20_000)]
+    picked = [sampled(r, 0.1) for r in ids]
+    assert picked == [sampled(r, 0.1) for r in ids]
+    assert 0.09 < np.mean(picked) < 0.11
+    assert all(sampled(r, 1.0) for r in ids[:100]) and not any(sampled(r, 0.0) for r in ids[:100])
+
+
+def test_batches_are_written_and_read_back_exactly(tmp_path):
+    logger = FeatureLogger(FeatureLoggingConfig(batch_rows=6, flush_seconds=60), str(tmp_path))
+    requests = [_request(f"r{i}", user=i) for i in range(5)]
+    assert all(logger.log(r) for r in requests)
+    logger.close()
+    assert logger.counters.written_rows == 15 and logger.counters.dropped == 0
+    assert logger.counters.written_files == 3  # 6 + 6 rows, then the rest at close
+    log = read_feature_log(str(tmp_path))
+    assert list(log.request_id.unique()) == [f"r{i}" for i in range(5)]
+    first = log[log.request_id == "r0"]
+    assert first.item_id.tolist() == [10, 11, 12] and first.position.tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(first.score.to_numpy(), requests[0].scores)
+    assert [list(g) for g in first.genres] == [["Drama", "Comedy"], [], []]
+    assert list(first.history.iloc[0]) == [3, 4, 5] and first.model_version.iloc[0] == "3"
+
+
+def test_a_partial_batch_is_flushed_after_flush_seconds(tmp_path):
+    logger = FeatureLogger(FeatureLoggingConfig(batch_rows=1000, flush_seconds=0.2), str(tmp_path))
+    logger.log(_request("only"))
+    deadline = time.monotonic() + 10
+    while logger.counters.written_rows == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert logger.counters.written_rows == 3  # written without close()
+    logger.close()
+
+
+def test_a_full_queue_drops_and_counts_without_blocking(tmp_path):
+    logger = FeatureLogger(FeatureLoggingConfig(queue_size=1, batch_rows=1, flush_seconds=60), str(tmp_path))
+    request = _request("r")
+    slowest = 0.0
+    for _ in range(2000):
+        start = time.perf_counter()
+        logger.log(request)
+        slowest = max(slowest, time.perf_counter() - start)
+    logger.close()
+    c = logger.counters
+    assert c.dropped > 0 and c.queued + c.dropped == 2000
+    assert c.written_rows == 3 * c.queued
+    assert slowest < 0.05
+
+
+def test_a_failed_write_is_counted_not_raised(tmp_path):
+    blocker = tmp_path / "log"
+    blocker.write_text("a file where the log folder should be")
+    logger = FeatureLogger(FeatureLoggingConfig(), str(blocker))
+    assert logger.log(_request("r"))
+    logger.close()
+    assert logger.counters.write_errors == 1 and logger.counters.written_rows == 0
+
+
+def test_bad_config_names_the_field():
+    with pytest.raises(ValueError, match="serve.feature_logging.sample_rate"):
+        FeatureLoggingConfig(sample_rate=1.5)
+
+
+def _log() -> pd.DataFrame:
+    return pd.concat([_request("a", user=1, at=1_000).rows(), _request("b", user=2, at=2_000).rows()], ignore_index=True)
+
+
+def test_labels_join_by_request_id():
+    labels = pd.DataFrame({"request_id": ["a", "b", "zz"], "item_id": [11, 10, 10], "timestamp": [1_010, 2_500, 5], "label": [1, 1, 1]})
+    rows = join_labels(_log(), labels)
+    assert rows.loc[rows.request_id == "a", "label"].tolist() == [0, 1, 0]
+    assert rows.loc[rows.request_id == "b", "label"].tolist() == [1, 0, 0]
+
+
+def test_labels_join_by_user_item_within_the_window():
+    labels = pd.DataFrame(
+        {
+            "user_id": [1, 1, 2, 2],
+            "item_id": [12, 10, 11, 12],
+            # a click 100 s after request a; one before it (not caused by it); one in b's window; one after it
+            "timestamp": [1_100, 900, 2_000 + 3_000, 2_000 + 90_000],
+            "label": [1, 1, 1, 1],
+        }
+    )
+    rows = join_labels(_log(), labels, window=pd.Timedelta(hours=1))
+    assert rows.loc[rows.request_id == "a", "label"].tolist() == [0, 0, 1]
+    assert rows.loc[rows.request_id == "b", "label"].tolist() == [0, 1, 0]
+    assert len(rows) == 6 and rows.drop(columns="label").equals(_log())
