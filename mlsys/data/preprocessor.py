@@ -37,13 +37,13 @@ def _py(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def partial_stats(df: pd.DataFrame) -> dict:
-    """Mergeable statistics of one block: value counts and numeric moments."""
+def partial_stats(df: pd.DataFrame, numeric: tuple[str, ...] = NUMERIC) -> dict:
+    """Mergeable statistics of one block: value counts and moments of the ``numeric`` columns."""
     # Lists of [value, count] pairs, not dicts: JSON would turn int keys into strings.
     counts = {c: list(Counter(map(_py, df[c].dropna())).items()) for c in CATEGORICAL}
     counts[GENRES] = list(Counter(g for gs in df[GENRES] if gs is not None for g in gs).items())
     moments = {}
-    for c in NUMERIC:
+    for c in numeric:
         x = df[c].dropna().to_numpy(dtype=np.float64)
         moments[c] = [len(x), float(x.sum()), float((x * x).sum())]
     return {"counts": counts, "moments": moments}
@@ -51,14 +51,21 @@ def partial_stats(df: pd.DataFrame) -> dict:
 
 def merge_stats(parts: list[dict]) -> dict:
     counts: dict[str, Counter] = {c: Counter() for c in (*CATEGORICAL, GENRES)}
-    moments = {c: [0, 0.0, 0.0] for c in NUMERIC}
+    moments: dict[str, list] = {}
     for p in parts:
         for c, pairs in p["counts"].items():
             for value, n in pairs:
                 counts[c][value] += n
         for c, m in p["moments"].items():
-            moments[c] = [a + b for a, b in zip(moments[c], m)]
+            moments[c] = [a + b for a, b in zip(moments.get(c, [0, 0.0, 0.0]), m)]
     return {"counts": counts, "moments": moments}
+
+
+def _numeric_column(batch: dict[str, np.ndarray], column: str) -> np.ndarray:
+    """A numeric input as float64; a column the batch lacks is all null (the train mean)."""
+    if column not in batch:
+        return np.full(len(batch[HISTORY]), np.nan)
+    return batch[column].astype(np.float64)
 
 
 def _encode(values: np.ndarray, index: pd.Index) -> np.ndarray:
@@ -93,26 +100,29 @@ class CtrPreprocessor(Preprocessor):
     has it, ``label``.
     """
 
-    def __init__(self, history_length: int = 20, max_genres: int = 4, min_count: int = 1):
+    def __init__(self, history_length: int = 20, max_genres: int = 4, min_count: int = 1, numeric: tuple[str, ...] = NUMERIC):
         super().__init__()
         self.history_length = history_length
         self.max_genres = max_genres
         self.min_count = min_count
+        # Numeric model inputs: profile numbers, plus feature-store aggregates with features=movielens.
+        self.numeric = tuple(numeric)
         self.vocabularies_: dict[str, list] = {}
         self.scaling_: dict[str, tuple[float, float]] = {}
         self._indexes: dict[str, pd.Index] = {}
 
     # -- fitting ---------------------------------------------------------
     def _fit(self, ds) -> "CtrPreprocessor":
-        parts = ds.select_columns(list(CATEGORICAL + NUMERIC + (GENRES,))).map_batches(
-            lambda df: pd.DataFrame({"stats": [json.dumps(partial_stats(df), default=_py)]}),
+        numeric = self.numeric
+        parts = ds.select_columns(list(CATEGORICAL + numeric + (GENRES,))).map_batches(
+            lambda df: pd.DataFrame({"stats": [json.dumps(partial_stats(df, numeric), default=_py)]}),
             batch_format="pandas",
         ).take_all()
         return self._set_state(merge_stats([json.loads(p["stats"]) for p in parts]))
 
     def fit_frame(self, df: pd.DataFrame) -> "CtrPreprocessor":
         """Fit on an in-memory frame (same statistics as :meth:`fit` on a Dataset)."""
-        self._set_state(merge_stats([json.loads(json.dumps(partial_stats(df), default=_py))]))
+        self._set_state(merge_stats([json.loads(json.dumps(partial_stats(df, self.numeric), default=_py))]))
         self._fitted = True
         return self
 
@@ -141,8 +151,8 @@ class CtrPreprocessor(Preprocessor):
             "history": _pad_lists(batch[HISTORY], self._index("item_id"), self.history_length, keep_last=True),
             "numeric": np.stack(
                 [
-                    np.nan_to_num((batch[c].astype(np.float64) - m) / s, nan=0.0).astype(np.float32)
-                    for c, (m, s) in ((c, self.scaling_[c]) for c in NUMERIC)
+                    np.nan_to_num((_numeric_column(batch, c) - m) / s, nan=0.0).astype(np.float32)
+                    for c, (m, s) in ((c, self.scaling_[c]) for c in self.numeric)
                 ],
                 axis=1,
             ),
@@ -166,7 +176,7 @@ class CtrPreprocessor(Preprocessor):
             genre_size=len(self.vocabularies_[GENRES]) + 2,
             max_genres=self.max_genres,
             history_length=self.history_length,
-            numeric_fields=NUMERIC,
+            numeric_fields=self.numeric,
         )
 
     def to_json(self) -> str:
@@ -176,6 +186,7 @@ class CtrPreprocessor(Preprocessor):
                 "history_length": self.history_length,
                 "max_genres": self.max_genres,
                 "min_count": self.min_count,
+                "numeric": list(self.numeric),
                 "vocabularies": self.vocabularies_,
                 "scaling": self.scaling_,
             },
@@ -187,7 +198,7 @@ class CtrPreprocessor(Preprocessor):
         d = json.loads(text)
         if d.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} preprocessor file (format={d.get('format')!r})")
-        p = cls(d["history_length"], d["max_genres"], d["min_count"])
+        p = cls(d["history_length"], d["max_genres"], d["min_count"], tuple(d.get("numeric", NUMERIC)))
         p.vocabularies_ = d["vocabularies"]
         p.scaling_ = {c: tuple(v) for c, v in d["scaling"].items()}
         p._fitted = True
