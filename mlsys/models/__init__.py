@@ -4,16 +4,35 @@ from __future__ import annotations
 
 import torch
 
+from mlsys.models.blocks import CtrModel, SparseEmbeddings, SparseOutput
+from mlsys.models.bst import BST
 from mlsys.models.config import MODEL_INPUTS, InputSpec, ModelConfig, ModelName
+from mlsys.models.dcnv2 import DCNv2
 from mlsys.models.deepfm import DeepFM
+from mlsys.models.din import DIN
+from mlsys.models.fm import FM
+from mlsys.models.lr import LR
+from mlsys.models.widedeep import WideDeep
 
 # A closed table, not an import path: a model package names its class here,
 # so loading a package never imports code named inside it.
-MODELS: dict[ModelName, type[torch.nn.Module]] = {ModelName.deepfm: DeepFM}
+MODELS: dict[ModelName, type[CtrModel]] = {
+    ModelName.lr: LR,
+    ModelName.fm: FM,
+    ModelName.widedeep: WideDeep,
+    ModelName.deepfm: DeepFM,
+    ModelName.dcnv2: DCNv2,
+    ModelName.din: DIN,
+    ModelName.bst: BST,
+}
 
 
-def build_model(spec: InputSpec, cfg: ModelConfig) -> torch.nn.Module:
-    """``build_model(spec, ModelConfig(embed_dim=32))`` -> an initialised module."""
+def build_model(spec: InputSpec, cfg: ModelConfig) -> CtrModel:
+    """``build_model(spec, ModelConfig(name="din", embed_dim=32))`` -> an initialised module.
+
+    Every model is ``dense(sparse(categorical, genres, history, numeric))``: ``model.sparse``
+    returns a :class:`SparseOutput`, ``model.dense`` maps it to logits (B,).
+    """
     return MODELS[ModelName(cfg.name)](spec, cfg)
 
 
@@ -28,4 +47,7 @@ class Scorer(torch.nn.Module):
         return torch.sigmoid(self.model(categorical, genres, history, numeric))
 
 
-__all__ = ["MODELS", "MODEL_INPUTS", "InputSpec", "ModelConfig", "ModelName", "Scorer", "build_model"]
+__all__ = [
+    "MODELS", "MODEL_INPUTS", "CtrModel", "InputSpec", "ModelConfig", "ModelName", "Scorer",
+    "SparseEmbeddings", "SparseOutput", "build_model",
+]

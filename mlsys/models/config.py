@@ -7,17 +7,34 @@ from enum import Enum
 
 
 class ModelName(str, Enum):
+    """The zoo (docs/models.md): ``model=<name>`` picks ``configs/model/<name>.yaml``."""
+
+    lr = "lr"
+    fm = "fm"
+    widedeep = "widedeep"
     deepfm = "deepfm"
+    dcnv2 = "dcnv2"
+    din = "din"
+    bst = "bst"
 
 
 @dataclass
 class ModelConfig:
-    """``model.embed_dim=32 model.mlp_dims=[256,128]``."""
+    """``model=din model.embed_dim=32 model.attention_dims=[64,16]``.
+
+    Shared: ``embed_dim``, ``mlp_dims`` (the deep tower; unused by lr, fm), ``dropout``.
+    dcnv2: ``cross_layers``. din: ``attention_dims`` (the activation unit's MLP).
+    bst: ``attention_heads`` (must divide embed_dim), ``transformer_layers``.
+    """
 
     name: ModelName = ModelName.deepfm
     embed_dim: int = 16
     mlp_dims: list[int] = field(default_factory=lambda: [128, 64])
     dropout: float = 0.1
+    cross_layers: int = 3
+    attention_dims: list[int] = field(default_factory=lambda: [64, 16])
+    attention_heads: int = 2
+    transformer_layers: int = 1
 
     def __post_init__(self):
         from mlsys.data.config import _require
@@ -25,6 +42,16 @@ class ModelConfig:
         _require(self.embed_dim >= 1, "model.embed_dim", self.embed_dim, ">= 1")
         _require(all(d >= 1 for d in self.mlp_dims), "model.mlp_dims", list(self.mlp_dims), "positive widths")
         _require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "in [0, 1)")
+        _require(1 <= self.cross_layers <= 16, "model.cross_layers", self.cross_layers, "in [1, 16]")
+        _require(
+            len(self.attention_dims) >= 1 and all(d >= 1 for d in self.attention_dims),
+            "model.attention_dims", list(self.attention_dims), "one or more positive widths",
+        )
+        _require(1 <= self.transformer_layers <= 8, "model.transformer_layers", self.transformer_layers, "in [1, 8]")
+        _require(
+            self.attention_heads >= 1 and (ModelName(self.name) is not ModelName.bst or self.embed_dim % self.attention_heads == 0),
+            "model.attention_heads", self.attention_heads, f">= 1 and dividing model.embed_dim={self.embed_dim}",
+        )
 
 
 @dataclass(frozen=True)
