@@ -1,13 +1,69 @@
-"""Typed configuration of the training stage."""
+"""Typed configuration of the training stage, strategies included.
+
+``train/strategy=deepspeed_zero2`` picks ``configs/train/strategy/deepspeed_zero2.yaml``,
+a :class:`StrategyConfig`; the DeepSpeed JSON config is generated from it by
+:func:`deepspeed_config`, never written by hand.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional
+
+
+class StrategyKind(str, Enum):
+    ddp = "ddp"
+    deepspeed = "deepspeed"
+
+
+@dataclass
+class StrategyConfig:
+    """How gradients and optimizer state are shared between workers.
+
+    ``kind=ddp``: every worker holds the full model and Adam state; gradients are all-reduced.
+    ``kind=deepspeed``: ZeRO ``zero_stage`` 1 shards the optimizer state, 2 also the gradients,
+    3 also the parameters; ``offload_optimizer`` keeps the optimizer state (and its step) in CPU
+    memory, ``offload_params`` (stage 3) the parameters too.
+    """
+
+    kind: StrategyKind = StrategyKind.ddp
+    zero_stage: int = 0
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    # DDP only: bucket size (MB) for gradient all-reduce.
+    bucket_mb: int = 25
+
+    def __post_init__(self):
+        from mlsys.data.config import _require
+
+        ddp = StrategyKind(self.kind) is StrategyKind.ddp
+        _require(self.zero_stage in (0, 1, 2, 3), "train.strategy.zero_stage", self.zero_stage, "0, 1, 2 or 3")
+        _require(not ddp or self.zero_stage == 0, "train.strategy.zero_stage", self.zero_stage,
+                 "0 with kind=ddp (pick train/strategy=deepspeed_zero1|2|3 for ZeRO)")
+        _require(ddp or self.zero_stage >= 1, "train.strategy.zero_stage", self.zero_stage, "1, 2 or 3 with kind=deepspeed")
+        _require(not self.offload_optimizer or not ddp, "train.strategy.offload_optimizer", self.offload_optimizer,
+                 "false with kind=ddp (offload is a DeepSpeed feature)")
+        _require(not self.offload_params or self.zero_stage == 3, "train.strategy.offload_params", self.offload_params,
+                 "false unless zero_stage=3 (ZeRO-Offload of parameters needs stage 3)")
+        _require(self.bucket_mb >= 1, "train.strategy.bucket_mb", self.bucket_mb, ">= 1")
+
+    @property
+    def label(self) -> str:
+        """``ddp``, ``zero2``, ``zero3+offload``: a short name for logs and tables."""
+        if StrategyKind(self.kind) is StrategyKind.ddp:
+            return "ddp"
+        offload = "+offload" if self.offload_optimizer or self.offload_params else ""
+        return f"zero{self.zero_stage}{offload}"
 
 
 @dataclass
 class TrainConfig:
-    """Ray Train settings: ``train.num_workers=4 train.use_gpu=true`` scales out."""
+    """Ray Train settings: ``train.num_workers=4 train.use_gpu=true`` scales out.
+
+    ``checkpoint_every`` epochs a checkpoint is written (the last epoch always is);
+    ``max_failures`` worker-group failures are survived by restarting from the last one.
+    """
 
     num_workers: int = 2
     cpus_per_worker: float = 1.0
@@ -17,6 +73,13 @@ class TrainConfig:
     learning_rate: float = 2e-3
     weight_decay: float = 0.0
     seed: int = 0
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    checkpoint_every: int = 1
+    checkpoints_to_keep: int = 2
+    max_failures: int = 1
+    # Incremental learning: continue from a registered model (`models:/ctr@champion`, `ctr/3`,
+    # or a package folder); new ids get fresh embedding rows. null: a cold start.
+    warm_start: Optional[str] = None
 
     def __post_init__(self):
         from mlsys.data.config import _require
@@ -26,3 +89,44 @@ class TrainConfig:
         _require(self.max_epochs >= 1, "train.max_epochs", self.max_epochs, ">= 1")
         _require(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
         _require(self.learning_rate > 0, "train.learning_rate", self.learning_rate, "> 0")
+        _require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, ">= 0")
+        _require(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every, ">= 1 (epochs)")
+        _require(self.checkpoints_to_keep >= 1, "train.checkpoints_to_keep", self.checkpoints_to_keep, ">= 1")
+        _require(self.max_failures >= -1, "train.max_failures", self.max_failures, ">= 0, or -1 for unlimited")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Inverse of ``dataclasses.asdict`` (the form that travels to Ray Train workers)."""
+        return cls(**{**d, "strategy": StrategyConfig(**d["strategy"])})
+
+
+def deepspeed_config(cfg: TrainConfig) -> dict:
+    """The DeepSpeed config dict for ``cfg.strategy`` (kind=deepspeed).
+
+    >>> deepspeed_config(TrainConfig(strategy=StrategyConfig(kind="deepspeed", zero_stage=2)))["zero_optimization"]["stage"]
+    2
+
+    ``train_micro_batch_size_per_gpu`` is our per-worker batch; there is no gradient
+    accumulation, so the global batch is ``batch_size * num_workers``, as with DDP.
+    Precision stays fp32 (CPU has no fast fp16/bf16 Adam path here; see docs/training.md).
+    """
+    s = cfg.strategy
+    zero: dict = {"stage": s.zero_stage}
+    if s.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": cfg.use_gpu}
+    if s.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": cfg.use_gpu}
+    return {
+        "train_micro_batch_size_per_gpu": cfg.batch_size,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": cfg.batch_size * cfg.num_workers,
+        "optimizer": {
+            "type": "Adam",
+            # adam_w_mode=False: L2 weight decay, the same update as torch.optim.Adam under DDP.
+            "params": {"lr": cfg.learning_rate, "weight_decay": cfg.weight_decay, "adam_w_mode": False},
+        },
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
+        "wall_clock_breakdown": False,
+        "steps_per_print": 10**9,  # our per-epoch line is the progress output
+    }
