@@ -151,6 +151,24 @@ def compute_statistics(ds: ray.data.Dataset, kinds=None, name: str = ""):
     return finalize(merge_all(pickle.loads(s["state"]) for s in states), name)
 
 
+def read_parquet(path: str, **kwargs) -> ray.data.Dataset:
+    """``ray.data.read_parquet`` with one read task per file, so a task's memory is bounded by a file.
+
+    Ray 2.60's default reader (datasource V2) bin-packs files into few tasks
+    and reads a task's files ahead of the consumer: on the statistics
+    benchmark each of its two read workers held ~1 GiB, growing with the
+    number of files per task. The V1 reader (``DataContext.use_datasource_v2
+    = False``, captured when the Dataset is created) plans a task per file.
+    Measured in docs/benchmarks.md ("Dataset statistics throughput").
+    """
+    ctx = ray.data.DataContext.get_current()
+    previous, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
+    try:
+        return ray.data.read_parquet(path, **kwargs)
+    finally:
+        ctx.use_datasource_v2 = previous
+
+
 def read_any(path: str) -> ray.data.Dataset:
     """Parquet or CSV (by extension; a folder is read as Parquet)."""
     if path.endswith((".csv", ".csv.gz", ".tsv")):
@@ -158,8 +176,6 @@ def read_any(path: str) -> ray.data.Dataset:
 
         options = pacsv.ParseOptions(delimiter="\t") if path.endswith(".tsv") else None
         return ray.data.read_csv(path, parse_options=options) if options else ray.data.read_csv(path)
-    import os
-
     if os.path.isfile(path):  # a single file is read whatever its extension (e.g. `.parquet.brotli`)
-        return ray.data.read_parquet(path, file_extensions=[path.rsplit(".", 1)[-1]])
-    return ray.data.read_parquet(path)
+        return read_parquet(path, file_extensions=[path.rsplit(".", 1)[-1]])
+    return read_parquet(path)

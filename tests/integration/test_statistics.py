@@ -64,3 +64,18 @@ def test_movielens_events_match_pandas(ray_local, tmp_path):
     lengths = df.genres.map(len)
     assert stats.features["genres"].length["mean"] == pytest.approx(lengths.mean())
     assert stats.features["genres"].length["max"] == lengths.max()
+
+
+def test_parquet_folder_reads_one_task_per_file(ray_local, tmp_path):
+    """Each file is its own read task, so a task's memory is bounded by a file, not by the folder.
+
+    (Ray 2.60's default reader packs small files into one task and reads ahead.)"""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for i in range(4):
+        pq.write_table(pa.table({"x": np.arange(i * 1000, (i + 1) * 1000)}), tmp_path / f"part-{i}.parquet")
+    ds = read_any(str(tmp_path))
+    sizes = [len(b) for b in ds.iter_batches(batch_size=None, batch_format="pyarrow")]
+    assert sum(sizes) == 4000 and max(sizes) <= 1000  # no block spans two files
+    assert compute_statistics(ds, {"x": FeatureKind.numeric}).features["x"].count == 4000
