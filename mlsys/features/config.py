@@ -47,6 +47,7 @@ class FeaturesConfig:
     materialize: bool = True
 
     def __post_init__(self):
+        self.name, self.online = FeatureSet(self.name), OnlineStoreKind(self.online)  # plain strings from Python callers
         _require(bool(self.project) and self.project.replace("_", "").isalnum(), "features.project", self.project,
                  "a non-empty name of letters, digits and underscores")
         _require(1 <= self.redis_port <= 65535, "features.redis_port", self.redis_port, "a TCP port (1-65535)")

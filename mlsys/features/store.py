@@ -62,7 +62,12 @@ def repo_config(cfg: FeaturesConfig, paths: StorePaths) -> dict:
     return {
         "project": cfg.project,
         "provider": "local",
-        "registry": {"registry_type": "file", "path": paths.registry, "cache_ttl_seconds": 60},
+        # A SQL registry (on SQLite): Feast's file registry is rewritten in place, and a reader
+        # opening it mid-write finds no objects. Feast 0.67 flags a view MATERIALIZING while it is
+        # written and refuses to serve it unless told to keep serving the last values.
+        # Both seen in tests/integration/test_features_store.py (reads during materialization).
+        "registry": {"registry_type": "sql", "path": f"sqlite:///{paths.registry}", "cache_ttl_seconds": 60,
+                     "serve_features_while_materializing": True},
         "online_store": online,
         "offline_store": {"type": "dask"},  # Feast's default; our training sets use mlsys.features.offline
         "entity_key_serialization_version": 3,

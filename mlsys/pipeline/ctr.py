@@ -11,6 +11,7 @@ from pathlib import Path
 from mlsys import storage
 from mlsys.data.config import DataConfig
 from mlsys.data.validation import ValidationConfig
+from mlsys.features.config import FeaturesConfig
 from mlsys.models import ModelConfig
 from mlsys.pipeline.step import Pipeline, StepContext, step
 from mlsys.registry.config import RegistryConfig
@@ -40,6 +41,17 @@ class SchemaOutput:
 class ValidateOutput:
     anomalies: str  # AnomalyReport JSON per dataset
     report: str  # HTML
+
+
+@dataclass(frozen=True)
+class FeaturesOutput:
+    store: str  # the Feast repo folder under MLSYS_HOME ("" with features=none)
+    training_set: str  # Parquet dataset: label events + point-in-time features, with split ("" with features=none)
+
+
+@dataclass(frozen=True)
+class MaterializeOutput:
+    watermark: str  # watermark.json of the store ("" when nothing was materialized)
 
 
 @dataclass(frozen=True)
@@ -198,17 +210,22 @@ def validate(ctx: StepContext, stats: StatisticsOutput, schema: SchemaOutput, va
 
 
 @step(code=("mlsys.data.datasets", "mlsys.data.events", "mlsys.data.preprocessor"))
-def transform(ctx: StepContext, ingested: IngestOutput, validated: ValidateOutput, data: DataConfig) -> TransformOutput:
+def transform(
+    ctx: StepContext, ingested: IngestOutput, validated: ValidateOutput, feats: FeaturesOutput, data: DataConfig, features: FeaturesConfig
+) -> TransformOutput:
     import pandas as pd
     import ray
 
     from mlsys.data import datasets
     from mlsys.data.preprocessor import CtrPreprocessor
+    from mlsys.features.training import numeric_inputs
 
     events = ray.data.read_parquet(ingested.events)
-    with_history = datasets.add_history(events, data.history_length).materialize()
+    # features=movielens: every model input of the training set comes from the feature views (point-in-time)
+    labelled = ray.data.read_parquet(feats.training_set) if feats.training_set else datasets.add_history(events, data.history_length)
+    with_history = labelled.materialize()
     splits = {s: with_history.filter(expr=f"split == '{s}'") for s in ("train", "eval")}
-    preprocessor = CtrPreprocessor(data.history_length, data.max_genres, data.vocab_min_count).fit(splits["train"])
+    preprocessor = CtrPreprocessor(data.history_length, data.max_genres, data.vocab_min_count, numeric_inputs(features)).fit(splits["train"])
     out = TransformOutput(*(storage.join(ctx.output_uri, n) for n in ("train", "eval", "preprocessor.json", "users.parquet", "items.parquet")))
     splits["train"].write_parquet(out.train)
     splits["eval"].write_parquet(out.eval)
@@ -220,6 +237,40 @@ def transform(ctx: StepContext, ingested: IngestOutput, validated: ValidateOutpu
     spec = preprocessor.input_spec()
     ctx.log_metrics({f"vocab_{f}": n for f, n in zip(spec.categorical_fields, spec.categorical_sizes)})
     return out
+
+
+@step(code=("mlsys.features.training", "mlsys.features.sources", "mlsys.features.definitions", "mlsys.features.store",
+            "mlsys.features.offline", "mlsys.features.pit"))
+def features(ctx: StepContext, ingested: IngestOutput, validated: ValidateOutput, data: DataConfig, features: FeaturesConfig) -> FeaturesOutput:
+    """features=movielens: offline sources + `feast apply` under MLSYS_HOME, then the PIT training set on Ray."""
+    if not features.enabled:
+        return FeaturesOutput(store="", training_set="")
+    import pandas as pd
+
+    from mlsys.features import training
+
+    events = pd.read_parquet(ingested.events)
+    rows = training.write_offline_sources(features, ctx.home, events, pd.read_parquet(ingested.users),
+                                          pd.read_parquet(ingested.items), data.history_length)
+    out = FeaturesOutput(store=training.store_paths(features, ctx.home).root, training_set=storage.join(ctx.output_uri, "training_set"))
+    labels = training.build_training_set(features, ctx.home, ingested.events, out.training_set)
+    ctx.log_metrics({**{f"source_rows_{v}": n for v, n in rows.items()}, "training_rows": labels})
+    return out
+
+
+@step(code=("mlsys.features.materialize", "mlsys.features.store"))
+def materialize(ctx: StepContext, feats: FeaturesOutput, features: FeaturesConfig) -> MaterializeOutput:
+    """Offline -> online store, from the watermark of the last run (incremental, idempotent)."""
+    if not (features.enabled and features.materialize):
+        return MaterializeOutput(watermark="")
+    from mlsys.features.materialize import materialize as run
+    from mlsys.features.store import store_paths
+
+    report = run(features, ctx.home)
+    for i in report.intervals:
+        print(f"[materialize] {i.view}: {i.rows} offline rows in ({i.start}, {i.end}]")
+    ctx.log_metrics({"materialized_rows": report.rows, "materialize_s": report.seconds})
+    return MaterializeOutput(watermark=store_paths(features, ctx.home).watermark)
 
 
 def _load_preprocessor(uri: str):
@@ -322,5 +373,5 @@ def register(
     return RegisterOutput(package=version.source, model_name=version.name, version=version.version)
 
 
-CTR = Pipeline("ctr", (ingest, statistics, schema, validate, transform, train, evaluate, register))
+CTR = Pipeline("ctr", (ingest, statistics, schema, validate, features, materialize, transform, train, evaluate, register))
 PIPELINES = {"ctr": CTR}
