@@ -22,6 +22,7 @@ def execute_pipeline(cfg: MlsysConfig, overrides: list[str], echo: Callable[[str
     from mlsys.pipeline.ctr import PIPELINES
     from mlsys.pipeline.runner import PipelineRunner
     from mlsys.registry import mlflow_store
+    from mlsys.train import loggers, warm_start
 
     if cfg.pipeline.name not in PIPELINES:
         raise ConfigError(f"pipeline.name={cfg.pipeline.name!r} is not one of {sorted(PIPELINES)}")
@@ -29,6 +30,8 @@ def execute_pipeline(cfg: MlsysConfig, overrides: list[str], echo: Callable[[str
     if cfg.pipeline.until:
         pipeline = pipeline.until(cfg.pipeline.until)
     sections = {name: getattr(cfg, name) for name in PIPELINE_SECTIONS}
+    # Resolved once, before any step runs: the version an alias names now enters the fingerprints.
+    sections["warm_start"] = warm_start.resolve(cfg.train.warm_start, mlflow_store.tracking_uri(cfg.home), cfg.model)
     runner = PipelineRunner(
         pipeline,
         sections,
@@ -41,6 +44,10 @@ def execute_pipeline(cfg: MlsysConfig, overrides: list[str], echo: Callable[[str
     )
     result = runner.run(overrides)
     echo(summary(result, runner.tracking_uri))
+    steps = [loggers.StepMetrics(r.name, r.metrics) for r in result.steps]
+    logged = loggers.log_pipeline(cfg.logger, f"{cfg.pipeline.name}-{result.run_id[:8]}", loggers.plain_config(cfg), steps, runner.home)
+    if logged:
+        echo(f"[logger] {cfg.logger.name.value} run: {logged}")
     return result
 
 

@@ -22,6 +22,7 @@ from mlsys.pipeline.config import ClusterConfig, HomeConfig, PipelineConfig
 from mlsys.registry.config import RegistryConfig
 from mlsys.serve.config import ServeConfig
 from mlsys.train.config import TrainConfig
+from mlsys.train.loggers import LoggerConfig
 
 
 @dataclass
@@ -31,6 +32,7 @@ class MlsysConfig:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)

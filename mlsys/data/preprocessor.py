@@ -10,6 +10,11 @@ Encoding: categorical values and list items map to ``2 + rank`` in a vocabulary
 ordered by train frequency; 0 is padding, 1 the out-of-vocabulary bucket
 (values seen fewer than ``min_count`` times, unseen values, nulls). Numeric
 values are standardised with train mean/std; nulls become the mean (0).
+
+Warm start (``continuing(base)``): every value of ``base``'s vocabularies keeps
+its index, values new in this data (seen ``min_count`` times) are appended
+after them, and ``base``'s numeric scaling is kept, so a model trained with
+``base`` reads the same inputs for the old values and only grows its tables.
 """
 
 from __future__ import annotations
@@ -110,6 +115,17 @@ class CtrPreprocessor(Preprocessor):
         self.vocabularies_: dict[str, list] = {}
         self.scaling_: dict[str, tuple[float, float]] = {}
         self._indexes: dict[str, pd.Index] = {}
+        self._base: CtrPreprocessor | None = None
+
+    def continuing(self, base: "CtrPreprocessor") -> "CtrPreprocessor":
+        """Fit as a continuation of ``base`` (warm start): old ids keep their indices.
+
+        >>> p = CtrPreprocessor().continuing(old).fit(new_span)  # doctest: +SKIP
+        >>> p.vocabularies_["item_id"][: len(old.vocabularies_["item_id"])] == old.vocabularies_["item_id"]  # doctest: +SKIP
+        True
+        """
+        self._base = base
+        return self
 
     # -- fitting ---------------------------------------------------------
     def _fit(self, ds) -> "CtrPreprocessor":
@@ -135,8 +151,17 @@ class CtrPreprocessor(Preprocessor):
             mean = s / n if n else 0.0
             std = float(np.sqrt(max(ss / n - mean * mean, 0.0))) if n else 1.0
             self.scaling_[c] = (mean, std if std > 0 else 1.0)
+        if self._base is not None:
+            self._append_to_base(self._base)
         self._indexes = {}
         return self
+
+    def _append_to_base(self, base: "CtrPreprocessor") -> None:
+        for c, values in self.vocabularies_.items():
+            old = list(base.vocabularies_[c])
+            known = set(old)
+            self.vocabularies_[c] = old + [v for v in values if v not in known]
+        self.scaling_ = dict(base.scaling_)
 
     # -- transforming ----------------------------------------------------
     def _index(self, column: str) -> pd.Index:

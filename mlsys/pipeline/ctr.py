@@ -16,6 +16,7 @@ from mlsys.models import ModelConfig
 from mlsys.pipeline.step import Pipeline, StepContext, step
 from mlsys.registry.config import RegistryConfig
 from mlsys.train.config import TrainConfig
+from mlsys.train.warm_start import WarmStart
 
 
 @dataclass(frozen=True)
@@ -209,9 +210,9 @@ def validate(ctx: StepContext, stats: StatisticsOutput, schema: SchemaOutput, va
     return out
 
 
-@step(code=("mlsys.data.datasets", "mlsys.data.events", "mlsys.data.preprocessor"))
+@step(code=("mlsys.data.datasets", "mlsys.data.events", "mlsys.data.preprocessor", "mlsys.train.warm_start"))
 def transform(
-    ctx: StepContext, ingested: IngestOutput, validated: ValidateOutput, feats: FeaturesOutput, data: DataConfig, features: FeaturesConfig
+    ctx: StepContext, ingested: IngestOutput, validated: ValidateOutput, feats: FeaturesOutput, data: DataConfig, features: FeaturesConfig, warm: WarmStart
 ) -> TransformOutput:
     import pandas as pd
     import ray
@@ -219,13 +220,17 @@ def transform(
     from mlsys.data import datasets
     from mlsys.data.preprocessor import CtrPreprocessor
     from mlsys.features.training import numeric_inputs
+    from mlsys.train import warm_start
 
     events = ray.data.read_parquet(ingested.events)
     # features=movielens: every model input of the training set comes from the feature views (point-in-time)
     labelled = ray.data.read_parquet(feats.training_set) if feats.training_set else datasets.add_history(events, data.history_length)
     with_history = labelled.materialize()
     splits = {s: with_history.filter(expr=f"split == '{s}'") for s in ("train", "eval")}
-    preprocessor = CtrPreprocessor(data.history_length, data.max_genres, data.vocab_min_count, numeric_inputs(features)).fit(splits["train"])
+    preprocessor = CtrPreprocessor(data.history_length, data.max_genres, data.vocab_min_count, numeric_inputs(features))
+    if warm.active:  # old ids keep their indices, new ones are appended (see mlsys.train.warm_start)
+        preprocessor.continuing(warm_start.base_preprocessor(warm))
+    preprocessor.fit(splits["train"])
     out = TransformOutput(*(storage.join(ctx.output_uri, n) for n in ("train", "eval", "preprocessor.json", "users.parquet", "items.parquet")))
     splits["train"].write_parquet(out.train)
     splits["eval"].write_parquet(out.eval)
@@ -279,8 +284,8 @@ def _load_preprocessor(uri: str):
     return CtrPreprocessor.from_json(json.dumps(storage.read_json(uri)))
 
 
-@step(code=("mlsys.train.trainer", "mlsys.train.checkpoint", "mlsys.models.deepfm", "mlsys.models.blocks"))
-def train(ctx: StepContext, data: TransformOutput, model: ModelConfig, cfg: TrainConfig) -> TrainOutput:
+@step(code=("mlsys.train.trainer", "mlsys.train.strategies", "mlsys.train.checkpoint", "mlsys.models.deepfm", "mlsys.models.blocks", "mlsys.train.warm_start"))
+def train(ctx: StepContext, data: TransformOutput, model: ModelConfig, cfg: TrainConfig, warm: WarmStart) -> TrainOutput:
     import ray
 
     from mlsys.train import trainer
@@ -294,6 +299,7 @@ def train(ctx: StepContext, data: TransformOutput, model: ModelConfig, cfg: Trai
         cfg,
         storage_path=storage.join(ctx.home, "ray_results"),
         run_name=f"train-{ctx.fingerprint[:16]}",
+        warm=warm,
     )
     out = TrainOutput(checkpoint=storage.join(ctx.output_uri, "checkpoint"))
     storage.upload_dir(result.checkpoint_dir, out.checkpoint)
@@ -345,6 +351,7 @@ def register(
     evaluation: EvaluateOutput,
     model: ModelConfig,
     registry: RegistryConfig,
+    warm: WarmStart,
 ) -> RegisterOutput:
     import pandas as pd
 
@@ -354,7 +361,7 @@ def register(
     preprocessor, module = _trained_model(data, trained, model)
     metrics = storage.read_json(evaluation.metrics)
     lineage = {"fingerprint": ctx.fingerprint, "step_run_id": ctx.run_id, "checkpoint": trained.checkpoint,
-               "train": data.train, "eval": data.eval, "eval_metrics": metrics}
+               "train": data.train, "eval": data.eval, "eval_metrics": metrics, "warm_start": warm.lineage()}
     with tempfile.TemporaryDirectory() as tmp:
         local = write_package(
             Path(tmp) / "package",
@@ -368,6 +375,8 @@ def register(
         package_uri = storage.join(ctx.output_uri, "package")
         storage.upload_dir(local, package_uri)
     tags = {"mlsys.fingerprint": ctx.fingerprint, **{f"eval_{k}": round(v, 6) for k, v in metrics.items()}}
+    if warm.active:
+        tags["mlsys.warm_start"] = f"{warm.model_name}/{warm.version}" if warm.version else warm.package
     version = mlflow_store.register(ctx.tracking_uri, ctx.run_id, package_uri, registry.model_name, registry.alias, tags)
     ctx.log_metric("model_version", int(version.version))
     return RegisterOutput(package=version.source, model_name=version.name, version=version.version)

@@ -178,7 +178,10 @@ def test_ctr_pipeline_is_wired():
     from mlsys.pipeline.ctr import CTR
 
     cfg = MlsysConfig()
+    from mlsys.train.warm_start import WarmStart
+
     sections = {type(getattr(cfg, n)): n for n in PIPELINE_SECTIONS}
+    sections[WarmStart] = "warm_start"  # derived: execute_pipeline resolves train.warm_start
     CTR.validate(sections)
     assert [s.name for s in CTR.steps] == [
         "ingest", "statistics", "schema", "validate", "transform", "train", "evaluate", "register"]

@@ -1,0 +1,76 @@
+"""Incremental learning end to end: train on span 0 and register, then warm start from
+``models:/ctr@champion`` on span 1 against a cold start on span 1 (real Ray Train, real MLflow)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import mlsys
+from mlsys.errors import ConfigError
+
+EPOCHS = 3
+SMALL = ["data=synthetic", "data.rows=40000", "data.users=500", "data.items=2000", "data.blocks=2",
+         "train.num_workers=1", "train.batch_size=256", "train.learning_rate=0.0005"]
+
+
+def _history(result) -> dict[int, float]:
+    """eval AUC by epoch, as the train step logged it to MLflow."""
+    train = next(s for s in result.steps if s.name == "train")
+    return {step: value for name, value, step in train.metrics if name == "eval_auc"}
+
+
+def _epochs_to_reach(history: dict[int, float], target: float) -> int:
+    return min((e for e, auc in history.items() if auc >= target), default=10**6)
+
+
+@pytest.fixture(scope="module")
+def spans(tmp_path_factory, ray_local):
+    home = tmp_path_factory.mktemp("warm")
+    base = [f"home.root={home}", *SMALL]
+    first = mlsys.run_pipeline([*base, "data.span=0", f"train.max_epochs={EPOCHS}"])
+    span1 = [*base, "data.span=1", f"train.max_epochs={EPOCHS}"]
+    warm = mlsys.run_pipeline([*span1, "train.warm_start=models:/ctr@champion", "registry.alias=null"])
+    cold = mlsys.run_pipeline([*span1, "pipeline.until=train"])
+    return home, base, first, warm, cold
+
+
+def test_warm_start_reaches_the_cold_start_auc_in_fewer_epochs(spans):
+    _, _, _, warm, cold = spans
+    warm_auc, cold_auc = _history(warm), _history(cold)
+    assert sorted(warm_auc) == sorted(cold_auc) == list(range(1, EPOCHS + 1))
+    target = cold_auc[EPOCHS]
+    assert _epochs_to_reach(warm_auc, target) < EPOCHS, (warm_auc, cold_auc)
+    assert warm_auc[1] > cold_auc[1], (warm_auc, cold_auc)
+
+
+def test_new_ids_get_appended_rows_and_old_ids_keep_theirs(spans):
+    _, _, first, warm, _ = spans
+    old = json.loads(Path(first.output("transform").preprocessor).read_text())["vocabularies"]
+    new = json.loads(Path(warm.output("transform").preprocessor).read_text())["vocabularies"]
+    assert new["item_id"][: len(old["item_id"])] == old["item_id"]
+    assert len(new["item_id"]) > len(old["item_id"])  # the new span brought unseen tail items
+
+
+def test_source_version_is_in_fingerprint_params_and_package_lineage(spans):
+    home, base, first, warm, cold = spans
+    by_step = {s.name: s for s in warm.steps}
+    assert by_step["train"].fingerprint != {s.name: s for s in cold.steps}["train"].fingerprint
+    from mlsys.pipeline.config import HomeConfig
+    from mlsys.registry import mlflow_store
+
+    client = mlflow_store.client(mlflow_store.tracking_uri(HomeConfig(root=str(home))))
+    params = client.get_run(by_step["train"].run_id).data.params
+    assert params["warm_start.version"] == "1" and params["warm_start.uri"] == "models:/ctr@champion"
+    manifest = json.loads((Path(warm.output("register").package) / "manifest.json").read_text())
+    assert manifest["lineage"]["warm_start"]["version"] == "1"
+    assert manifest["lineage"]["warm_start"]["package"] == first.output("register").package
+    assert client.get_model_version("ctr", warm.output("register").version).tags["mlsys.warm_start"] == "ctr/1"
+
+
+def test_a_source_of_another_architecture_is_refused_before_any_step(spans):
+    home, base, *_ = spans
+    with pytest.raises(ConfigError, match=r"train\.warm_start='models:/ctr@champion' is a model with embed_dim=16.*model\.embed_dim=16"):
+        mlsys.run_pipeline([*base, "data.span=1", "model.embed_dim=8", "train.warm_start=models:/ctr@champion"])
+    with pytest.raises(ConfigError, match=r"train\.warm_start='models:/ctr@nope' does not resolve"):
+        mlsys.run_pipeline([*base, "data.span=1", "train.warm_start=models:/ctr@nope"])
