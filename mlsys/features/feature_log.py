@@ -228,3 +228,10 @@ def _utc(values: pd.Series) -> pd.Series:
     if pd.api.types.is_numeric_dtype(values):
         return pd.to_datetime(values, unit="s", utc=True)
     return pd.to_datetime(values, utc=True)
+
+
+def default_log_dir(project: str, home: str) -> str | None:
+    """``<home>/features/<project>/feature_log`` beside the offline store; None for a remote home."""
+    if "://" in home and not home.startswith("file://"):
+        return None
+    return str(Path(home.removeprefix("file://")).resolve() / "features" / project / "feature_log")

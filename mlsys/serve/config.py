@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from mlsys.features.feature_log import FeatureLoggingConfig
 
 
 @dataclass
@@ -19,6 +21,8 @@ class ServeConfig:
     max_candidates: int = 1000
     # Serve's log level; INFO includes one access-log line per request.
     log_level: str = "INFO"
+    # What serving used (features, model version, scores), sampled, to Parquet (docs/serving.md).
+    feature_logging: FeatureLoggingConfig = field(default_factory=FeatureLoggingConfig)
 
     def __post_init__(self):
         from mlsys.data.config import _require

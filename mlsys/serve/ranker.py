@@ -1,16 +1,19 @@
 """In-process scoring of one ranking request: the same code serves HTTP and
 ``mlsys.load_model(...).rank``. No Ray here.
 
-A request is a user id and candidate item ids. The user's attributes and
-behaviour sequence and the items' attributes come from the package's tables;
-unknown users or items fall back to the preprocessor's OOV/mean encoding and
-are counted, never an error.
+A request is a user id and candidate item ids. A :class:`FeatureSource` turns
+it into raw feature rows, one per candidate: :class:`PackageTables` reads the
+model package's tables (the default, and ``features=none``);
+:class:`mlsys.features.serving.OnlineFeatures` reads the Feast online store.
+The package's fitted preprocessor encodes the rows exactly as in training;
+unknown users or items fall back to its OOV/mean encoding and are counted,
+never an error.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,35 +36,34 @@ class Ranking:
     items: list[ScoredItem]
     unknown_user: bool
     unknown_items: int
+    # What was scored: the raw feature rows (candidate order) and their scores (for feature logging).
+    features: pd.DataFrame = field(default=None, repr=False, compare=False)
+    scores: np.ndarray = field(default=None, repr=False, compare=False)
 
 
-class RankingModel:
-    """``load_model("models:/ctr@champion").rank(42, [1, 2, 3], k=2)``.
+@dataclass(frozen=True)
+class RequestFeatures:
+    """The raw feature rows of one request, one per candidate, and what was unknown."""
 
-    ``engine="onnx"`` (default, what serving runs) or ``"torch"`` (the trained
-    module itself, for checks).
-    """
+    frame: pd.DataFrame
+    unknown_user: bool
+    unknown_items: int
 
-    def __init__(self, package: ModelPackage, engine: Engine = "onnx", version: str | None = None, max_candidates: int = 1000):
-        self.package = package
-        self.version = version
-        self.engine = engine
-        self.max_candidates = max_candidates
+
+class FeatureSource(Protocol):
+    """Where a request's raw features come from."""
+
+    def fetch(self, user_id: int, candidates: Sequence[int]) -> RequestFeatures: ...
+
+
+class PackageTables:
+    """Features from the model package's tables (user attributes and latest history, item attributes)."""
+
+    def __init__(self, package: ModelPackage):
         self._users = package.users.set_index("user_id")
         self._items = package.items.set_index("item_id")
-        if engine == "onnx":
-            import onnxruntime as ort
 
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
-            self._session = ort.InferenceSession(str(package.onnx_path), options, providers=["CPUExecutionProvider"])
-        elif engine == "torch":
-            self._module = package.torch_model()
-        else:
-            raise ValueError(f"engine must be 'onnx' or 'torch', got {engine!r}")
-
-    def request_frame(self, user_id: int, candidates: Sequence[int]) -> tuple[pd.DataFrame, bool, int]:
-        """The raw feature rows for one request (one per candidate)."""
+    def fetch(self, user_id: int, candidates: Sequence[int]) -> RequestFeatures:
         items = self._items.reindex(pd.Index(np.asarray(candidates, dtype=np.int64), name="item_id"))
         known_user = user_id in self._users.index
         user = self._users.loc[user_id] if known_user else None
@@ -79,7 +81,45 @@ class RankingModel:
             }
         )
         unknown_items = int((~frame["item_id"].isin(self._items.index)).sum())
-        return frame, not known_user, unknown_items
+        return RequestFeatures(frame, not known_user, unknown_items)
+
+
+class RankingModel:
+    """``load_model("models:/ctr@champion").rank(42, [1, 2, 3], k=2)``.
+
+    ``engine="onnx"`` (default, what serving runs) or ``"torch"`` (the trained
+    module itself, for checks). ``features``: where request features come
+    from (default: the package's tables).
+    """
+
+    def __init__(
+        self,
+        package: ModelPackage,
+        engine: Engine = "onnx",
+        version: str | None = None,
+        max_candidates: int = 1000,
+        features: FeatureSource | None = None,
+    ):
+        self.package = package
+        self.version = version
+        self.engine = engine
+        self.max_candidates = max_candidates
+        self.features = features or PackageTables(package)
+        if engine == "onnx":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            self._session = ort.InferenceSession(str(package.onnx_path), options, providers=["CPUExecutionProvider"])
+        elif engine == "torch":
+            self._module = package.torch_model()
+        else:
+            raise ValueError(f"engine must be 'onnx' or 'torch', got {engine!r}")
+
+    def request_frame(self, user_id: int, candidates: Sequence[int]) -> tuple[pd.DataFrame, bool, int]:
+        """The raw feature rows for one request (one per candidate)."""
+        got = self.features.fetch(user_id, candidates)
+        return got.frame, got.unknown_user, got.unknown_items
 
     def score_frame(self, frame: pd.DataFrame) -> np.ndarray:
         inputs = self.package.preprocessor.transform_batch(frame)
@@ -101,6 +141,8 @@ class RankingModel:
             items=[ScoredItem(int(frame["item_id"].iat[i]), float(scores[i])) for i in order],
             unknown_user=unknown_user,
             unknown_items=unknown_items,
+            features=frame,
+            scores=scores,
         )
 
 
