@@ -31,7 +31,8 @@ class StrategyConfig:
     zero_stage: int = 0
     offload_optimizer: bool = False
     offload_params: bool = False
-    # DDP only: bucket size (MB) for gradient all-reduce.
+    # Communication bucket size, MB of fp32: DDP's all-reduce buckets; DeepSpeed's reduce and
+    # all-gather buckets (whose default, 5e8 elements = 2 GB, would dwarf small models).
     bucket_mb: int = 25
 
     def __post_init__(self):
@@ -111,7 +112,8 @@ def deepspeed_config(cfg: TrainConfig) -> dict:
     Precision stays fp32 (CPU has no fast fp16/bf16 Adam path here; see docs/training.md).
     """
     s = cfg.strategy
-    zero: dict = {"stage": s.zero_stage}
+    bucket = s.bucket_mb * 2**20 // 4  # elements
+    zero: dict = {"stage": s.zero_stage, "reduce_bucket_size": bucket, "allgather_bucket_size": bucket}
     if s.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": cfg.use_gpu}
     if s.offload_params:
@@ -120,13 +122,21 @@ def deepspeed_config(cfg: TrainConfig) -> dict:
         "train_micro_batch_size_per_gpu": cfg.batch_size,
         "gradient_accumulation_steps": 1,
         "train_batch_size": cfg.batch_size * cfg.num_workers,
-        "optimizer": {
-            "type": "Adam",
-            # adam_w_mode=False: L2 weight decay, the same update as torch.optim.Adam under DDP.
-            "params": {"lr": cfg.learning_rate, "weight_decay": cfg.weight_decay, "adam_w_mode": False},
-        },
+        "optimizer": {"type": "Adam", "params": _adam_params(cfg)},
         "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,
         "wall_clock_breakdown": False,
         "steps_per_print": 10**9,  # our per-epoch line is the progress output
     }
+
+
+def _adam_params(cfg: TrainConfig) -> dict:
+    """Adam with L2 weight decay (``adam_w_mode=False``): the update torch.optim.Adam makes under DDP.
+
+    Without offload it *is* torch.optim.Adam (``torch_adam``): no fused op to compile, on CPU or GPU.
+    ZeRO-Offload steps the optimizer on the CPU with DeepSpeedCPUAdam (a prebuilt C++ op).
+    """
+    params = {"lr": cfg.learning_rate, "weight_decay": cfg.weight_decay, "adam_w_mode": False}
+    if not cfg.strategy.offload_optimizer:
+        params["torch_adam"] = True
+    return params

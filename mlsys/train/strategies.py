@@ -65,7 +65,9 @@ class DdpStrategy:
         self.module = model
         if _distributed():
             ids = [device.index] if device.type == "cuda" else None
-            self.module = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, bucket_cap_mb=cfg.strategy.bucket_mb)
+            self.module = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=ids, bucket_cap_mb=cfg.strategy.bucket_mb, gradient_as_bucket_view=True  # no 2nd gradient copy
+            )
 
     def step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
