@@ -1,0 +1,175 @@
+"""The model zoo against DeepCTR-Torch: training throughput and AUC on MovieLens-100K.
+
+Data: our pipeline's MovieLens-100K split (``mlsys run pipeline.until=transform``,
+cached under ``.cache/bench/model_zoo``), encoded by our fitted preprocessor;
+DeepCTR-Torch gets the same arrays (benchmarks/peer/deepctr.py).
+
+1. Throughput: DeepFM and DIN, same features, embed_dim, MLP, batch size and
+   sequence length, one epoch of the train split per measurement, interleaved
+   repeats on the same CPUs. Ours: the trainer's step (forward, BCE, backward,
+   Adam) over in-memory tensors; peer: its own ``model.fit``.
+2. Quality: eval AUC after ``--epochs`` epochs, median over ``--seeds`` seeds,
+   for DeepFM and DIN on both sides and for all seven of our models.
+
+    python benchmarks/model_zoo.py [--repeats 5] [--epochs 2] [--seeds 3] [--threads 2] [--no-record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import Row, interleaved, median, record  # noqa: E402
+from peer import deepctr  # noqa: E402
+
+from mlsys.evaluate.metrics import auc  # noqa: E402
+from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig, ModelName, build_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+HOME = REPO / ".cache" / "bench" / "model_zoo"
+BATCH, LEARNING_RATE = 512, 0.002  # configs/train/default.yaml
+
+
+def movielens_arrays() -> tuple[InputSpec, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Our train/eval split of MovieLens-100K, encoded by our preprocessor (arrays + ``label``)."""
+    import pandas as pd
+
+    import mlsys
+    from mlsys.data.preprocessor import CtrPreprocessor
+
+    result = mlsys.run_pipeline([f"home.root={HOME}", "pipeline.until=transform"], echo=lambda _: None)
+    out = result.output("transform")
+    preprocessor = CtrPreprocessor.from_json(Path(out.preprocessor).read_text())
+
+    def encode(uri: str) -> dict[str, np.ndarray]:
+        frame = pd.read_parquet(uri)
+        arrays = {k: np.ascontiguousarray(v) for k, v in preprocessor.transform_batch(frame).items() if k in MODEL_INPUTS}
+        return {**arrays, "label": frame["label"].to_numpy(np.float32)}
+
+    return preprocessor.input_spec(), encode(out.train), encode(out.eval)
+
+
+def train_ours(model: torch.nn.Module, train: dict[str, np.ndarray], epochs: int, seed: int) -> None:
+    """The trainer's per-batch step over shuffled in-memory tensors."""
+    tensors = {k: torch.from_numpy(v) for k, v in train.items()}
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(tensors["label"]), generator=g)
+        for start in range(0, len(order), BATCH):
+            idx = order[start : start + BATCH]
+            logits = model(*(tensors[k][idx] for k in MODEL_INPUTS))
+            loss = F.binary_cross_entropy_with_logits(logits, tensors["label"][idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+
+def eval_auc_ours(model: torch.nn.Module, data: dict[str, np.ndarray]) -> float:
+    model.eval()
+    with torch.no_grad():
+        logits = model(*(torch.from_numpy(data[k]) for k in MODEL_INPUTS))
+    return auc(data["label"], torch.sigmoid(logits).numpy())
+
+
+def ours(name: str, spec: InputSpec, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model(spec, ModelConfig(name=ModelName(name)))
+
+
+def throughput(spec, train, repeats: int) -> list[Row]:
+    rows = []
+    n = len(train["label"])
+    x_peer = deepctr.inputs(spec, train)
+    cfg = ModelConfig()
+    for name in ("deepfm", "din"):
+        print(f"[throughput] {name}: {n} rows/epoch, batch {BATCH}", flush=True)
+
+        def candidate(name=name) -> float:
+            model = ours(name, spec, 0)
+            started = time.perf_counter()
+            train_ours(model, train, 1, 0)
+            return n / (time.perf_counter() - started)
+
+        def baseline(name=name) -> float:
+            model = deepctr.build(name, spec, cfg, LEARNING_RATE, 0)
+            started = time.perf_counter()
+            deepctr.fit(model, x_peer, train["label"], BATCH)
+            return n / (time.perf_counter() - started)
+
+        c, b = interleaved(candidate, baseline, repeats)
+        rows.append(Row(f"{name} training throughput", f"mlsys {name}", f"DeepCTR-Torch {name}", median(c), median(b), "samples/s", repeats))
+    return rows
+
+
+def quality(spec, train, evaluation, epochs: int, seeds: int) -> tuple[list[Row], dict[str, list[float]]]:
+    cfg = ModelConfig()
+    x_train, x_eval = deepctr.inputs(spec, train), deepctr.inputs(spec, evaluation)
+    aucs: dict[str, list[float]] = {}
+    for seed in range(seeds):
+        for name in ModelName:
+            model = ours(name.value, spec, seed)
+            train_ours(model, train, epochs, seed)
+            aucs.setdefault(name.value, []).append(eval_auc_ours(model, evaluation))
+        for name in ("deepfm", "din"):
+            peer = deepctr.build(name, spec, cfg, LEARNING_RATE, seed)
+            deepctr.fit(peer, x_train, train["label"], BATCH, epochs)
+            aucs.setdefault(f"peer_{name}", []).append(auc(evaluation["label"], deepctr.predict(peer, x_eval)))
+        print(f"[quality] seed {seed}: " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in aucs.items()), flush=True)
+    rows = [
+        Row(f"{name} eval AUC ({epochs} epochs)", f"mlsys {name}", f"DeepCTR-Torch {name}",
+            median(aucs[name]), median(aucs[f"peer_{name}"]), "AUC", seeds)
+        for name in ("deepfm", "din")
+    ]
+    return rows, aucs
+
+
+def zoo_table(aucs: dict[str, list[float]], epochs: int, seeds: int) -> str:
+    lines = [f"All seven models, eval AUC after {epochs} epochs (median, min-max over {seeds} seeds):", "",
+             "| model | AUC median | min | max |", "|---|---|---|---|"]
+    for name in [m.value for m in ModelName] + ["peer_deepfm", "peer_din"]:
+        v = aucs[name]
+        label = f"DeepCTR-Torch {name[5:]}" if name.startswith("peer_") else name
+        lines.append(f"| {label} | {median(v):.4f} | {min(v):.4f} | {max(v):.4f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    spec, train, evaluation = movielens_arrays()
+    print(f"MovieLens-100K: {len(train['label'])} train rows, {len(evaluation['label'])} eval rows, "
+          f"history length {spec.history_length}, {args.threads} torch threads", flush=True)
+    rows = throughput(spec, train, args.repeats)
+    notes = [f"Both sides: embed_dim 16, MLP [128, 64], dropout 0.1, Adam lr {LEARNING_RATE}, batch {BATCH}, "
+             f"history length {spec.history_length}, torch.set_num_threads({args.threads}); DIN attention MLP [64, 16] ReLU, "
+             "no L2. Ours: the trainer's step over in-memory tensors; DeepCTR-Torch 0.3.0: its `model.fit`."]
+    if not args.skip_quality:
+        quality_rows, aucs = quality(spec, train, evaluation, args.epochs, args.seeds)
+        rows += quality_rows
+        notes.append(zoo_table(aucs, args.epochs, args.seeds))
+    text = "\n\n".join(notes)
+    if args.no_record:
+        print("\n".join(r.line() for r in rows) + "\n\n" + text)
+    else:
+        record("Model zoo against DeepCTR-Torch (MovieLens-100K)", rows, text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Peer libraries the benchmarks compare against, fed our preprocessed arrays."""

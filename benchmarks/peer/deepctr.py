@@ -1,0 +1,68 @@
+"""DeepCTR-Torch (``pip install deepctr-torch==0.3.0``, the ``bench`` extra) on our arrays.
+
+The same inputs our models get: the four categorical fields (one embedding
+each), genres and the behaviour sequence as variable-length fields (index 0 =
+padding; the sequence shares the item table, as ours does), the numeric
+columns as dense features. ``PeerModel.fit`` is DeepCTR-Torch's own training
+loop (``BaseModel.fit``), the path a modeler using it would take.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mlsys.models import InputSpec, ModelConfig
+
+
+def _columns(spec: InputSpec, dim: int, sequence_length: bool):
+    from deepctr_torch.inputs import DenseFeat, SparseFeat, VarLenSparseFeat
+
+    sparse = [SparseFeat(f, n, embedding_dim=dim) for f, n in zip(spec.categorical_fields, spec.categorical_sizes)]
+    genres = VarLenSparseFeat(SparseFeat("genres", spec.genre_size, embedding_dim=dim), maxlen=spec.max_genres, combiner="mean")
+    history = VarLenSparseFeat(
+        SparseFeat(f"hist_{spec.item_field}", spec.item_size, embedding_dim=dim, embedding_name=spec.item_field),
+        maxlen=spec.history_length,
+        combiner="mean",
+        length_name="seq_length" if sequence_length else None,
+    )
+    dense = [DenseFeat(f, 1) for f in spec.numeric_fields]
+    return [*sparse, genres, history, *dense]
+
+
+def inputs(spec: InputSpec, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Our (categorical, genres, history, numeric) arrays as DeepCTR's feature dict."""
+    x = {f: arrays["categorical"][:, i] for i, f in enumerate(spec.categorical_fields)}
+    x["genres"] = arrays["genres"]
+    x[f"hist_{spec.item_field}"] = arrays["history"]
+    x["seq_length"] = (arrays["history"] != 0).sum(1)
+    x.update({f: arrays["numeric"][:, i] for i, f in enumerate(spec.numeric_fields)})
+    return x
+
+
+def build(name: str, spec: InputSpec, cfg: ModelConfig, learning_rate: float, seed: int):
+    """DeepCTR-Torch's DeepFM or DIN with our widths, dropout, activations and no extra L2."""
+    import torch
+    from deepctr_torch.models import DIN, DeepFM
+
+    common = dict(dnn_hidden_units=tuple(cfg.mlp_dims), dnn_dropout=cfg.dropout, l2_reg_embedding=0.0, seed=seed, device="cpu")
+    if name == "deepfm":
+        model = DeepFM(_columns(spec, cfg.embed_dim, False), _columns(spec, cfg.embed_dim, False), l2_reg_linear=0.0, **common)
+    elif name == "din":
+        model = DIN(_columns(spec, cfg.embed_dim, True), [spec.item_field], att_hidden_size=tuple(cfg.attention_dims),
+                    att_activation="relu", **common)
+    else:
+        raise ValueError(f"no peer model for {name!r}")
+    model.compile(torch.optim.Adam(model.parameters(), lr=learning_rate), "binary_crossentropy", metrics=[])
+    return model
+
+
+def fit(model, x: dict[str, np.ndarray], y: np.ndarray, batch_size: int, epochs: int = 1) -> None:
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # "Train on N samples ..." every call
+        model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True)
+
+
+def predict(model, x: dict[str, np.ndarray]) -> np.ndarray:
+    return model.predict(x, batch_size=4096).reshape(-1)
