@@ -7,7 +7,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export DS_ACCELERATOR ?= cpu
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup redis-server demo test test-fast bench clean
+.PHONY: setup redis-server demo test test-fast bench bench-models clean
 
 setup: $(VENV)/.installed redis-server
 
@@ -39,6 +39,10 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python benchmarks/pipeline_overhead.py
+
+bench-models: setup
+	$(PIP) install -e '.[bench]'
+	$(BIN)/python benchmarks/model_zoo.py
 
 clean:
 	rm -rf .mlsys .pytest_cache
