@@ -200,9 +200,10 @@ def join_labels(log: pd.DataFrame, labels: pd.DataFrame, window: pd.Timedelta = 
 
     ``labels`` has ``user_id``, ``item_id``, ``timestamp`` (epoch seconds or
     datetimes) and ``label``, and optionally ``request_id``. With a request id
-    a label joins its (request, item); without one it joins the logged rows of
-    the same (user, item) served at most ``window`` before it. A logged row
-    with no label in its window is a negative (label 0): shown, not clicked.
+    a label joins its (request, item); without one it joins the latest logged
+    row of the same (user, item) served at most ``window`` before it (the
+    impression it answers). A logged row with no label is a negative (label 0):
+    shown, not clicked.
 
     >>> log = pd.DataFrame({"request_id": ["r"], "logged_at": [pd.Timestamp(100, unit="s", tz="UTC")],
     ...                     "user_id": [1], "item_id": [7], "score": [0.5]})
@@ -215,9 +216,10 @@ def join_labels(log: pd.DataFrame, labels: pd.DataFrame, window: pd.Timedelta = 
         hits = log[keys].reset_index().merge(labels[[*keys, "label"]], on=keys)
     else:
         keys = ["user_id", "item_id"]
-        hits = log[[*keys, "logged_at"]].reset_index().merge(labels[[*keys, "timestamp", "label"]], on=keys)
-        after = hits["timestamp"] >= hits["logged_at"]
-        hits = hits[after & (hits["timestamp"] <= hits["logged_at"] + window)]
+        events = labels[[*keys, "timestamp", "label"]].reset_index(names="event")
+        hits = log[[*keys, "logged_at"]].reset_index().merge(events, on=keys)
+        hits = hits[(hits["timestamp"] >= hits["logged_at"]) & (hits["timestamp"] <= hits["logged_at"] + window)]
+        hits = hits.sort_values("logged_at", kind="stable").groupby("event").tail(1)  # the latest impression
     label = hits.groupby("index")["label"].max()
     out = log.copy()
     out["label"] = label.reindex(out.index).fillna(0).to_numpy(dtype=np.float64)

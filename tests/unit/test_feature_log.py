@@ -112,3 +112,11 @@ def test_labels_join_by_user_item_within_the_window():
     assert rows.loc[rows.request_id == "a", "label"].tolist() == [0, 0, 1]
     assert rows.loc[rows.request_id == "b", "label"].tolist() == [0, 1, 0]
     assert len(rows) == 6 and rows.drop(columns="label").equals(_log())
+
+
+def test_a_click_is_credited_to_the_latest_impression_before_it():
+    log = pd.concat([_request("first", user=1, at=1_000).rows(), _request("second", user=1, at=1_500).rows()], ignore_index=True)
+    clicks = pd.DataFrame({"user_id": [1, 1], "item_id": [10, 11], "timestamp": [1_600, 1_200], "label": [1, 1]})
+    rows = join_labels(log, clicks)
+    assert rows.loc[rows.request_id == "first", "label"].tolist() == [0, 1, 0]  # item 11 at 1200: only "first" was served
+    assert rows.loc[rows.request_id == "second", "label"].tolist() == [1, 0, 0]  # item 10 at 1600: "second" is the latest
