@@ -9,6 +9,8 @@ import pytest
 import mlsys
 from mlsys.errors import ConfigError
 
+# Three pipeline runs happen in the module fixture, which counts against the first test's timeout.
+pytestmark = pytest.mark.timeout(2400)
 EPOCHS = 3
 SMALL = ["data=synthetic", "data.rows=40000", "data.users=500", "data.items=2000", "data.blocks=2",
          "train.num_workers=1", "train.batch_size=256", "train.learning_rate=0.0005"]
