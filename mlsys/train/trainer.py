@@ -111,6 +111,10 @@ def train_loop(config: dict) -> None:
     import ray.train.torch
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per epoch is ours
+    # "Reporting training result N: TrainingReport(...)" every epoch comes from a logger named by its file path.
+    from ray.train.v2._internal.execution import context as train_context
+
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
     spec = InputSpec.from_dict(config["spec"])
     model_cfg = ModelConfig(**config["model"])
     cfg = TrainConfig.from_dict(config["train"])
