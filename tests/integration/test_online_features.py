@@ -147,3 +147,48 @@ def test_events_need_a_rating_or_click(online):
     url, _, _, _ = online
     answer = requests.post(f"{url}/v1/events", json={"user_id": 1, "item_id": 2}, timeout=30)
     assert answer.status_code == 422 and "rating" in answer.text
+
+
+@pytest.fixture(scope="module", params=["sqlite", "redis"])
+def from_pipeline(request, ray_local, tmp_path_factory):
+    """features=movielens end to end on a small synthetic log: PIT training set, materialize, register, serve."""
+    from ray import serve
+
+    home = tmp_path_factory.mktemp(f"pipeline_{request.param}")
+    overrides = [f"home.root={home}", "data=synthetic", "data.rows=4000", "data.users=60", "data.items=300", "data.blocks=2",
+                 "features=movielens", f"features.online={request.param}", "train.max_epochs=1"]
+    if request.param == "redis":
+        overrides.append(f"features.redis_port={request.getfixturevalue('redis_server').port}")
+    result = mlsys.run_pipeline(overrides)
+    cfg = compose_config([*overrides, f"serve.port={free_port()}", "serve.model=ctr/1"])
+    serve.shutdown()
+    url = commands.start_server(cfg)
+    yield url, cfg, result
+    serve.shutdown()
+
+
+def test_the_pipeline_model_serves_from_the_materialized_store(from_pipeline):
+    from mlsys.data.events import last_clicks
+    from mlsys.features.serving import OnlineFeatures
+    from mlsys.serve.ranker import RankingModel
+
+    url, cfg, result = from_pipeline
+    events = pd.read_parquet(result.output("ingest").events)
+    user = int(events.user_id.value_counts().index[0])
+    candidates = [int(i) for i in events.item_id.drop_duplicates().head(25)]
+    source = OnlineFeatures(OnlineFeatureReader.from_store(open_store(cfg.features, cfg.home.root)))
+    seen = source.fetch(user, candidates).frame
+    # The store holds the latest offline values: the user's last clicks, and aggregates.
+    assert list(seen.history.iloc[0]) == last_clicks(events[events.user_id == user], cfg.data.history_length)
+    assert seen.events_30d.iloc[0] >= 1 and not seen.year.isna().any()
+    body = _rank(url, user, candidates)
+    assert body["unknown_user"] is False and body["unknown_items"] == 0
+    # Served (ONNX, over HTTP) equals the packaged torch model on the same store features.
+    offline = mlsys.load_model("models:/ctr/1", engine="torch", tracking_uri=f"sqlite:///{cfg.home.root}/mlflow.db")
+    expected = RankingModel(offline.package, engine="torch", features=source).rank(user, candidates)
+    assert [i["item_id"] for i in body["items"]] == [i.item_id for i in expected.items]
+    np.testing.assert_allclose([i["score"] for i in body["items"]], [i.score for i in expected.items], atol=1e-5)
+    # A pushed click moves the sequence and the aggregates the next request reads.
+    pushed = requests.post(f"{url}/v1/events", json={"user_id": user, "item_id": candidates[0], "rating": 5}, timeout=30).json()
+    assert pushed["history"][-1] == candidates[0] and pushed["aggregates"]["events_30d"] == seen.events_30d.iloc[0] + 1
+    assert _rank(url, user, candidates)["items"] != body["items"]
