@@ -3,10 +3,12 @@
 :func:`get_historical_features` is our counterpart of Feast's
 ``FeatureStore.get_historical_features``: label events (a Ray Dataset with the
 views' join keys and ``event_timestamp``) in, the same rows with every
-feature of the views out. Per join key it is one hash shuffle on Ray tasks:
-entity blocks and view rows are split into ``partitions`` buckets by key, and
-each bucket is joined as-of in one task (:mod:`mlsys.features.pit`, strictly
-earlier rows within the TTL). Row order is not kept.
+feature of the views out, joined as-of in Ray tasks (:mod:`mlsys.features.pit`,
+strictly earlier rows within the TTL). A view of at most ``broadcast_rows``
+rows is read once and sent whole to every task, which joins one slice of the
+label rows (no shuffle); a larger view costs one hash shuffle per join key:
+label blocks and view rows are split into ``partitions`` buckets by key and
+each bucket is joined in one task. Row order is not kept.
 
 >>> ds = get_historical_features(events, view_specs(build_definitions(cfg, paths.sources)))  # doctest: +SKIP
 """
@@ -58,6 +60,18 @@ def _split_source(path: str, columns: list[str], key: str, n: int):
 
 
 @ray.remote(num_cpus=1)
+def _slice_block(table: pa.Table, n: int):
+    step = -(-table.num_rows // n)
+    parts = [table.slice(i * step, step) for i in range(n)]
+    return parts[0] if n == 1 else tuple(parts)
+
+
+@ray.remote(num_cpus=1)
+def _read_source(path: str, columns: list[str]) -> pa.Table:
+    return pq.read_table(path, columns=columns)
+
+
+@ray.remote(num_cpus=1)
 def _join_bucket(views: list[ViewSpec], n_entity: int, *pieces: pa.Table) -> pa.Table:
     entities = pa.concat_tables(pieces[:n_entity], promote_options="default")
     rows = {v.name: pieces[n_entity + i] for i, v in enumerate(views)}
@@ -69,14 +83,33 @@ def _split(task, args: tuple, n: int) -> list:
     return [refs] if n == 1 else list(refs)
 
 
-def join_refs(entity_refs: list, views: Sequence[ViewSpec], partitions: int) -> list:
-    """Arrow table refs of the entity rows with all ``views`` joined; one shuffle per join key."""
+BROADCAST_ROWS = 5_000_000  # views up to this size go whole to every join task
+
+
+def _columns(view: ViewSpec) -> list[str]:
+    return [view.key, view.timestamp, *view.features]
+
+
+def _slices(refs: list, n: int) -> list:
+    """At least ``n`` pieces of the label blocks, so every CPU has a slice to join."""
+    if len(refs) >= n:
+        return refs
+    per_block = -(-n // len(refs))
+    return [piece for r in refs for piece in _split(_slice_block, (r, per_block), per_block)]
+
+
+def join_refs(entity_refs: list, views: Sequence[ViewSpec], partitions: int, broadcast_rows: int = BROADCAST_ROWS) -> list:
+    """Arrow table refs of the entity rows with all ``views`` joined."""
+    small = [v for v in views if pq.ParquetFile(v.path).metadata.num_rows <= broadcast_rows]
     refs = list(entity_refs)
-    for key in dict.fromkeys(v.key for v in views):
-        stage = [v for v in views if v.key == key]
+    if small:
+        sources = [_read_source.remote(v.path, _columns(v)) for v in small]
+        refs = [_join_bucket.remote(small, 1, piece, *sources) for piece in _slices(refs, partitions)]
+    large = [v for v in views if v not in small]
+    for key in dict.fromkeys(v.key for v in large):
+        stage = [v for v in large if v.key == key]
         entity_parts = [_split(_split_block, (r, key, partitions), partitions) for r in refs]
-        view_parts = [_split(_split_source, (v.path, [v.key, v.timestamp, *v.features], key, partitions), partitions)
-                      for v in stage]
+        view_parts = [_split(_split_source, (v.path, _columns(v), key, partitions), partitions) for v in stage]
         refs = [
             _join_bucket.remote(stage, len(entity_parts), *(p[b] for p in entity_parts), *(p[b] for p in view_parts))
             for b in range(partitions)
@@ -89,10 +122,11 @@ def default_partitions() -> int:
     return max(2, int(ray.cluster_resources().get("CPU", 2)))
 
 
-def get_historical_features(entities: ray.data.Dataset, views: Sequence[ViewSpec], partitions: int = 0) -> ray.data.Dataset:
+def get_historical_features(entities: ray.data.Dataset, views: Sequence[ViewSpec], partitions: int = 0,
+                            broadcast_rows: int = BROADCAST_ROWS) -> ray.data.Dataset:
     """``entities`` (join keys + ``event_timestamp``) with every feature of ``views``, point-in-time correct."""
     missing = [c for c in {v.key for v in views} | {"event_timestamp"} if c not in entities.schema().names]
     if missing:
         raise ValueError(f"the label events lack the columns {missing} the feature views join on")
-    refs = join_refs(entities.to_arrow_refs(), views, partitions or default_partitions())
+    refs = join_refs(entities.to_arrow_refs(), views, partitions or default_partitions(), broadcast_rows)
     return ray.data.from_arrow_refs(refs)

@@ -40,19 +40,43 @@ def timestamps_ns(column) -> np.ndarray:
     return pd.to_datetime(column, utc=True).astype("datetime64[ns, UTC]").to_numpy().astype("datetime64[ns]").view(np.int64)
 
 
+def _dense_ranks(values: np.ndarray) -> np.ndarray:
+    """0-based ranks of the distinct values (equal values, equal ranks), by one sort."""
+    order = np.argsort(values)
+    ordered = values[order]
+    ranks = np.empty(len(values), dtype=np.int64)
+    ranks[order] = np.cumsum(np.r_[True, ordered[1:] != ordered[:-1]]) - 1
+    return ranks
+
+
 def asof_indices(entity_keys: np.ndarray, entity_ts: np.ndarray, view_keys: np.ndarray, view_ts: np.ndarray,
                  ttl_ns: Optional[int]) -> np.ndarray:
     """For each entity row, the index of its view row (strictly earlier, within TTL), or -1.
 
+    Keys become dense codes and timestamps ranks over both sides, so ``(code, rank)``
+    packs into one int64 and the as-of lookup is one ``searchsorted`` over the view
+    rows sorted by it. Among view rows with the same key and time, the last one wins.
+
     >>> asof_indices(np.array([1, 1, 2]), np.array([5, 9, 5]), np.array([1, 1]), np.array([5, 7]), None).tolist()
     [-1, 1, -1]
     """
-    left = pd.DataFrame({"k": entity_keys, "t": entity_ts, "i": np.arange(len(entity_ts))}).sort_values("t", kind="stable")
-    right = pd.DataFrame({"k": view_keys, "t": view_ts, "j": np.arange(len(view_ts))}).sort_values("t", kind="stable")
-    merged = pd.merge_asof(left, right, on="t", by="k", direction="backward", allow_exact_matches=False,
-                           tolerance=ttl_ns if ttl_ns else None)
     out = np.full(len(entity_ts), -1, dtype=np.int64)
-    out[merged["i"].to_numpy()] = merged["j"].fillna(-1).to_numpy(dtype=np.int64)
+    if len(view_ts) == 0 or len(entity_ts) == 0:
+        return out
+    n = len(view_ts)
+    code = _dense_ranks(np.concatenate([view_keys, entity_keys]))  # a key only the entities have matches no row
+    rank = _dense_ranks(np.concatenate([view_ts, entity_ts]))
+    view_code, entity_code = code[:n], code[n:]
+    view_packed, entity_packed = (view_code << 32) | rank[:n], (entity_code << 32) | rank[n:]
+    order = np.argsort(view_packed, kind="stable")
+    needles = np.argsort(entity_packed)  # sorted needles: searchsorted walks memory in order
+    pos = np.empty(len(entity_ts), dtype=np.int64)
+    pos[needles] = np.searchsorted(view_packed[order], entity_packed[needles], side="left") - 1  # last (code, t) < (code, T)
+    candidate = order[np.maximum(pos, 0)]
+    ok = (pos >= 0) & (view_code[candidate] == entity_code)
+    if ttl_ns:
+        ok &= view_ts[candidate] >= entity_ts - ttl_ns
+    out[ok] = candidate[ok]
     return out
 
 
