@@ -48,7 +48,7 @@ def _clean_env(monkeypatch):
 
 def test_every_group_has_options():
     groups = {g for g, _ in OPTIONS}
-    assert groups == {"data", "validation", "model", "train", "logger", "registry", "serve", "pipeline", "cluster"}
+    assert groups == {"data", "validation", "features", "model", "train", "logger", "registry", "serve", "pipeline", "cluster"}
     assert ("data", "movielens") in OPTIONS and ("data", "synthetic") in OPTIONS
     assert config_dir() == CONFIGS.resolve()
 
