@@ -161,7 +161,8 @@ class CtrPreprocessor(Preprocessor):
             old = list(base.vocabularies_[c])
             known = set(old)
             self.vocabularies_[c] = old + [v for v in values if v not in known]
-        self.scaling_ = dict(base.scaling_)
+        # Columns the base model saw keep its scaling; a numeric input it lacked keeps this fit's.
+        self.scaling_ = {c: base.scaling_.get(c, v) for c, v in self.scaling_.items()}
 
     # -- transforming ----------------------------------------------------
     def _index(self, column: str) -> pd.Index:
