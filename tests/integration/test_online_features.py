@@ -149,7 +149,8 @@ def test_events_need_a_rating_or_click(online):
     assert answer.status_code == 422 and "rating" in answer.text
 
 
-@pytest.fixture(scope="module", params=["sqlite", "redis"])
+# Redis end to end is slow (a second pipeline run); Redis reads, pushes and parity run above on every suite.
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("redis", marks=pytest.mark.slow)])
 def from_pipeline(request, ray_local, tmp_path_factory):
     """features=movielens end to end on a small synthetic log: PIT training set, materialize, register, serve."""
     from ray import serve
