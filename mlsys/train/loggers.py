@@ -14,7 +14,6 @@ network; upload it later with ``wandb sync <dir>``.
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional, Sequence
@@ -54,8 +53,8 @@ class StepMetrics:
 
 
 def split_metrics(steps: Sequence[StepMetrics]) -> tuple[dict[str, dict[int, dict[str, float]]], dict[str, float]]:
-    """(history by step name and epoch, summary): a metric logged at more than one
-    step index is history, any other goes to the summary.
+    """(history by step name and epoch, summary): a metric logged at an index >= 1 (an
+    epoch) is history; every metric's last value also goes to the summary.
 
     >>> split_metrics([StepMetrics("train", [("auc", 0.6, 1), ("auc", 0.7, 2)]), StepMetrics("evaluate", [("auc", 0.7, 0)])])
     ({'train': {1: {'auc': 0.6}, 2: {'auc': 0.7}}}, {'train/auc': 0.7, 'evaluate/auc': 0.7})
@@ -63,11 +62,8 @@ def split_metrics(steps: Sequence[StepMetrics]) -> tuple[dict[str, dict[int, dic
     history: dict[str, dict[int, dict[str, float]]] = {}
     summary: dict[str, float] = {}
     for s in steps:
-        indices: dict[str, set[int]] = defaultdict(set)
-        for name, _, idx in s.metrics:
-            indices[name].add(idx)
         for name, value, idx in s.metrics:
-            if len(indices[name]) > 1:
+            if idx >= 1:
                 history.setdefault(s.step, {}).setdefault(idx, {})[name] = value
             summary[f"{s.step}/{name}"] = value  # the last value wins, as in MLflow
     return history, summary
@@ -108,6 +104,9 @@ def _log_wandb(cfg: LoggerConfig, run_name: str, config: dict[str, Any], steps: 
         return str(getattr(run.settings, "sync_dir", directory))
     finally:
         run.finish()
+        # The run file is written by wandb's service process; stopping it flushes the file,
+        # so it is complete when this returns (finish alone returned early on a loaded machine).
+        wandb.teardown()
 
 
 def plain_config(cfg: Any) -> dict[str, Any]:
