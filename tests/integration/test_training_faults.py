@@ -111,7 +111,7 @@ def test_a_killed_driver_resumes_when_the_command_runs_again(tmp_path):
     log = (tmp_path / "first.log").open("w")
     driver = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        run_dir = _wait_for(lambda: next(iter((home / "ray_results").glob("train-*")), None), 600, "the Ray Train run folder")
+        run_dir = _wait_for(lambda: next(iter((home / "ray_results").glob("train-*")), None), 1200, "the Ray Train run folder")
         _wait_for(lambda: _checkpoints(run_dir), 600, "the epoch-1 checkpoint")
         os.kill(driver.pid, signal.SIGKILL)  # the driver only; its embedded Ray shares its fate
         driver.wait(timeout=60)
