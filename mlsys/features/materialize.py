@@ -2,7 +2,7 @@
 
 Each run materializes, per view, the source rows with ``watermark < ts <= end``
 (``end`` = the newest row of the view's source) through Feast's
-``FeatureStore.materialize``, then records ``end`` in ``watermark.json``
+``FeatureStore.materialize``, then records ``end`` in the online store's ``watermark-<online>.json``
 beside the store. A re-run with nothing new does nothing; a run over rows
 already written writes the same values again (online writes are upserts by
 entity key). Readers are never blocked: the SQLite online file is in WAL

@@ -5,7 +5,10 @@ The repo config (Feast's ``feature_store.yaml``) is written from
 the offline Parquet sources and the materialization watermark sit beside it::
 
     $MLSYS_HOME/features/<project>/
-        feature_store.yaml   registry.db   online.db   watermark.json   sources/<view>.parquet
+        feature_store.yaml   registry.db   online.db   watermark-<online>.json   sources/<view>.parquet
+
+The watermark is per online store (``sqlite``, ``redis-<host>-<port>``): switching
+``features.online`` in the same home materializes the new store from the start.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from mlsys.features.config import FeaturesConfig, OnlineStoreKind
 @dataclass(frozen=True)
 class StorePaths:
     root: str
+    online: str = "sqlite"  # the online store materialized into; each has its own watermark
 
     @property
     def repo_config(self) -> str:
@@ -41,7 +45,7 @@ class StorePaths:
 
     @property
     def watermark(self) -> str:
-        return os.path.join(self.root, "watermark.json")
+        return os.path.join(self.root, f"watermark-{self.online}.json")
 
 
 def store_paths(cfg: FeaturesConfig, home: str) -> StorePaths:
@@ -50,7 +54,9 @@ def store_paths(cfg: FeaturesConfig, home: str) -> StorePaths:
         from mlsys.errors import ConfigError
 
         raise ConfigError(f"features={cfg.name.value} keeps its Feast store on a local path; home.root={home!r} is remote")
-    return StorePaths(os.path.join(os.path.abspath(home.removeprefix("file://")), "features", cfg.project))
+    redis = OnlineStoreKind(cfg.online) is OnlineStoreKind.redis
+    online = f"redis-{cfg.redis_host}-{cfg.redis_port}" if redis else "sqlite"
+    return StorePaths(os.path.join(os.path.abspath(home.removeprefix("file://")), "features", cfg.project), online)
 
 
 def repo_config(cfg: FeaturesConfig, paths: StorePaths) -> dict:

@@ -52,7 +52,7 @@ class FeaturesOutput:
 
 @dataclass(frozen=True)
 class MaterializeOutput:
-    watermark: str  # watermark.json of the store ("" when nothing was materialized)
+    watermark: str  # the online store's watermark-<online>.json ("" when nothing was materialized)
 
 
 @dataclass(frozen=True)

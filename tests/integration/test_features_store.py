@@ -111,3 +111,12 @@ def test_reads_during_materialization_succeed(cfg, tmp_path):
     assert report.rows > 30_000 and not errors
     assert len(reads) >= 2  # reads ran while the writer did
     assert _online(cfg, tmp_path, rows)["history"][0] is not None
+
+
+def test_each_online_store_has_its_own_watermark(tmp_path):
+    """Switching features.online in the same home must fill the new store, not find "nothing new"."""
+    sqlite = store_paths(FeaturesConfig(online="sqlite"), str(tmp_path))
+    redis = store_paths(FeaturesConfig(online="redis", redis_port=6390), str(tmp_path))
+    other = store_paths(FeaturesConfig(online="redis", redis_port=6391), str(tmp_path))
+    assert sqlite.root == redis.root
+    assert len({sqlite.watermark, redis.watermark, other.watermark}) == 3
