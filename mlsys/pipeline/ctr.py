@@ -284,7 +284,7 @@ def _load_preprocessor(uri: str):
     return CtrPreprocessor.from_json(json.dumps(storage.read_json(uri)))
 
 
-@step(code=("mlsys.train.trainer", "mlsys.train.strategies", "mlsys.train.checkpoint", "mlsys.models.deepfm", "mlsys.models.blocks", "mlsys.train.warm_start"))
+@step(code=("mlsys.train.trainer", "mlsys.train.strategies", "mlsys.train.checkpoint", "mlsys.models", "mlsys.train.warm_start"))
 def train(ctx: StepContext, data: TransformOutput, model: ModelConfig, cfg: TrainConfig, warm: WarmStart) -> TrainOutput:
     import ray
 

@@ -15,6 +15,7 @@ import importlib.util
 import inspect
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from mlsys.errors import PipelineDefinitionError
@@ -56,13 +57,17 @@ class Step:
             spec = importlib.util.find_spec(module)
             if spec is None or not spec.origin:
                 raise PipelineDefinitionError(f"step '{self.name}' declares code module {module!r}, which does not exist")
-            with open(spec.origin, "rb") as f:
-                h.update(f.read())
+            files = [spec.origin]
+            if spec.submodule_search_locations:  # a package: every module in it (e.g. the whole model zoo)
+                files = sorted(str(f) for loc in spec.submodule_search_locations for f in Path(loc).rglob("*.py"))
+            for path in files:
+                with open(path, "rb") as f:
+                    h.update(f.read())
         return h.hexdigest()
 
 
 def step(*, code: tuple[str, ...] = (), num_cpus: float = 0) -> Callable[[Callable], Step]:
-    """Declare a step. ``code`` names modules whose source changes the fingerprint.
+    """Declare a step. ``code`` names modules (or packages: all their modules) whose source changes the fingerprint.
 
     >>> @step(code=("mlsys.train.trainer",))
     ... def train(ctx: StepContext, data: TransformOutput, cfg: TrainConfig) -> TrainOutput: ...

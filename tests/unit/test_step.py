@@ -249,3 +249,19 @@ def test_code_digest_covers_declared_modules():
     missing = Step("bad", make_a.fn, OutA, make_a.params, ("mlsys.no_such_module",), 0)
     with pytest.raises(PipelineDefinitionError, match="no_such_module"):
         missing.code_digest()
+
+
+def test_a_declared_package_covers_every_module_in_it(tmp_path, monkeypatch):
+    """``code=("mlsys.models",)``: editing any model file (din.py, not only the package's __init__) changes the fingerprint."""
+    pkg = tmp_path / "zoo_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "din.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    @step(code=("zoo_pkg",))
+    def train_zoo(ctx: StepContext) -> OutA: ...
+
+    before = train_zoo.code_digest()
+    (pkg / "din.py").write_text("X = 2\n")
+    assert train_zoo.code_digest() != before
