@@ -32,7 +32,7 @@ demo: setup
 	$(BIN)/mlsys demo
 
 test: setup
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=25
 
 test-fast: setup
 	$(BIN)/python -m pytest tests -m "not slow"
