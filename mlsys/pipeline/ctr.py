@@ -146,11 +146,9 @@ def event_kinds(schema):
 
 @step(code=("mlsys.data.statistics", "mlsys.data.datasets"))
 def statistics(ctx: StepContext, ingested: IngestOutput) -> StatisticsOutput:
-    import ray
+    from mlsys.data.datasets import compute_statistics, read_parquet
 
-    from mlsys.data.datasets import compute_statistics
-
-    events = ray.data.read_parquet(ingested.events)
+    events = read_parquet(ingested.events)  # a task per file, fused with the statistics map
     kinds = event_kinds(events.schema().base_schema)
     out = StatisticsOutput(*(storage.join(ctx.output_uri, f"{s}.json") for s in ("train", "eval")))
     for split, uri in (("train", out.train), ("eval", out.eval)):

@@ -8,7 +8,7 @@ import mlsys
 from mlsys.registry import mlflow_store
 from mlsys.pipeline.config import HomeConfig
 
-STEPS = ["ingest", "statistics", "schema", "validate", "transform", "train", "evaluate", "register"]
+STEPS = ["ingest", "statistics", "schema", "validate", "features", "materialize", "transform", "train", "evaluate", "register"]
 
 
 def _client(home):
@@ -67,7 +67,8 @@ def test_model_override_reruns_only_downstream_steps(trained):
     changed = mlsys.run_pipeline([*overrides, "model.embed_dim=8"])
     status = {s.name: s.status for s in changed.steps}
     assert status == {"ingest": "cached", "statistics": "cached", "schema": "cached", "validate": "cached",
-                      "transform": "cached", "train": "ran", "evaluate": "ran", "register": "ran"}
+                      "features": "cached", "materialize": "cached", "transform": "cached",
+                      "train": "ran", "evaluate": "ran", "register": "ran"}
     assert changed.output("register").version == "2"
     # The new model really has the new width.
     package = json.loads((Path(changed.output("register").package) / "model.json").read_text())
