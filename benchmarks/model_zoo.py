@@ -31,6 +31,7 @@ from peer import deepctr  # noqa: E402
 
 from mlsys.evaluate.metrics import auc  # noqa: E402
 from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig, ModelName, build_model  # noqa: E402
+from mlsys.train.config import TrainConfig, adam_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HOME = REPO / ".cache" / "bench" / "model_zoo"
@@ -62,9 +63,9 @@ def movielens_arrays() -> tuple[InputSpec, dict[str, np.ndarray], dict[str, np.n
 
 
 def train_ours(model: torch.nn.Module, train: dict[str, np.ndarray], epochs: int, seed: int) -> None:
-    """The trainer's per-batch step over shuffled in-memory tensors."""
+    """The trainer's per-batch step (DDP strategy's Adam) over shuffled in-memory tensors."""
     tensors = {k: torch.from_numpy(v) for k, v in train.items()}
-    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    optimizer = torch.optim.Adam(model.parameters(), **adam_params(TrainConfig(learning_rate=LEARNING_RATE)))
     g = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):

@@ -31,7 +31,8 @@ from mlsys.data.preprocessor import RAW_COLUMNS, CtrPreprocessor
 from mlsys.errors import ArtifactIntegrityError, ModelNotFoundError
 from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig, Scorer, build_model
 
-FORMAT = "mlsys.model-package/1"
+# /2: one embedding table for all sparse inputs (``sparse.table``); /1 had a table per input.
+FORMAT = "mlsys.model-package/2"
 MANIFEST = "manifest.json"
 
 
@@ -151,6 +152,9 @@ def read_package(uri: str, cache_dir: Path | None = None) -> ModelPackage:
     if not manifest_path.exists():
         raise ModelNotFoundError(uri, f"no {MANIFEST} in the folder")
     manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format") == "mlsys.model-package/1":
+        raise ModelNotFoundError(uri, f"package format 'mlsys.model-package/1' (one embedding table per input) was "
+                                      f"written by an older mlsys; this one reads {FORMAT!r}: retrain and register the model again")
     if manifest.get("format") != FORMAT:
         raise ModelNotFoundError(uri, f"unknown package format {manifest.get('format')!r}, expected {FORMAT!r}")
     for name, digest in manifest["files"].items():

@@ -22,7 +22,7 @@ from typing import Protocol
 import torch
 
 from mlsys.train import checkpoint
-from mlsys.train.config import StrategyKind, TrainConfig, deepspeed_config
+from mlsys.train.config import StrategyKind, TrainConfig, adam_params, deepspeed_config
 
 DEEPSPEED_DIR = "deepspeed"  # every rank writes its ZeRO shard here; Ray Train merges the folders
 DEEPSPEED_TAG = "state"
@@ -62,7 +62,7 @@ class DdpStrategy:
 
     def __init__(self, model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
         self.model = model.to(device)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.Adam(model.parameters(), **adam_params(cfg))
         self.module = model
         if _distributed():
             ids = [device.index] if device.type == "cuda" else None

@@ -9,7 +9,7 @@ Unseen ids get fresh embedding rows (not hashed buckets): the transform step
 fits the preprocessor as a continuation of the source model's
 (:meth:`CtrPreprocessor.continuing`), old ids keep their indices and new ids
 are appended, and :func:`grow_state_dict` copies the old rows into the larger
-tables of the new model. Hashing would fix the table sizes but make unrelated
+table of the new model, block by block. Hashing would fix the table sizes but make unrelated
 ids share rows; appending keeps every old id's learned row intact.
 """
 
@@ -105,32 +105,50 @@ def _shape_fields(cfg: ModelConfig) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def grow_state_dict(old: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    """``fresh`` (a newly built model's state) with ``old``'s values copied in.
+SPARSE_TABLE = "sparse.table"  # every model's one embedding table (mlsys.models.blocks.SparseEmbeddings)
 
-    A tensor of the same shape is taken whole; an embedding table that gained
-    rows along dim 0 (ids appended by the continued preprocessor) keeps its old
-    rows and the fresh initialisation of the new ones. Anything else is a
-    different architecture.
 
-    >>> grow_state_dict({"t": torch.ones(2, 3)}, {"t": torch.zeros(4, 3)}, "ctr/1")["t"].sum().item()
-    6.0
+def grow_state_dict(old: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor], source: str,
+                    old_spec: InputSpec, spec: InputSpec) -> dict[str, torch.Tensor]:
+    """``fresh`` (a newly built model's state for ``spec``) with ``old``'s values copied in.
+
+    A tensor of the same shape is taken whole. In the embedding table every
+    input's block (:func:`~mlsys.models.blocks.table_segments`) keeps its old rows
+    and gets the fresh initialisation of the rows appended by the continued
+    preprocessor, so an old id's row moves with its block but keeps its values.
+    Anything else is a different architecture.
     """
+    from mlsys.models.blocks import table_segments
+
     missing, extra = sorted(set(fresh) - set(old)), sorted(set(old) - set(fresh))
     if missing or extra:
         raise ConfigError(f"train.warm_start={source!r} has different parameters than the configured model "
                           f"(missing {missing[:3]}, unexpected {extra[:3]}); warm start from a model of the same architecture")
     out = {}
     for key, new in fresh.items():
-        was = old[key]
-        if was.shape == new.shape:
-            out[key] = was.to(new.dtype)
-        elif was.dim() == new.dim() >= 1 and was.shape[1:] == new.shape[1:] and was.shape[0] <= new.shape[0]:
-            out[key] = torch.cat([was.to(new.dtype), new[was.shape[0]:]], dim=0)
+        was = old[key].to(new.dtype)
+        if was.shape == new.shape and (key != SPARSE_TABLE or old_spec == spec):
+            out[key] = was
+        elif key == SPARSE_TABLE and was.shape[1:] == new.shape[1:]:
+            out[key] = _grow_blocks(was, new, table_segments(old_spec), table_segments(spec), source)
         else:
             raise ConfigError(f"train.warm_start={source!r}: parameter {key} has shape {tuple(was.shape)}, the configured "
                               f"model needs {tuple(new.shape)}; warm start from a model of the same architecture")
     return out
+
+
+def _grow_blocks(was: torch.Tensor, new: torch.Tensor, old_blocks: dict, blocks: dict, source: str) -> torch.Tensor:
+    if list(old_blocks) != list(blocks) or was.shape[0] != sum(n for _, n in old_blocks.values()):
+        raise ConfigError(f"train.warm_start={source!r} embeds inputs {list(old_blocks)}, the configured model "
+                          f"{list(blocks)}; warm start from a model trained on the same columns")
+    parts = []
+    for name, (start, rows) in blocks.items():
+        old_start, old_rows = old_blocks[name]
+        if old_rows > rows:
+            raise ConfigError(f"train.warm_start={source!r}: {name} has {old_rows} embedding rows, the continued "
+                              f"vocabulary only {rows}; warm start needs the source model's preprocessor continued")
+        parts += [was[old_start : old_start + old_rows], new[start + old_rows : start + rows]]
+    return torch.cat(parts)
 
 
 def apply(strategy, payload: Optional[dict], spec: InputSpec, model: ModelConfig, seed: int, rank: int) -> None:
@@ -143,18 +161,20 @@ def apply(strategy, payload: Optional[dict], spec: InputSpec, model: ModelConfig
     from safetensors.torch import load_file
 
     from mlsys.models import build_model
+    from mlsys.models.blocks import table_segments
     from mlsys.registry.package import read_package
 
     if not payload:
         return
     warm = WarmStart(**payload)
-    old = load_file(read_package(warm.package).path / "model.safetensors")
+    package = read_package(warm.package)
+    old = load_file(package.path / "model.safetensors")
     torch.manual_seed(seed)
     fresh = build_model(spec, model).state_dict()
-    strategy.load_full_state_dict(grow_state_dict(old, fresh, warm.uri or warm.package))
+    strategy.load_full_state_dict(grow_state_dict(old, fresh, warm.uri or warm.package, package.spec, spec))
     if rank == 0:
-        grown = {k: fresh[k].shape[0] - old[k].shape[0] for k in fresh if fresh[k].shape != old[k].shape}
-        rows = ", ".join(f"{k} +{n}" for k, n in grown.items()) or "none"
+        grown = {k: new[1] - old[1] for (k, new), old in zip(table_segments(spec).items(), table_segments(package.spec).values())}
+        rows = ", ".join(f"{k} +{n}" for k, n in grown.items() if n) or "none"
         print(f"[train] warm start from {warm.uri} (version {warm.version}); new embedding rows: {rows}")
 
 

@@ -6,18 +6,50 @@ import pytest
 import torch
 
 from mlsys.models import ModelConfig, ModelName
-from mlsys.models.blocks import CrossNetwork, MultiHotEmbedding, TargetAttention, TransformerLayer, fm_interactions
+from mlsys.models import InputSpec
+from mlsys.models.blocks import CrossNetwork, SparseEmbeddings, TargetAttention, TransformerLayer, fm_interactions, table_segments
 
 
-def test_multi_hot_is_the_mean_over_real_ids_and_zero_when_empty():
+SPEC = InputSpec(("user_id", "item_id"), (4, 6), "item_id", genre_size=6, max_genres=3, history_length=3, numeric_fields=("age",))
+
+
+def test_one_table_holds_a_block_per_input_and_the_history_shares_the_item_block():
+    assert table_segments(SPEC) == {"user_id": (0, 4), "item_id": (4, 6), "genres": (10, 6)}
     torch.manual_seed(0)
-    bag = MultiHotEmbedding(6, 3)
-    ids = torch.tensor([[2, 5, 0], [0, 0, 0], [4, 0, 4]])
-    out = bag(ids)
-    w = bag.weight
-    torch.testing.assert_close(out[0], (w[2] + w[5]) / 2)
-    torch.testing.assert_close(out[1], torch.zeros(3))
-    torch.testing.assert_close(out[2], w[4])
+    sparse = SparseEmbeddings(SPEC, 3, first_order=True)
+    w = sparse.table
+    assert w.shape == (16, 4)  # 3 embedding columns + 1 first-order column
+    assert torch.count_nonzero(w[:, 3]) == 0 and torch.count_nonzero(w[[0, 4, 10]]) == 0  # first order, padding rows
+    categorical, genres, history = torch.tensor([[2, 5]]), torch.tensor([[2, 5, 0]]), torch.tensor([[3, 0, 1]])
+    with torch.no_grad():
+        w.add_(torch.randn_like(w))
+    x = sparse(categorical, genres, history, torch.zeros(1, 1))
+    user, item, genre = sparse.rows("user_id"), sparse.rows("item_id"), sparse.rows("genres")
+    torch.testing.assert_close(x.fields[0], torch.stack([user[2, :3], item[5, :3]]))
+    torch.testing.assert_close(x.target, x.fields[:, 1])
+    torch.testing.assert_close(x.genres[0], (genre[2, :3] + genre[5, :3]) / 2)  # the mean over real ids
+    torch.testing.assert_close(x.history_pooled[0], (item[3, :3] + item[1, :3]) / 2)  # from the item block
+    linear = user[2, 3] + item[5, 3] + (genre[2, 3] + genre[5, 3]) / 2 + (item[3, 3] + item[1, 3]) / 2
+    torch.testing.assert_close(x.linear[0, 0], linear)
+
+
+def test_multi_hot_and_history_pool_to_zeros_when_empty_whatever_the_padding_row_holds():
+    torch.manual_seed(1)
+    sparse = SparseEmbeddings(SPEC, 3)
+    with torch.no_grad():
+        sparse.table[0] = 5.0
+    x = sparse(torch.tensor([[1, 1]]), torch.zeros(1, 3, dtype=torch.int64), torch.zeros(1, 3, dtype=torch.int64), torch.zeros(1, 1))
+    torch.testing.assert_close(x.genres, torch.zeros(1, 3))
+    torch.testing.assert_close(x.history_pooled, torch.zeros(1, 3))
+
+
+def test_sequence_models_get_the_history_and_its_mask():
+    sparse = SparseEmbeddings(SPEC, 3, sequence=True)
+    history = torch.tensor([[3, 0, 0]])
+    x = sparse(torch.tensor([[1, 1]]), torch.zeros(1, 3, dtype=torch.int64), history, torch.zeros(1, 1))
+    assert x.history_pooled is None and x.linear is None
+    torch.testing.assert_close(x.history[0, 0], sparse.rows("item_id")[3])
+    assert torch.equal(x.history_mask, history != 0) and torch.count_nonzero(x.history[0, 1:]) == 0
 
 
 def test_fm_interactions_are_pairwise_dot_products():

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mlsys.models import MODEL_INPUTS, MODELS, CtrModel, InputSpec, ModelConfig, ModelName, Scorer, SparseOutput, build_model
+from mlsys.models.blocks import table_segments
 
 SPEC = InputSpec(
     categorical_fields=("user_id", "item_id", "gender", "occupation"),
@@ -38,10 +39,7 @@ def _inputs(batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
     return categorical, genres, history, numeric
 
 
-def _tables(model: CtrModel) -> list[torch.Tensor]:
-    s = model.sparse
-    mods = [*(s.tables or []), *(s.biases or []), s.genres, s.genre_bias]
-    return [m.weight for m in mods if m is not None]
+PADDING_ROWS = [start for start, _ in table_segments(SPEC).values()]  # each input's index 0 in the one table
 
 
 def _model(name: ModelName, seed: int = 0) -> CtrModel:
@@ -51,8 +49,7 @@ def _model(name: ModelName, seed: int = 0) -> CtrModel:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.3)
-        for w in _tables(model):
-            w[0].zero_()
+        model.sparse.table[PADDING_ROWS] = 0.0
     return model.eval()
 
 
@@ -94,7 +91,8 @@ def test_sparse_output_shapes(name):
     else:
         assert x.fields.shape == (5, f, d) and x.genres.shape == (5, d)
         torch.testing.assert_close(x.target, x.fields[:, ITEM])
-        torch.testing.assert_close(x.fields[:, ITEM], model.sparse.tables[ITEM].weight[cat[:, ITEM]])
+        torch.testing.assert_close(x.fields[:, ITEM], model.sparse.rows("item_id")[cat[:, ITEM], :d])
+        torch.testing.assert_close(x.fields[:, 0], model.sparse.rows("user_id")[cat[:, 0], :d])
     if name in SEQUENCE:
         assert x.history.shape == (5, SPEC.history_length, d) and x.history_pooled is None
         assert torch.equal(x.history_mask, history != 0)
@@ -115,17 +113,18 @@ def test_gradients_reach_every_parameter_and_used_embedding_rows(name):
     for pname, p in model.named_parameters():  # every parameter is used (DDP needs that)
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
         assert torch.count_nonzero(p.grad) > 0, pname
-    for w in _tables(model):
-        assert torch.count_nonzero(w.grad[0]) == 0  # padding rows learn nothing
+    grad = model.sparse.table.grad
+    assert torch.count_nonzero(grad[PADDING_ROWS]) == 0  # padding rows learn nothing
     cat, _, history, _ = inputs
-    item_table = (model.sparse.tables or model.sparse.biases)[ITEM].weight
+    start, rows = table_segments(SPEC)["item_id"]
+    item_table = grad[start : start + rows]
     only_history = set(history.flatten().tolist()) - set(cat[:, ITEM].tolist()) - {0}
     assert only_history, "the test data should have items seen only in histories"
     for item in only_history:  # the history shares the item table
-        assert torch.count_nonzero(item_table.grad[item]) > 0
+        assert torch.count_nonzero(item_table[item]) > 0
     used = set(history.flatten().tolist()) | set(cat[:, ITEM].tolist())
     for item in set(range(SPEC.item_size)) - used:
-        assert torch.count_nonzero(item_table.grad[item]) == 0
+        assert torch.count_nonzero(item_table[item]) == 0
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -134,8 +133,8 @@ def test_padding_positions_do_not_change_the_output(name):
     inputs = _inputs(6, seed=5)
     with torch.no_grad():
         before = model(*inputs)
-        for w in _tables(model):  # whatever sits in the padding rows must be masked out
-            w[0].normal_(std=3.0)
+        model.sparse.table[PADDING_ROWS] = torch.randn(len(PADDING_ROWS), model.sparse.table.shape[1]) * 3.0
+        # whatever sits in the padding rows must be masked out
         after = model(*inputs)
     torch.testing.assert_close(after, before, rtol=1e-6, atol=1e-6)
 

@@ -7,8 +7,8 @@ import torch
 
 from mlsys.data.preprocessor import CtrPreprocessor
 from mlsys.errors import ConfigError
-from mlsys.models.config import ModelConfig
-from mlsys.train.warm_start import WarmStart, check_compatible, grow_state_dict, resolve
+from mlsys.models import InputSpec, ModelConfig, build_model
+from mlsys.train.warm_start import SPARSE_TABLE, WarmStart, check_compatible, grow_state_dict, resolve
 
 
 def frame(users, items, ages) -> pd.DataFrame:
@@ -50,26 +50,50 @@ def test_continued_vocabulary_survives_json_round_trip():
     assert new.vocabularies_["user_id"] == [5, 6, 7]
 
 
-def test_grow_state_dict_copies_old_rows_and_keeps_fresh_new_rows():
-    old = {"table": torch.arange(6.0).reshape(3, 2), "dense": torch.ones(4)}
-    fresh = {"table": torch.full((5, 2), -1.0), "dense": torch.zeros(4)}
-    grown = grow_state_dict(old, fresh, "ctr/1")
-    torch.testing.assert_close(grown["table"][:3], old["table"])
-    torch.testing.assert_close(grown["table"][3:], fresh["table"][3:])
-    torch.testing.assert_close(grown["dense"], old["dense"])
+def _spec(users: int, items: int, genres: int = 3):
+    return InputSpec(("user_id", "item_id"), (users, items), "item_id", genres, 2, 3, ("age",))
+
+
+def test_grow_state_dict_keeps_every_blocks_old_rows_and_fresh_new_rows():
+    old_spec, spec = _spec(3, 4), _spec(5, 6)  # 2 new users, 2 new items; genres unchanged
+    old = {SPARSE_TABLE: torch.arange(20.0).reshape(10, 2), "dense": torch.ones(4)}
+    fresh = {SPARSE_TABLE: torch.full((14, 2), -1.0), "dense": torch.zeros(4)}
+    grown = grow_state_dict(old, fresh, "ctr/1", old_spec, spec)[SPARSE_TABLE]
+    assert grown.shape == (14, 2)
+    torch.testing.assert_close(grown[0:3], old[SPARSE_TABLE][0:3])  # users 0-2
+    torch.testing.assert_close(grown[3:5], torch.full((2, 2), -1.0))  # users 3-4: fresh
+    torch.testing.assert_close(grown[5:9], old[SPARSE_TABLE][3:7])  # items 0-3, moved down with their block
+    torch.testing.assert_close(grown[9:11], torch.full((2, 2), -1.0))  # items 4-5: fresh
+    torch.testing.assert_close(grown[11:14], old[SPARSE_TABLE][7:10])  # genres
+    torch.testing.assert_close(grow_state_dict(old, fresh, "ctr/1", old_spec, spec)["dense"], old["dense"])
+
+
+def test_grown_model_scores_old_ids_exactly_as_the_source_model():
+    old_spec, spec = _spec(3, 4), _spec(5, 6)
+    torch.manual_seed(0)
+    source = build_model(old_spec, ModelConfig(embed_dim=4, dropout=0.0)).eval()
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(torch.randn_like(p))
+    target = build_model(spec, ModelConfig(embed_dim=4, dropout=0.0)).eval()
+    target.load_state_dict(grow_state_dict(source.state_dict(), target.state_dict(), "ctr/1", old_spec, spec))
+    inputs = (torch.tensor([[2, 3], [1, 1]]), torch.tensor([[1, 2], [0, 0]]), torch.tensor([[3, 1, 0], [0, 0, 0]]), torch.ones(2, 1))
+    with torch.no_grad():
+        torch.testing.assert_close(target(*inputs), source(*inputs))
 
 
 @pytest.mark.parametrize(
-    "old, fresh, match",
+    "old, fresh, old_spec, match",
     [
-        ({"t": torch.zeros(3, 4)}, {"t": torch.zeros(3, 8)}, r"parameter t has shape \(3, 4\).*needs \(3, 8\)"),
-        ({"t": torch.zeros(5, 4)}, {"t": torch.zeros(3, 4)}, r"parameter t has shape \(5, 4\)"),
-        ({"t": torch.zeros(3)}, {"t": torch.zeros(3), "u": torch.zeros(1)}, r"missing \['u'\]"),
+        ({"t": torch.zeros(3, 4)}, {"t": torch.zeros(3, 8)}, _spec(3, 4), r"parameter t has shape \(3, 4\).*needs \(3, 8\)"),
+        ({SPARSE_TABLE: torch.zeros(10, 4)}, {SPARSE_TABLE: torch.zeros(10, 8)}, _spec(3, 4), r"parameter sparse.table has shape \(10, 4\)"),
+        ({SPARSE_TABLE: torch.zeros(12, 4)}, {SPARSE_TABLE: torch.zeros(10, 4)}, _spec(5, 4), r"user_id has 5 embedding rows, the continued vocabulary only 3"),
+        ({"t": torch.zeros(3)}, {"t": torch.zeros(3), "u": torch.zeros(1)}, _spec(3, 4), r"missing \['u'\]"),
     ],
 )
-def test_grow_state_dict_refuses_other_architectures(old, fresh, match):
+def test_grow_state_dict_refuses_other_architectures(old, fresh, old_spec, match):
     with pytest.raises(ConfigError, match=r"train\.warm_start='ctr/1'.*" + match):
-        grow_state_dict(old, fresh, "ctr/1")
+        grow_state_dict(old, fresh, "ctr/1", old_spec, _spec(3, 4))
 
 
 def test_compatibility_names_the_differing_fields_and_the_fix():
