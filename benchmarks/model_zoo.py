@@ -8,10 +8,11 @@ DeepCTR-Torch gets the same arrays (benchmarks/peer/deepctr.py).
    sequence length, one pass over the first ``--throughput-rows`` train rows per
    measurement, interleaved repeats on the same CPUs. Ours: the trainer's step (forward, BCE, backward,
    Adam) over in-memory tensors; peer: its own ``model.fit``.
-2. Quality: eval AUC after ``--epochs`` epochs, median over ``--seeds`` seeds,
-   for DeepFM and DIN on both sides and for all seven of our models.
+2. Quality: eval AUC after every epoch up to ``--epochs``, median over ``--seeds``
+   seeds of the first epoch's and of each run's best, for DeepFM and DIN on both
+   sides (and ours initialised as the peer initialises) and all seven of our models.
 
-    python benchmarks/model_zoo.py [--repeats 3] [--throughput-rows 30000] [--epochs 1] [--seeds 2] [--threads 2] [--no-record]
+    python benchmarks/model_zoo.py [--repeats 5] [--throughput-rows 80000] [--epochs 5] [--seeds 3] [--threads 2] [--no-record]
 """
 
 from __future__ import annotations
@@ -62,13 +63,13 @@ def movielens_arrays() -> tuple[InputSpec, dict[str, np.ndarray], dict[str, np.n
     return preprocessor.input_spec(), encode(train_uri), encode(eval_uri)
 
 
-def train_ours(model: torch.nn.Module, train: dict[str, np.ndarray], epochs: int, seed: int) -> None:
-    """The trainer's per-batch step (DDP strategy's Adam) over shuffled in-memory tensors."""
+def train_epochs(model: torch.nn.Module, train: dict[str, np.ndarray], epochs: int, seed: int):
+    """The trainer's per-batch step (DDP strategy's Adam) over shuffled in-memory tensors; yields after each epoch."""
     tensors = {k: torch.from_numpy(v) for k, v in train.items()}
     optimizer = torch.optim.Adam(model.parameters(), **adam_params(TrainConfig(learning_rate=LEARNING_RATE)))
     g = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        model.train()
         order = torch.randperm(len(tensors["label"]), generator=g)
         for start in range(0, len(order), BATCH):
             idx = order[start : start + BATCH]
@@ -77,6 +78,7 @@ def train_ours(model: torch.nn.Module, train: dict[str, np.ndarray], epochs: int
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        yield epoch
 
 
 def eval_auc_ours(model: torch.nn.Module, data: dict[str, np.ndarray]) -> float:
@@ -103,7 +105,8 @@ def throughput(spec, train, repeats: int, limit: int) -> list[Row]:
         def candidate(name=name) -> float:
             model = ours(name, spec, 0)
             started = time.perf_counter()
-            train_ours(model, train, 1, 0)
+            for _ in train_epochs(model, train, 1, 0):
+                pass
             return n / (time.perf_counter() - started)
 
         def baseline(name=name) -> float:
@@ -117,46 +120,66 @@ def throughput(spec, train, repeats: int, limit: int) -> list[Row]:
     return rows
 
 
-def quality(spec, train, evaluation, epochs: int, seeds: int) -> dict[str, list[float]]:
+PAIRED = ("deepfm", "din")  # the models both libraries have
+
+
+def quality(spec, train, evaluation, epochs: int, seeds: int) -> dict[str, list[list[float]]]:
+    """``{variant: [per-epoch eval AUCs of each seed]}``.
+
+    Variants: our seven models as configured; ``<name>+peer_init`` for DeepFM and DIN, ours
+    initialised the way DeepCTR-Torch initialises (to tell the implementations apart
+    from the initialisations); ``peer_<name>``, DeepCTR-Torch as it comes.
+    """
     cfg = ModelConfig()
     x_train, x_eval = deepctr.inputs(spec, train), deepctr.inputs(spec, evaluation)
-    aucs: dict[str, list[float]] = {}
+    aucs: dict[str, list[list[float]]] = {}
     for seed in range(seeds):
-        for name in ModelName:
-            model = ours(name.value, spec, seed)
-            train_ours(model, train, epochs, seed)
-            aucs.setdefault(name.value, []).append(eval_auc_ours(model, evaluation))
-        for name in ("deepfm", "din"):
+        variants = [(name.value, False) for name in ModelName] + [(name, True) for name in PAIRED]
+        for name, peer_init in variants:
+            model = ours(name, spec, seed)
+            if peer_init:
+                deepctr.initialise_like_deepctr(model)
+            per_epoch = [eval_auc_ours(model, evaluation) for _ in train_epochs(model, train, epochs, seed)]
+            aucs.setdefault(name + ("+peer_init" if peer_init else ""), []).append(per_epoch)
+        for name in PAIRED:
             peer = deepctr.build(name, spec, cfg, LEARNING_RATE, seed)
-            deepctr.fit(peer, x_train, train["label"], BATCH, epochs)
-            aucs.setdefault(f"peer_{name}", []).append(auc(evaluation["label"], deepctr.predict(peer, x_eval)))
-        print(f"[quality] seed {seed}: " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in aucs.items()), flush=True)
+            per_epoch = []
+            for _ in range(epochs):  # fit continues from where the last call stopped
+                deepctr.fit(peer, x_train, train["label"], BATCH, 1)
+                per_epoch.append(auc(evaluation["label"], deepctr.predict(peer, x_eval)))
+            aucs.setdefault(f"peer_{name}", []).append(per_epoch)
+        print(f"[quality] seed {seed}: " + ", ".join(f"{k} {max(v[-1]):.4f}" for k, v in aucs.items()), flush=True)
     return aucs
 
 
-def zoo_table(aucs: dict[str, list[float]], epochs: int, seeds: int) -> str:
+def zoo_table(aucs: dict[str, list[list[float]]], epochs: int, seeds: int) -> str:
     """Ours against the peer (target: within +-0.005), then all seven models."""
-    lines = [f"Eval AUC on our MovieLens-100K eval split after {epochs} epoch(s), median over {seeds} seeds "
-             "(target: within +-0.005 of the peer):", "",
-             "| model | mlsys | DeepCTR-Torch | difference |", "|---|---|---|---|"]
-    for name in ("deepfm", "din"):
-        ours_auc, peer_auc = median(aucs[name]), median(aucs[f"peer_{name}"])
-        lines.append(f"| {name} | {ours_auc:.4f} | {peer_auc:.4f} | {ours_auc - peer_auc:+.4f} |")
-    lines += ["", f"All seven models (median, min-max over {seeds} seeds):", "",
-              "| model | AUC median | min | max |", "|---|---|---|---|"]
-    for name in [m.value for m in ModelName] + ["peer_deepfm", "peer_din"]:
-        v = aucs[name]
+    first = {k: median([run[0] for run in v]) for k, v in aucs.items()}
+    best = {k: median([max(run) for run in v]) for k, v in aucs.items()}
+    lines = [f"Eval AUC on our MovieLens-100K eval split, median over {seeds} seeds, after the first epoch and at "
+             f"each run's best of {epochs} epochs (target: within +-0.005 of the peer). 'same init': ours "
+             "initialised as DeepCTR-Torch initialises (embeddings and hidden layers N(0, 1e-4)):", "",
+             "| model | epochs | mlsys | mlsys, same init | DeepCTR-Torch | mlsys - peer | same init - peer |",
+             "|---|---|---|---|---|---|---|"]
+    for name in PAIRED:
+        for label, table in (("1", first), (f"best of {epochs}", best)):
+            a, b, p = table[name], table[f"{name}+peer_init"], table[f"peer_{name}"]
+            lines.append(f"| {name} | {label} | {a:.4f} | {b:.4f} | {p:.4f} | {a - p:+.4f} | {b - p:+.4f} |")
+    lines += ["", f"All seven models, best of {epochs} epochs (median, min-max over {seeds} seeds; after epoch 1 in brackets):", "",
+              "| model | AUC median | min | max | epoch 1 |", "|---|---|---|---|---|"]
+    for name in [m.value for m in ModelName] + [f"peer_{n}" for n in PAIRED]:
+        bests = [max(run) for run in aucs[name]]
         label = f"DeepCTR-Torch {name[5:]}" if name.startswith("peer_") else name
-        lines.append(f"| {label} | {median(v):.4f} | {min(v):.4f} | {max(v):.4f} |")
+        lines.append(f"| {label} | {median(bests):.4f} | {min(bests):.4f} | {max(bests):.4f} | ({first[name]:.4f}) |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--throughput-rows", type=int, default=30000, help="train rows per throughput measurement")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--throughput-rows", type=int, default=80000, help="train rows per throughput measurement")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--no-record", action="store_true")

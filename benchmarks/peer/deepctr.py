@@ -56,6 +56,27 @@ def build(name: str, spec: InputSpec, cfg: ModelConfig, learning_rate: float, se
     return model
 
 
+def initialise_like_deepctr(model) -> None:
+    """Re-initialise one of *our* models the way DeepCTR-Torch 0.3.0 initialises its own.
+
+    DeepCTR-Torch draws every embedding (and first-order weight) from N(0, init_std=1e-4)
+    and every hidden layer's weight of its DNNs (the deep tower and DIN's activation
+    unit) from N(0, 1e-4); output layers and biases keep torch's default. Ours: N(0, 0.01)
+    embeddings, zero first-order weights, torch's default (Kaiming uniform) layers.
+    """
+    import torch
+
+    from mlsys.models.blocks import MLP
+
+    with torch.no_grad():
+        model.sparse.table.weight.normal_(std=1e-4)
+        for module in model.modules():
+            if isinstance(module, MLP):
+                hidden = [layer for layer in module if isinstance(layer, torch.nn.Linear)][:-1]
+                for layer in hidden:
+                    layer.weight.normal_(std=1e-4)
+
+
 def fit(model, x: dict[str, np.ndarray], y: np.ndarray, batch_size: int, epochs: int = 1) -> None:
     import contextlib
     import io

@@ -99,25 +99,22 @@ class SparseEmbeddings(nn.Module):
         starts = [blocks[f][0] for f in spec.categorical_fields]
         offsets = starts + [blocks["genres"][0]] * spec.max_genres + [blocks[spec.item_field][0]] * spec.history_length
         self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.int64), persistent=False)
-        rows = sum(n for _, n in blocks.values())
-        self.table = nn.Parameter(torch.empty(rows, self.dim + int(first_order)))
+        self.table = RowTable(sum(n for _, n in blocks.values()), self.dim + int(first_order))
         with torch.no_grad():  # small normal init, first-order weights zero, padding rows zero
-            self.table.normal_(std=0.01)
-            self.table[:, self.dim :].zero_()
-            self.table[[start for start, _ in blocks.values()]] = 0.0
+            self.table.weight.normal_(std=0.01)
+            self.table.weight[:, self.dim :].zero_()
+            self.table.weight[[start for start, _ in blocks.values()]] = 0.0
 
     def rows(self, name: str) -> torch.Tensor:
-        """The block of ``table`` of one input (a categorical field or ``"genres"``), a view."""
+        """The block of ``table.weight`` of one input (a categorical field or ``"genres"``), a view."""
         start, n = table_segments(self.spec)[name]
-        return self.table[start : start + n]
+        return self.table.weight[start : start + n]
 
     def forward(self, categorical, genres, history, numeric) -> SparseOutput:
         out = SparseOutput(numeric=numeric)
         ids = torch.cat([categorical, genres, history], dim=1)  # (B, F + G + L)
         real = ids != 0
-        rows = torch.where(real, ids + self.offsets, 0).flatten()
-        # index_select, not F.embedding: its gradient is an index_add, ~4x faster on CPU than embedding's backward
-        e = self.table.index_select(0, rows).view(*ids.shape, -1)  # (B, F + G + L, D + first order)
+        e = self.table(torch.where(real, ids + self.offsets, 0))  # (B, F + G + L, D + first order)
         e = e * real.unsqueeze(-1).to(e.dtype)  # padding contributes zeros, whatever row 0 holds
         fields, genre_rows, history_rows = e.split(self.widths, dim=1)
         genre_mean = _mean_over_real(genre_rows, genres)  # (B, D + first order)
@@ -137,6 +134,24 @@ class SparseEmbeddings(nn.Module):
             assert history_mean is not None
             out.linear = fields[..., d:].sum(1) + genre_mean[:, d:] + history_mean[:, d:]  # (B, 1)
         return out
+
+
+class RowTable(nn.Module):
+    """``RowTable(rows, width)(ids (...)) -> (..., width)``: rows of ``weight`` by index.
+
+    ``index_select``, not ``F.embedding``: its gradient is an ``index_add``, ~4x faster
+    on CPU than embedding's backward for these batches. A module of its own (not a bare
+    parameter of :class:`SparseEmbeddings`) because ZeRO-3 gathers a partitioned parameter
+    around the forward and backward of the module that owns it, and that module's
+    output must be a tensor for the backward hook.
+    """
+
+    def __init__(self, rows: int, width: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(rows, width))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.weight.index_select(0, ids.flatten()).view(*ids.shape, -1)
 
 
 def _mean_over_real(rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -212,20 +227,30 @@ class TargetAttention(nn.Module):
     def __init__(self, dim: int, hidden: list[int]):
         super().__init__()
         self.score = MLP(4 * dim, hidden, dropout=0.0)
+        self.score[0] = PairLinear(4 * dim, hidden[0])
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # The first layer's W [q, k, q - k, q * k] = (W1 + W3) q + [W2 - W3, W4] [k, q * k]: the query's
-        # part is computed once per row, not once per history item (half the FLOPs of the widest matmul).
-        first = self.score[0]
-        w_q, w_k, w_diff, w_prod = first.weight.split(query.shape[-1], dim=1)  # (H, D) each
-        per_row = F.linear(query, w_q + w_diff, first.bias).unsqueeze(1)  # (B, 1, H)
-        per_item = F.linear(torch.cat([keys, query.unsqueeze(1) * keys], dim=-1), torch.cat([w_k - w_diff, w_prod], dim=1))
-        h = per_item + per_row  # (B, L, H): the first layer's output
+        h = self.score[0](query, keys)  # (B, L, H)
         for layer in list(self.score)[1:]:
             h = layer(h)
-        w = h.squeeze(-1)  # (B, L)
-        w = w * mask.to(w.dtype)
+        w = h.squeeze(-1) * mask.to(h.dtype)  # (B, L)
         return torch.bmm(w.unsqueeze(1), keys).squeeze(1)  # (B, D)
+
+
+class PairLinear(nn.Linear):
+    """``nn.Linear(4 D, H)`` over ``[q, k, q - k, q * k]``; ``layer(query (B, D), keys (B, L, D)) -> (B, L, H)``.
+
+    W [q, k, q - k, q * k] = (W1 + W3) q + [W2 - W3, W4] [k, q * k]: the query's part is
+    computed once per row, not once per history item, and the 4 D-wide input is never
+    built (half the FLOPs of the widest matmul). ``layer(x)`` is the plain linear map.
+    """
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        if keys is None:
+            return super().forward(query)
+        w_q, w_k, w_diff, w_prod = self.weight.split(query.shape[-1], dim=1)  # (H, D) each
+        per_row = F.linear(query, w_q + w_diff, self.bias).unsqueeze(1)  # (B, 1, H)
+        return F.linear(torch.cat([keys, query.unsqueeze(1) * keys], dim=-1), torch.cat([w_k - w_diff, w_prod], dim=1)) + per_row
 
 
 class TransformerLayer(nn.Module):

@@ -31,7 +31,7 @@ from mlsys.data.preprocessor import RAW_COLUMNS, CtrPreprocessor
 from mlsys.errors import ArtifactIntegrityError, ModelNotFoundError
 from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig, Scorer, build_model
 
-# /2: one embedding table for all sparse inputs (``sparse.table``); /1 had a table per input.
+# /2: one embedding table for all sparse inputs (``sparse.table.weight``); /1 had a table per input.
 FORMAT = "mlsys.model-package/2"
 MANIFEST = "manifest.json"
 

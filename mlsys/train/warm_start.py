@@ -105,7 +105,7 @@ def _shape_fields(cfg: ModelConfig) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-SPARSE_TABLE = "sparse.table"  # every model's one embedding table (mlsys.models.blocks.SparseEmbeddings)
+SPARSE_TABLE = "sparse.table.weight"  # every model's one embedding table (mlsys.models.blocks.SparseEmbeddings)
 
 
 def grow_state_dict(old: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor], source: str,

@@ -7,7 +7,7 @@ import torch
 
 from mlsys.models import ModelConfig, ModelName
 from mlsys.models import InputSpec
-from mlsys.models.blocks import CrossNetwork, SparseEmbeddings, TargetAttention, TransformerLayer, fm_interactions, table_segments
+from mlsys.models.blocks import CrossNetwork, PairLinear, SparseEmbeddings, TargetAttention, TransformerLayer, fm_interactions, table_segments
 
 
 SPEC = InputSpec(("user_id", "item_id"), (4, 6), "item_id", genre_size=6, max_genres=3, history_length=3, numeric_fields=("age",))
@@ -17,7 +17,7 @@ def test_one_table_holds_a_block_per_input_and_the_history_shares_the_item_block
     assert table_segments(SPEC) == {"user_id": (0, 4), "item_id": (4, 6), "genres": (10, 6)}
     torch.manual_seed(0)
     sparse = SparseEmbeddings(SPEC, 3, first_order=True)
-    w = sparse.table
+    w = sparse.table.weight
     assert w.shape == (16, 4)  # 3 embedding columns + 1 first-order column
     assert torch.count_nonzero(w[:, 3]) == 0 and torch.count_nonzero(w[[0, 4, 10]]) == 0  # first order, padding rows
     categorical, genres, history = torch.tensor([[2, 5]]), torch.tensor([[2, 5, 0]]), torch.tensor([[3, 0, 1]])
@@ -37,7 +37,7 @@ def test_multi_hot_and_history_pool_to_zeros_when_empty_whatever_the_padding_row
     torch.manual_seed(1)
     sparse = SparseEmbeddings(SPEC, 3)
     with torch.no_grad():
-        sparse.table[0] = 5.0
+        sparse.table.weight[0] = 5.0
     x = sparse(torch.tensor([[1, 1]]), torch.zeros(1, 3, dtype=torch.int64), torch.zeros(1, 3, dtype=torch.int64), torch.zeros(1, 1))
     torch.testing.assert_close(x.genres, torch.zeros(1, 3))
     torch.testing.assert_close(x.history_pooled, torch.zeros(1, 3))
@@ -76,6 +76,14 @@ def test_target_attention_weights_real_items_only():
     w = att.score(torch.cat([q[0].expand(2, 4), keys[0, :2], q[0] - keys[0, :2], q[0] * keys[0, :2]], -1)).squeeze(-1)
     torch.testing.assert_close(out[0], (w.unsqueeze(1) * keys[0, :2]).sum(0))
     torch.testing.assert_close(out[1], torch.zeros(4))  # an empty history pools to zeros
+
+
+def test_pair_linear_equals_the_linear_map_of_the_four_way_concatenation():
+    torch.manual_seed(4)
+    layer = PairLinear(4 * 3, 5)
+    q, keys = torch.randn(2, 3), torch.randn(2, 4, 3)
+    qe = q.unsqueeze(1).expand_as(keys)
+    torch.testing.assert_close(layer(q, keys), layer(torch.cat([qe, keys, qe - keys, qe * keys], -1)))
 
 
 def test_transformer_layer_never_attends_to_padded_keys():

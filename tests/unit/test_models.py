@@ -49,7 +49,7 @@ def _model(name: ModelName, seed: int = 0) -> CtrModel:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.3)
-        model.sparse.table[PADDING_ROWS] = 0.0
+        model.sparse.table.weight[PADDING_ROWS] = 0.0
     return model.eval()
 
 
@@ -113,7 +113,7 @@ def test_gradients_reach_every_parameter_and_used_embedding_rows(name):
     for pname, p in model.named_parameters():  # every parameter is used (DDP needs that)
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
         assert torch.count_nonzero(p.grad) > 0, pname
-    grad = model.sparse.table.grad
+    grad = model.sparse.table.weight.grad
     assert torch.count_nonzero(grad[PADDING_ROWS]) == 0  # padding rows learn nothing
     cat, _, history, _ = inputs
     start, rows = table_segments(SPEC)["item_id"]
@@ -133,7 +133,7 @@ def test_padding_positions_do_not_change_the_output(name):
     inputs = _inputs(6, seed=5)
     with torch.no_grad():
         before = model(*inputs)
-        model.sparse.table[PADDING_ROWS] = torch.randn(len(PADDING_ROWS), model.sparse.table.shape[1]) * 3.0
+        model.sparse.table.weight[PADDING_ROWS] = torch.randn(len(PADDING_ROWS), model.sparse.table.weight.shape[1]) * 3.0
         # whatever sits in the padding rows must be masked out
         after = model(*inputs)
     torch.testing.assert_close(after, before, rtol=1e-6, atol=1e-6)

@@ -75,7 +75,7 @@ def _model(pre: CtrPreprocessor) -> torch.nn.Module:
     with torch.no_grad():  # spread the weights so candidates get clearly different scores
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.5)
-        model.sparse.table[0].zero_()  # the padding row
+        model.sparse.table.weight[0].zero_()  # the padding row
     return model.eval()
 
 

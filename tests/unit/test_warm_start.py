@@ -86,7 +86,7 @@ def test_grown_model_scores_old_ids_exactly_as_the_source_model():
     "old, fresh, old_spec, match",
     [
         ({"t": torch.zeros(3, 4)}, {"t": torch.zeros(3, 8)}, _spec(3, 4), r"parameter t has shape \(3, 4\).*needs \(3, 8\)"),
-        ({SPARSE_TABLE: torch.zeros(10, 4)}, {SPARSE_TABLE: torch.zeros(10, 8)}, _spec(3, 4), r"parameter sparse.table has shape \(10, 4\)"),
+        ({SPARSE_TABLE: torch.zeros(10, 4)}, {SPARSE_TABLE: torch.zeros(10, 8)}, _spec(3, 4), r"parameter sparse.table.weight has shape \(10, 4\)"),
         ({SPARSE_TABLE: torch.zeros(12, 4)}, {SPARSE_TABLE: torch.zeros(10, 4)}, _spec(5, 4), r"user_id has 5 embedding rows, the continued vocabulary only 3"),
         ({"t": torch.zeros(3)}, {"t": torch.zeros(3), "u": torch.zeros(1)}, _spec(3, 4), r"missing \['u'\]"),
     ],
