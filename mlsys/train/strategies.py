@@ -8,9 +8,7 @@ inside a Ray Train worker whose ``torch.distributed`` process group is already u
 >>> loss = loss_fn(strategy.module(*inputs)); strategy.step(loss)   # doctest: +SKIP
 
 Embeddings keep dense gradients under every strategy: DeepSpeed ZeRO cannot shard
-torch sparse gradients, and under DDP the models' shared item table gets both dense
-(``embedding_bag`` history pooling) and sparse gradients, which DDP rejects
-(docs/training.md, "Embedding gradients").
+torch sparse gradients (docs/training.md, "Embedding gradients").
 """
 
 from __future__ import annotations
