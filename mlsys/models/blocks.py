@@ -99,6 +99,9 @@ class SparseEmbeddings(nn.Module):
         starts = [blocks[f][0] for f in spec.categorical_fields]
         offsets = starts + [blocks["genres"][0]] * spec.max_genres + [blocks[spec.item_field][0]] * spec.history_length
         self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.int64), persistent=False)
+        sizes = [blocks[f][1] for f in spec.categorical_fields]  # ids must stay inside their own block
+        limits = sizes + [blocks["genres"][1]] * spec.max_genres + [blocks[spec.item_field][1]] * spec.history_length
+        self.register_buffer("limits", torch.tensor(limits, dtype=torch.int64), persistent=False)
         self.table = RowTable(sum(n for _, n in blocks.values()), self.dim + int(first_order))
         with torch.no_grad():  # small normal init, first-order weights zero, padding rows zero
             self.table.weight.normal_(std=0.01)
@@ -113,6 +116,9 @@ class SparseEmbeddings(nn.Module):
     def forward(self, categorical, genres, history, numeric) -> SparseOutput:
         out = SparseOutput(numeric=numeric)
         ids = torch.cat([categorical, genres, history], dim=1)  # (B, F + G + L)
+        if not torch.onnx.is_in_onnx_export():  # an id past its block would read another input's rows
+            torch._assert_async(((ids >= 0) & (ids < self.limits)).all(),
+                                "an input id is outside its vocabulary: encode inputs with the model's own preprocessor")
         real = ids != 0
         e = self.table(torch.where(real, ids + self.offsets, 0))  # (B, F + G + L, D + first order)
         e = e * real.unsqueeze(-1).to(e.dtype)  # padding contributes zeros, whatever row 0 holds

@@ -190,3 +190,11 @@ def test_onnx_export_matches_torch(name, tmp_path):
         assert scores.shape == (batch,) and np.isfinite(scores).all()
         np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-5)
         assert np.ptp(expected) > 1e-3 or batch == 1  # the rows really differ
+
+
+def test_an_id_outside_its_vocabulary_is_refused_not_read_from_another_inputs_rows():
+    model = _model(ModelName.deepfm)
+    cat, genres, history, numeric = _inputs(2)
+    cat[1, 0] = SPEC.categorical_sizes[0]  # one past the user vocabulary: the first item row
+    with pytest.raises(RuntimeError, match="outside its vocabulary"):
+        model(cat, genres, history, numeric)
