@@ -1,11 +1,13 @@
 """Ray Train's overhead against plain PyTorch on the same in-memory data.
 
-Three comparisons, each side by side in one run, interleaved, medians:
+Three comparisons (four rows), each side by side in one run, interleaved, medians:
 
 1. Ray Train, 1 worker (2 CPUs), the same loop over in-memory tensors, against
    a plain PyTorch loop in this process (2 threads): epoch time. Target <= 1.10x.
 2. Ray Train, 2 workers (1 CPU each, DDP over gloo, half the rows each) against
-   the same plain loop: epoch time. Target <= 1.10x.
+   plain PyTorch DDP, the same 2 processes started by torch.multiprocessing: epoch
+   time. Target <= 1.10x. Also against the one-process loop of 1., which adds what
+   data parallelism itself costs on this host (a gloo all-reduce per step).
 3. mlsys's trainer (``mlsys.train.trainer.fit``: Ray Data ingest through
    ``iter_torch_batches``, 1 worker with 2 CPUs) against a plain loop fed by a
    ``torch.utils.data.DataLoader`` over the same tensors: epoch time. Target <= 1.25x.
@@ -59,7 +61,14 @@ def make_data(rows: int, seed: int = 0) -> dict[str, np.ndarray]:
 def _model_and_optimizer():
     torch.manual_seed(0)
     model = build_model(SPEC, ModelConfig())
-    return model, torch.optim.Adam(model.parameters(), lr=2e-3)
+    return model, _adam(model)
+
+
+def _adam(model):
+    """The optimizer mlsys's trainer steps (DDP strategy), on every side."""
+    from mlsys.train.config import TrainConfig, adam_params
+
+    return torch.optim.Adam(model.parameters(), **adam_params(TrainConfig(learning_rate=2e-3)))
 
 
 def train_batches(model, optimizer, batches) -> int:
@@ -112,6 +121,44 @@ def epochs_dataloader(data: dict[str, np.ndarray], epochs: int, batch_size: int,
     return times
 
 
+def _ddp_process(rank: int, world: int, port: int, data: dict, epochs: int, batch_size: int, out: str) -> None:
+    """One process of the plain-PyTorch DDP baseline: the Ray worker's loop, launched by torch.multiprocessing."""
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    tensors = {k: torch.from_numpy(np.array(v[rank::world])) for k, v in data.items()}
+    model, _ = _model_and_optimizer()
+    model = torch.nn.parallel.DistributedDataParallel(model)  # what ray.train.torch.prepare_model does on CPU
+    optimizer = _adam(model)
+    times = []
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        train_batches(model, optimizer, in_memory_batches(tensors, batch_size, epoch))
+        times.append(time.perf_counter() - started)
+    if rank == 0:
+        Path(out).write_text(json.dumps(times))
+    dist.destroy_process_group()
+
+
+def epochs_ddp(data: dict[str, np.ndarray], workers: int, epochs: int, batch_size: int) -> list[float]:
+    """Epoch times of plain PyTorch DDP: ``workers`` processes x 1 thread, gloo, no Ray."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "times.json")
+        mp.spawn(_ddp_process, args=(workers, port, data, epochs, batch_size, out), nprocs=workers)
+        return json.loads(Path(out).read_text())
+
+
 def _ray_loop(config: dict) -> None:
     """Ray Train worker: the same loop over its share of the in-memory rows."""
     import ray
@@ -126,7 +173,7 @@ def _ray_loop(config: dict) -> None:
     tensors = {k: torch.from_numpy(np.array(v[rank::world])) for k, v in data.items()}  # a writable copy
     model, _ = _model_and_optimizer()
     model = ray.train.torch.prepare_model(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    optimizer = _adam(model)
     times = []
     for epoch in range(config["epochs"]):
         started = time.perf_counter()
@@ -220,12 +267,14 @@ def main() -> None:
         return steady(times)
 
     plain = lambda: steady(epochs_plain(data, args.epochs, args.batch_size, threads=2))  # noqa: E731
+    ddp = lambda: steady(epochs_ddp(data, 2, args.epochs, args.batch_size))  # noqa: E731
     loader = lambda: steady(epochs_dataloader(data, args.epochs, args.batch_size, threads=2))  # noqa: E731
     load = [__import__("os").getloadavg()[0]]
     rows = []
     for name, candidate, baseline, label, base_label in [
         ("epoch, 1 worker", ray_side("ray1", 1), plain, "Ray Train, 1 worker x 2 CPUs, in-memory", "plain PyTorch loop, 2 threads"),
-        ("epoch, 2 workers", ray_side("ray2", 2), plain, "Ray Train, 2 workers x 1 CPU (DDP), in-memory", "plain PyTorch loop, 2 threads"),
+        ("epoch, 2 workers", ray_side("ray2", 2), ddp, "Ray Train, 2 workers x 1 CPU (DDP), in-memory", "plain PyTorch DDP, 2 processes x 1 thread"),
+        ("epoch, 2 workers against one process", ray_side("ray2", 2), plain, "Ray Train, 2 workers x 1 CPU (DDP), in-memory", "plain PyTorch loop, 2 threads"),
         ("epoch, Ray Data ingest", mlsys_side, loader, "mlsys trainer, Ray Data, 1 worker x 2 CPUs", "torch DataLoader loop, 2 threads"),
     ]:
         print(f"{name}:", flush=True)
