@@ -125,12 +125,12 @@ class DeepSpeedStrategy:
 
     def load_full_state_dict(self, weights: dict[str, torch.Tensor]) -> None:
         # ZeRO-3: rank 0 writes into the gathered parameters, which are re-partitioned on exit.
-        # ZeRO-1/2 keep fp32 master copies of the parameters in the optimizer: refresh them too.
+        # Every stage keeps an fp32 master copy of its partition in the optimizer, from which the
+        # next step writes the parameters back: refresh it, or the loaded weights last one step.
         with self._gathered(modifier_rank=0):
             if self.zero_stage < 3 or _rank() == 0:
                 self.engine.module.load_state_dict(weights)
-        if self.zero_stage < 3 and hasattr(self.optimizer, "refresh_fp32_params"):
-            self.optimizer.refresh_fp32_params()
+        self.optimizer.refresh_fp32_params()
 
     def save(self, directory: Path) -> None:
         self.engine.save_checkpoint(str(directory / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
