@@ -8,8 +8,6 @@ the refresh ZeRO-3's first step put the initial weights back: a warm start lost)
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -33,10 +31,12 @@ def process_group():
 
     from tests.conftest import free_port
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
+    with pytest.MonkeyPatch.context() as env:  # not left behind for processes later tests start
+        for key, value in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0").items():
+            env.setenv(key, value)
+        dist.init_process_group("gloo", rank=0, world_size=1)
+        yield
+        dist.destroy_process_group()
 
 
 def _batch(seed: int):
