@@ -12,17 +12,11 @@ import pytest
 import torch
 
 from mlsys.models import InputSpec, ModelConfig, build_model
-from mlsys.train.config import StrategyConfig, TrainConfig
+from mlsys.train.config import TrainConfig
+from tests.integration.test_training_strategies import STRATEGIES
 
 SPEC = InputSpec(("user_id", "item_id"), (20, 30), "item_id", genre_size=5, max_genres=2, history_length=3, numeric_fields=("age",))
 MODEL = ModelConfig(embed_dim=4, mlp_dims=[8], dropout=0.0)
-STRATEGIES = {
-    "ddp": StrategyConfig(),
-    "zero1": StrategyConfig(kind="deepspeed", zero_stage=1),
-    "zero2": StrategyConfig(kind="deepspeed", zero_stage=2),
-    "zero3": StrategyConfig(kind="deepspeed", zero_stage=3),
-    "zero3_offload": StrategyConfig(kind="deepspeed", zero_stage=3, offload_optimizer=True, offload_params=True),
-}
 
 
 @pytest.fixture(scope="module")
