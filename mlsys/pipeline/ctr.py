@@ -282,7 +282,7 @@ def _load_preprocessor(uri: str):
     return CtrPreprocessor.from_json(json.dumps(storage.read_json(uri)))
 
 
-@step(code=("mlsys.train.trainer", "mlsys.train.strategies", "mlsys.train.checkpoint", "mlsys.models", "mlsys.train.warm_start"))
+@step(code=("mlsys.train.trainer", "mlsys.train.strategies", "mlsys.train.checkpoint", "mlsys.train.config", "mlsys.models", "mlsys.train.warm_start"))
 def train(ctx: StepContext, data: TransformOutput, model: ModelConfig, cfg: TrainConfig, warm: WarmStart) -> TrainOutput:
     import ray
 
