@@ -235,7 +235,7 @@ def main() -> None:
     import ray
 
     from mlsys.cluster import connect
-    from mlsys.pipeline.config import ClusterConfig
+    from mlsys.config import ClusterConfig
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)

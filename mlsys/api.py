@@ -28,7 +28,7 @@ def load_model(uri: str = "models:/ctr@champion", engine: Engine = "onnx", track
 
     >>> load_model("models:/ctr@champion").rank(1, [50, 172, 181], k=2).items  # doctest: +SKIP
     """
-    from mlsys.pipeline.config import HomeConfig
+    from mlsys.config import HomeConfig
     from mlsys.registry import mlflow_store
     from mlsys.registry.package import read_package
 

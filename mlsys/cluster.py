@@ -7,7 +7,7 @@ import socket
 from urllib.parse import urlparse
 
 from mlsys.errors import ClusterUnreachableError
-from mlsys.pipeline.config import ClusterConfig
+from mlsys.config import ClusterConfig
 
 
 def _probe(address: str) -> None:

@@ -22,7 +22,7 @@ class MlsysError(Exception):
         return _rebuild, (type(self), str(self)), self.__dict__
 
 
-class ConfigError(MlsysError):
+class ConfigError(MlsysError, ValueError):
     """A Hydra override or config value that cannot be used."""
 
     def __init__(self, detail: str):

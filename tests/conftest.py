@@ -25,7 +25,7 @@ def ray_local():
     import ray
 
     from mlsys.cluster import connect
-    from mlsys.pipeline.config import ClusterConfig
+    from mlsys.config import ClusterConfig
 
     connect(ClusterConfig(address="local", num_cpus=4))
     yield ray

@@ -18,7 +18,8 @@ from mlsys.data.validation import ValidationConfig
 from mlsys.errors import ConfigError
 from mlsys.features.config import FeaturesConfig
 from mlsys.models.config import ModelConfig
-from mlsys.pipeline.config import ClusterConfig, HomeConfig, PipelineConfig
+from mlsys.config import ClusterConfig, HomeConfig
+from mlsys.pipeline.config import PipelineConfig
 from mlsys.registry.config import RegistryConfig
 from mlsys.serve.config import ServeConfig
 from mlsys.train.config import TrainConfig
@@ -66,6 +67,13 @@ def _one_line(e: BaseException) -> str:
     return "; ".join(parts).replace(":;", ":")
 
 
+def _own_error(e: BaseException | None) -> ConfigError | None:
+    """A config dataclass's own check (``mlsys.config.require``), under OmegaConf's wrapping."""
+    while e is not None and not isinstance(e, ConfigError):
+        e = e.__cause__ or e.__context__
+    return e
+
+
 def compose_raw(overrides: list[str] | None = None):
     """The composed ``DictConfig`` (for printing with ``--cfg job``)."""
     from hydra import compose, initialize_config_dir
@@ -88,7 +96,7 @@ def compose_config(overrides: list[str] | None = None) -> MlsysConfig:
     try:
         cfg = OmegaConf.to_object(raw)
     except Exception as e:
-        raise ConfigError(_one_line(e)) from None
+        raise _own_error(e) or ConfigError(_one_line(e)) from None
     _reject_unknown_keys(tree, cfg, "")
     return cfg
 

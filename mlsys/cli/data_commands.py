@@ -60,7 +60,7 @@ def _compute(args) -> int:
     from mlsys.cluster import connect
     from mlsys.data.datasets import compute_statistics, read_any
     from mlsys.data.statistics import infer_kinds
-    from mlsys.pipeline.config import ClusterConfig
+    from mlsys.config import ClusterConfig
 
     if "://" not in args.path and not os.path.exists(args.path):
         raise MlsysError(f"No such file or folder: {args.path!r}")
@@ -91,7 +91,7 @@ def _show(args) -> int:
 def _run_statistics(run_id: str):
     """The train and eval statistics recorded by a pipeline run's statistics step."""
     from mlsys.data.statistics import DatasetStatistics
-    from mlsys.pipeline.config import HomeConfig
+    from mlsys.config import HomeConfig
     from mlsys.registry import mlflow_store
     from mlsys import storage
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
+from mlsys.config import require
+
 
 class DataSource(str, Enum):
     # Member names are the config values: OmegaConf validates enums by name.
@@ -52,17 +54,13 @@ class DataConfig:
     max_bad_fraction: float = 0.01
 
     def __post_init__(self):
-        _require(0.0 < self.eval_fraction < 1.0, "data.eval_fraction", self.eval_fraction, "between 0 and 1")
-        _require(self.history_length >= 1, "data.history_length", self.history_length, ">= 1")
-        _require(self.vocab_min_count >= 1, "data.vocab_min_count", self.vocab_min_count, ">= 1")
-        _require(self.max_genres >= 1, "data.max_genres", self.max_genres, ">= 1")
-        _require(0.0 <= self.gender_share <= 1.0, "data.gender_share", self.gender_share, "between 0 and 1")
-        _require(0.0 <= self.max_bad_fraction <= 1.0, "data.max_bad_fraction", self.max_bad_fraction, "between 0 and 1")
-        _require(DataSource(self.source) is not DataSource.csv or bool(self.path), "data.path", self.path, "set for data=csv")
+        require(0.0 < self.eval_fraction < 1.0, "data.eval_fraction", self.eval_fraction, "between 0 and 1")
+        require(self.history_length >= 1, "data.history_length", self.history_length, ">= 1")
+        require(self.vocab_min_count >= 1, "data.vocab_min_count", self.vocab_min_count, ">= 1")
+        require(self.max_genres >= 1, "data.max_genres", self.max_genres, ">= 1")
+        require(0.0 <= self.gender_share <= 1.0, "data.gender_share", self.gender_share, "between 0 and 1")
+        require(0.0 <= self.max_bad_fraction <= 1.0, "data.max_bad_fraction", self.max_bad_fraction, "between 0 and 1")
+        require(DataSource(self.source) is not DataSource.csv or bool(self.path), "data.path", self.path, "set for data=csv")
         for name in ("rows", "users", "items", "blocks"):
-            _require(getattr(self, name) >= 1, f"data.{name}", getattr(self, name), ">= 1")
+            require(getattr(self, name) >= 1, f"data.{name}", getattr(self, name), ">= 1")
 
-
-def _require(ok: bool, key: str, value, expected: str) -> None:
-    if not ok:
-        raise ValueError(f"{key}={value!r} must be {expected}")

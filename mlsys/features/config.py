@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from mlsys.data.config import _require
+from mlsys.config import require
 
 
 class FeatureSet(str, Enum):
@@ -48,16 +48,16 @@ class FeaturesConfig:
 
     def __post_init__(self):
         self.name, self.online = FeatureSet(self.name), OnlineStoreKind(self.online)  # plain strings from Python callers
-        _require(bool(self.project) and self.project.replace("_", "").isalnum(), "features.project", self.project,
+        require(bool(self.project) and self.project.replace("_", "").isalnum(), "features.project", self.project,
                  "a non-empty name of letters, digits and underscores")
-        _require(1 <= self.redis_port <= 65535, "features.redis_port", self.redis_port, "a TCP port (1-65535)")
-        _require(len(self.window_days) >= 1 and all(d >= 1 for d in self.window_days), "features.window_days",
+        require(1 <= self.redis_port <= 65535, "features.redis_port", self.redis_port, "a TCP port (1-65535)")
+        require(len(self.window_days) >= 1 and all(d >= 1 for d in self.window_days), "features.window_days",
                  list(self.window_days), "a non-empty list of positive day counts")
-        _require(self.ctr_window_days in self.window_days, "features.ctr_window_days", self.ctr_window_days,
+        require(self.ctr_window_days in self.window_days, "features.ctr_window_days", self.ctr_window_days,
                  f"one of features.window_days {list(self.window_days)}")
-        _require(self.aggregates_ttl_days >= 1, "features.aggregates_ttl_days", self.aggregates_ttl_days, ">= 1")
-        _require(self.sequence_ttl_days >= 0, "features.sequence_ttl_days", self.sequence_ttl_days, ">= 0 (0 = no limit)")
-        _require(self.join_partitions >= 0, "features.join_partitions", self.join_partitions, ">= 0 (0 = one per CPU)")
+        require(self.aggregates_ttl_days >= 1, "features.aggregates_ttl_days", self.aggregates_ttl_days, ">= 1")
+        require(self.sequence_ttl_days >= 0, "features.sequence_ttl_days", self.sequence_ttl_days, ">= 0 (0 = no limit)")
+        require(self.join_partitions >= 0, "features.join_partitions", self.join_partitions, ">= 0 (0 = one per CPU)")
 
     @property
     def enabled(self) -> bool:

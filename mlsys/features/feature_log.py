@@ -52,12 +52,12 @@ class FeatureLoggingConfig:
     path: str = ""
 
     def __post_init__(self):
-        from mlsys.data.config import _require
+        from mlsys.config import require
 
-        _require(0.0 <= self.sample_rate <= 1.0, "serve.feature_logging.sample_rate", self.sample_rate, "between 0 and 1")
-        _require(self.queue_size >= 1, "serve.feature_logging.queue_size", self.queue_size, ">= 1")
-        _require(self.batch_rows >= 1, "serve.feature_logging.batch_rows", self.batch_rows, ">= 1")
-        _require(self.flush_seconds > 0, "serve.feature_logging.flush_seconds", self.flush_seconds, "> 0")
+        require(0.0 <= self.sample_rate <= 1.0, "serve.feature_logging.sample_rate", self.sample_rate, "between 0 and 1")
+        require(self.queue_size >= 1, "serve.feature_logging.queue_size", self.queue_size, ">= 1")
+        require(self.batch_rows >= 1, "serve.feature_logging.batch_rows", self.batch_rows, ">= 1")
+        require(self.flush_seconds > 0, "serve.feature_logging.flush_seconds", self.flush_seconds, "> 0")
 
 
 @dataclass(frozen=True)

@@ -37,18 +37,18 @@ class ModelConfig:
     transformer_layers: int = 1
 
     def __post_init__(self):
-        from mlsys.data.config import _require
+        from mlsys.config import require
 
-        _require(self.embed_dim >= 1, "model.embed_dim", self.embed_dim, ">= 1")
-        _require(all(d >= 1 for d in self.mlp_dims), "model.mlp_dims", list(self.mlp_dims), "positive widths")
-        _require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "in [0, 1)")
-        _require(1 <= self.cross_layers <= 16, "model.cross_layers", self.cross_layers, "in [1, 16]")
-        _require(
+        require(self.embed_dim >= 1, "model.embed_dim", self.embed_dim, ">= 1")
+        require(all(d >= 1 for d in self.mlp_dims), "model.mlp_dims", list(self.mlp_dims), "positive widths")
+        require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "in [0, 1)")
+        require(1 <= self.cross_layers <= 16, "model.cross_layers", self.cross_layers, "in [1, 16]")
+        require(
             len(self.attention_dims) >= 1 and all(d >= 1 for d in self.attention_dims),
             "model.attention_dims", list(self.attention_dims), "one or more positive widths",
         )
-        _require(1 <= self.transformer_layers <= 8, "model.transformer_layers", self.transformer_layers, "in [1, 8]")
-        _require(
+        require(1 <= self.transformer_layers <= 8, "model.transformer_layers", self.transformer_layers, "in [1, 8]")
+        require(
             self.attention_heads >= 1 and (ModelName(self.name) is not ModelName.bst or self.embed_dim % self.attention_heads == 0),
             "model.attention_heads", self.attention_heads, f">= 1 and dividing model.embed_dim={self.embed_dim}",
         )

@@ -90,7 +90,7 @@ def _write_table(df, uri: str) -> None:
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), uri)
 
 
-@step(code=("mlsys.data.datasets", "mlsys.data.events", "mlsys.data.movielens", "mlsys.data.synthetic", "mlsys.data.parsing"))
+@step()
 def ingest(ctx: StepContext, data: DataConfig) -> IngestOutput:
     from mlsys.data import datasets
 
@@ -144,7 +144,7 @@ def event_kinds(schema):
     return kinds
 
 
-@step(code=("mlsys.data.statistics", "mlsys.data.datasets"))
+@step()
 def statistics(ctx: StepContext, ingested: IngestOutput) -> StatisticsOutput:
     from mlsys.data.datasets import compute_statistics, read_parquet
 
@@ -158,7 +158,7 @@ def statistics(ctx: StepContext, ingested: IngestOutput) -> StatisticsOutput:
     return out
 
 
-@step(code=("mlsys.data.schema",))
+@step()
 def schema(ctx: StepContext, stats: StatisticsOutput, validation: ValidationConfig) -> SchemaOutput:
     import yaml
 
@@ -176,7 +176,7 @@ def schema(ctx: StepContext, stats: StatisticsOutput, validation: ValidationConf
     return out
 
 
-@step(code=("mlsys.data.validation", "mlsys.data.anomalies", "mlsys.data.report"))
+@step()
 def validate(ctx: StepContext, stats: StatisticsOutput, schema: SchemaOutput, validation: ValidationConfig) -> ValidateOutput:
     from mlsys.data import report
     from mlsys.data.schema import Schema
@@ -208,7 +208,7 @@ def validate(ctx: StepContext, stats: StatisticsOutput, schema: SchemaOutput, va
     return out
 
 
-@step(code=("mlsys.data.datasets", "mlsys.data.events", "mlsys.data.preprocessor", "mlsys.train.warm_start"))
+@step()
 def transform(
     ctx: StepContext, ingested: IngestOutput, validated: ValidateOutput, feats: FeaturesOutput, data: DataConfig, features: FeaturesConfig, warm: WarmStart
 ) -> TransformOutput:
@@ -242,8 +242,7 @@ def transform(
     return out
 
 
-@step(code=("mlsys.features.training", "mlsys.features.sources", "mlsys.features.definitions", "mlsys.features.store",
-            "mlsys.features.offline", "mlsys.features.pit"))
+@step()
 def features(ctx: StepContext, ingested: IngestOutput, validated: ValidateOutput, data: DataConfig, features: FeaturesConfig) -> FeaturesOutput:
     """features=movielens: offline sources + `feast apply` under MLSYS_HOME, then the PIT training set on Ray."""
     if not features.enabled:
@@ -261,7 +260,7 @@ def features(ctx: StepContext, ingested: IngestOutput, validated: ValidateOutput
     return out
 
 
-@step(code=("mlsys.features.materialize", "mlsys.features.store"))
+@step()
 def materialize(ctx: StepContext, feats: FeaturesOutput, features: FeaturesConfig) -> MaterializeOutput:
     """Offline -> online store, from the watermark of the last run (incremental, idempotent)."""
     if not (features.enabled and features.materialize):
@@ -282,7 +281,7 @@ def _load_preprocessor(uri: str):
     return CtrPreprocessor.from_json(json.dumps(storage.read_json(uri)))
 
 
-@step(code=("mlsys.train.trainer", "mlsys.train.strategies", "mlsys.train.checkpoint", "mlsys.train.config", "mlsys.models", "mlsys.train.warm_start"))
+@step()
 def train(ctx: StepContext, data: TransformOutput, model: ModelConfig, cfg: TrainConfig, warm: WarmStart) -> TrainOutput:
     import ray
 
@@ -318,7 +317,7 @@ def _trained_model(data: TransformOutput, trained: TrainOutput, model: ModelConf
     return preprocessor, module.eval()
 
 
-@step(code=("mlsys.evaluate.metrics",))
+@step()
 def evaluate(ctx: StepContext, data: TransformOutput, trained: TrainOutput, model: ModelConfig) -> EvaluateOutput:
     import numpy as np
     import pandas as pd
@@ -341,7 +340,7 @@ def evaluate(ctx: StepContext, data: TransformOutput, trained: TrainOutput, mode
     return out
 
 
-@step(code=("mlsys.registry.package", "mlsys.registry.mlflow_store"))
+@step()
 def register(
     ctx: StepContext,
     data: TransformOutput,

@@ -10,16 +10,14 @@ nested run carrying its params, metrics, fingerprint and artifact URIs.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import time
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any, Callable, Literal
 
-from mlsys import __version__, storage
+from mlsys import storage
 from mlsys.errors import StepFailedError
+from mlsys.pipeline.fingerprint import Basis, basis, explain, plain
 from mlsys.pipeline.step import Pipeline, Step, StepContext
 
 Status = Literal["ran", "cached"]
@@ -37,6 +35,17 @@ class StepReport:
 
 
 @dataclass(frozen=True)
+class StepPlan:
+    """Whether a step would be reused or run, and why (``reasons`` is empty for a reuse)."""
+
+    name: str
+    fingerprint: str
+    basis: Basis
+    cached: dict | None  # the cache manifest that would be reused
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class PipelineResult:
     run_id: str
     experiment_id: str
@@ -48,45 +57,9 @@ class PipelineResult:
         return next(r.outputs for r in self.steps if r.name == step)
 
 
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Enum):
-        return value.value
-    return value
-
-
-def _flatten(prefix: str, value: Any) -> dict[str, str]:
-    if isinstance(value, dict):
-        out: dict[str, str] = {}
-        for k, v in value.items():
-            out.update(_flatten(f"{prefix}.{k}", v))
-        return out
-    return {prefix: json.dumps(value) if isinstance(value, list) else str(value)}
-
-
-def _config_payload(cfg: Any) -> Any:
-    """A config's values, plus the content hashes of files it names (``fingerprint_extra``)."""
-    payload = _plain(cfg)
-    extra = getattr(cfg, "fingerprint_extra", None)
-    if extra is not None and extra():
-        payload = {**payload, "_files": extra()}
-    return payload
-
-
 def fingerprint(step: Step, configs: dict[str, Any], inputs: dict[str, str]) -> str:
-    payload = {
-        "step": step.name,
-        "mlsys": __version__,
-        "code": step.code_digest(),
-        "config": {name: _config_payload(cfg) for name, cfg in sorted(configs.items())},
-        "inputs": dict(sorted(inputs.items())),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    """``sha256`` of the step's :class:`~mlsys.pipeline.fingerprint.Basis`: reached code, libraries, config, inputs."""
+    return basis(step.name, step.fn, configs, inputs).digest()
 
 
 def _execute(step: Step, ctx: StepContext, kwargs: dict[str, Any]) -> tuple[Any, list]:
@@ -136,13 +109,64 @@ class PipelineRunner:
     def _cache_uri(self, step: Step, fp: str) -> str:
         return storage.join(self.home, "cache", step.name, f"{fp}.json")
 
-    def _cached(self, step: Step, fp: str) -> dict | None:
+    def _manifest(self, step: Step, fp: str) -> dict | None:
+        """The cache manifest of ``fp`` if every output it names still exists."""
         uri = self._cache_uri(step, fp)
-        if not (self.use_cache and storage.exists(uri)):
+        if not storage.exists(uri):
             return None
         manifest = storage.read_json(uri)
         local_outputs = [v for v in manifest["outputs"].values() if isinstance(v, str) and v.startswith(("/", "s3://", "gs://"))]
         return manifest if all(storage.exists(v) for v in local_outputs) else None
+
+    def _latest_basis(self, step: Step) -> Basis | None:
+        """The basis of this step's most recent finished run in this home (to explain a change)."""
+        import pyarrow.fs as pafs
+
+        folder = storage.join(self.home, "cache", step.name)
+        if not storage.exists(folder):
+            return None
+        fs, root = pafs.FileSystem.from_uri(folder) if "://" in folder else (pafs.LocalFileSystem(), folder)
+        best = None
+        for info in fs.get_file_info(pafs.FileSelector(root)):
+            if info.base_name.endswith(".json") and (best is None or info.mtime > best.mtime):
+                best = info
+        manifest = storage.read_json(storage.join(folder, best.base_name)) if best else {}
+        return Basis.from_dict(manifest["basis"]) if "basis" in manifest else None
+
+    def _bind(self, step: Step, outputs: dict, fingerprints: dict) -> tuple[dict, dict, dict]:
+        """``(kwargs, configs, inputs)``: the step's arguments, the config sections and upstream fingerprints."""
+        kwargs, configs, inputs = {}, {}, {}
+        for name, typ in step.params:
+            if typ in fingerprints:
+                kwargs[name], inputs[name] = outputs.get(typ), fingerprints[typ]
+            else:
+                section = self._by_type[typ]
+                kwargs[name] = configs[section] = self.sections[section]
+        return kwargs, configs, inputs
+
+    def _decide(self, step: Step, configs: dict, inputs: dict) -> StepPlan:
+        b = basis(step.name, step.fn, configs, inputs)
+        fp = b.digest()
+        manifest = self._manifest(step, fp) if self.use_cache else None
+        if manifest is not None:
+            return StepPlan(step.name, fp, b, manifest, ())
+        if not self.use_cache:
+            reasons = ("pipeline.use_cache=false",)
+        elif storage.exists(self._cache_uri(step, fp)):
+            reasons = ("an output of its last run with this fingerprint is gone",)
+        else:
+            reasons = tuple(explain(self._latest_basis(step), b)) or ("no cached run with this fingerprint",)
+        return StepPlan(step.name, fp, b, None, reasons)
+
+    def plan(self) -> list[StepPlan]:
+        """What :meth:`run` would do, step by step, and why; runs nothing (``mlsys run --explain``)."""
+        fingerprints: dict[type, str] = {}
+        plans = []
+        for step in self.pipeline.steps:
+            _, configs, inputs = self._bind(step, {}, fingerprints)
+            plans.append(self._decide(step, configs, inputs))
+            fingerprints[step.output] = plans[-1].fingerprint
+        return plans
 
     def run(self, overrides: list[str] | None = None) -> PipelineResult:
         from mlsys.registry import mlflow_store
@@ -177,29 +201,22 @@ class PipelineRunner:
     def _run_step(self, client, exp_id, parent_id, step: Step, outputs, fingerprints) -> StepReport:
         import ray
 
-        kwargs, configs, inputs = {}, {}, {}
-        for name, typ in step.params:
-            if typ in outputs:
-                kwargs[name], inputs[name] = outputs[typ], fingerprints[typ]
-            else:
-                section = self._by_type[typ]
-                kwargs[name] = configs[section] = self.sections[section]
-        fp = fingerprint(step, configs, inputs)
+        kwargs, configs, inputs = self._bind(step, outputs, fingerprints)
+        decision = self._decide(step, configs, inputs)
+        fp, cached = decision.fingerprint, decision.cached
         run = client.create_run(
             exp_id,
             run_name=step.name,
             tags={"mlflow.parentRunId": parent_id, "mlsys.step": step.name, "mlsys.fingerprint": fp},
         )
         run_id = run.info.run_id
-        params = {}
-        for section, cfg in configs.items():
-            params.update(_flatten(section, _plain(cfg)))
-        for key, value in sorted(params.items()):
-            client.log_param(run_id, key, value[:6000])
-        upstream = {name: _plain(kwargs[name]) for name, typ in step.params if typ in outputs}
+        for key, value in sorted(decision.basis.config.items()):
+            if "<file " in key:  # a content hash of a file a config names: in the basis, not an MLflow param
+                continue
+            client.log_param(run_id, key, (json.dumps(value) if isinstance(value, list) else str(value))[:6000])
+        upstream = {name: plain(kwargs[name]) for name, typ in step.params if typ in outputs}
         client.set_tag(run_id, "mlsys.inputs", json.dumps(upstream))
 
-        cached = self._cached(step, fp)
         if cached is not None:
             result = step.output(**cached["outputs"])
             metrics = [tuple(m) for m in cached["metrics"]]
@@ -207,7 +224,8 @@ class PipelineRunner:
             client.set_tag(run_id, "mlsys.cached_from_run", cached["run_id"])
             self.echo(f"[{step.name}] cached: reusing fingerprint {fp[:12]} (first computed in run {cached['run_id'][:12]})")
         else:
-            self.echo(f"[{step.name}] running (fingerprint {fp[:12]})")
+            client.set_tag(run_id, "mlsys.reason", "; ".join(decision.reasons)[:5000])
+            self.echo(f"[{step.name}] running (fingerprint {fp[:12]}): {_reasons(decision.reasons)}")
             ctx = StepContext(
                 step=step.name,
                 fingerprint=fp,
@@ -231,13 +249,31 @@ class PipelineRunner:
             storage.write_json(
                 self._cache_uri(step, fp),
                 {"step": step.name, "fingerprint": fp, "run_id": run_id, "seconds": seconds,
-                 "outputs": _plain(result), "metrics": metrics, "finished_at": time.time()},
+                 "outputs": plain(result), "metrics": metrics, "finished_at": time.time(),
+                 "basis": plain(decision.basis)},
             )
             self.echo(f"[{step.name}] done in {seconds:.1f}s")
         client.set_tag(run_id, "mlsys.cached", str(cached is not None).lower())
-        client.set_tag(run_id, "mlsys.outputs", json.dumps(_plain(result)))
+        client.set_tag(run_id, "mlsys.outputs", json.dumps(plain(result)))
         for name, value, idx in metrics:
             client.log_metric(run_id, name, value, step=idx)
         client.log_metric(run_id, "step_compute_s", seconds)
         client.set_terminated(run_id, status="FINISHED")
         return StepReport(step.name, "cached" if cached else "ran", fp, seconds, run_id, result, tuple(metrics))
+
+
+def _reasons(reasons: tuple[str, ...], limit: int = 3) -> str:
+    shown = list(reasons[:limit]) + ([f"and {len(reasons) - limit} more"] if len(reasons) > limit else [])
+    return "; ".join(shown)
+
+
+def format_plan(plans: list[StepPlan]) -> str:
+    """The ``mlsys run --explain`` table: per step, reuse or run, and why."""
+    lines = []
+    for p in plans:
+        if p.cached is not None:
+            lines.append(f"{p.name:<11} reuse  {p.fingerprint[:12]}  (computed in run {p.cached['run_id'][:12]})")
+        else:
+            lines.append(f"{p.name:<11} run    {p.fingerprint[:12]}  {p.reasons[0]}")
+            lines += [f"{'':<11}        {'':<12}  {r}" for r in p.reasons[1:]]
+    return "\n".join(lines)

@@ -10,12 +10,9 @@ that config section. Outputs are frozen dataclasses of artifact URIs.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import importlib.util
 import inspect
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from mlsys.errors import PipelineDefinitionError
@@ -47,29 +44,14 @@ class Step:
     fn: Callable[..., Any]
     output: type
     params: tuple[tuple[str, type], ...]  # (parameter name, annotated type) after ctx
-    code: tuple[str, ...]
     num_cpus: float
 
-    def code_digest(self) -> str:
-        """Hash of the step function's source and of the modules it declares."""
-        h = hashlib.sha256(inspect.getsource(self.fn).encode())
-        for module in self.code:
-            spec = importlib.util.find_spec(module)
-            if spec is None or not spec.origin:
-                raise PipelineDefinitionError(f"step '{self.name}' declares code module {module!r}, which does not exist")
-            files = [spec.origin]
-            if spec.submodule_search_locations:  # a package: every module in it (e.g. the whole model zoo)
-                files = sorted(str(f) for loc in spec.submodule_search_locations for f in Path(loc).rglob("*.py"))
-            for path in files:
-                with open(path, "rb") as f:
-                    h.update(f.read())
-        return h.hexdigest()
 
+def step(*, num_cpus: float = 0) -> Callable[[Callable], Step]:
+    """Declare a step: a top-level function whose code, and all the code it reaches, enter its fingerprint
+    (see :mod:`mlsys.pipeline.fingerprint`; nothing is declared by hand).
 
-def step(*, code: tuple[str, ...] = (), num_cpus: float = 0) -> Callable[[Callable], Step]:
-    """Declare a step. ``code`` names modules (or packages: all their modules) whose source changes the fingerprint.
-
-    >>> @step(code=("mlsys.train.trainer",))
+    >>> @step()
     ... def train(ctx: StepContext, data: TransformOutput, cfg: TrainConfig) -> TrainOutput: ...
     """
 
@@ -83,7 +65,7 @@ def step(*, code: tuple[str, ...] = (), num_cpus: float = 0) -> Callable[[Callab
             raise PipelineDefinitionError(
                 f"step '{fn.__name__}': annotate every parameter {missing or ''} and return an output dataclass"
             )
-        return Step(fn.__name__, fn, hints["return"], tuple((n, hints[n]) for n in names[1:]), code, num_cpus)
+        return Step(fn.__name__, fn, hints["return"], tuple((n, hints[n]) for n in names[1:]), num_cpus)
 
     return wrap
 

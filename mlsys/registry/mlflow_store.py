@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from mlsys import storage
 from mlsys.errors import ModelNotFoundError
-from mlsys.pipeline.config import HomeConfig
+from mlsys.config import HomeConfig
 
 _MODEL_URI = re.compile(r"^(?:models:/)?(?P<name>[A-Za-z0-9_.-]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))$")
 

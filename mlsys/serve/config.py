@@ -25,10 +25,10 @@ class ServeConfig:
     feature_logging: FeatureLoggingConfig = field(default_factory=FeatureLoggingConfig)
 
     def __post_init__(self):
-        from mlsys.data.config import _require
+        from mlsys.config import require
 
-        _require(1 <= self.port <= 65535, "serve.port", self.port, "a TCP port (1-65535)")
-        _require(self.num_replicas >= 1, "serve.num_replicas", self.num_replicas, ">= 1")
-        _require(self.max_candidates >= 1, "serve.max_candidates", self.max_candidates, ">= 1")
+        require(1 <= self.port <= 65535, "serve.port", self.port, "a TCP port (1-65535)")
+        require(self.num_replicas >= 1, "serve.num_replicas", self.num_replicas, ">= 1")
+        require(self.max_candidates >= 1, "serve.max_candidates", self.max_candidates, ">= 1")
         levels = ("DEBUG", "INFO", "WARNING", "ERROR")
-        _require(self.log_level in levels, "serve.log_level", self.log_level, f"one of {levels}")
+        require(self.log_level in levels, "serve.log_level", self.log_level, f"one of {levels}")

@@ -36,18 +36,18 @@ class StrategyConfig:
     bucket_mb: int = 25
 
     def __post_init__(self):
-        from mlsys.data.config import _require
+        from mlsys.config import require
 
         ddp = StrategyKind(self.kind) is StrategyKind.ddp
-        _require(self.zero_stage in (0, 1, 2, 3), "train.strategy.zero_stage", self.zero_stage, "0, 1, 2 or 3")
-        _require(not ddp or self.zero_stage == 0, "train.strategy.zero_stage", self.zero_stage,
+        require(self.zero_stage in (0, 1, 2, 3), "train.strategy.zero_stage", self.zero_stage, "0, 1, 2 or 3")
+        require(not ddp or self.zero_stage == 0, "train.strategy.zero_stage", self.zero_stage,
                  "0 with kind=ddp (pick train/strategy=deepspeed_zero1|2|3 for ZeRO)")
-        _require(ddp or self.zero_stage >= 1, "train.strategy.zero_stage", self.zero_stage, "1, 2 or 3 with kind=deepspeed")
-        _require(not self.offload_optimizer or not ddp, "train.strategy.offload_optimizer", self.offload_optimizer,
+        require(ddp or self.zero_stage >= 1, "train.strategy.zero_stage", self.zero_stage, "1, 2 or 3 with kind=deepspeed")
+        require(not self.offload_optimizer or not ddp, "train.strategy.offload_optimizer", self.offload_optimizer,
                  "false with kind=ddp (offload is a DeepSpeed feature)")
-        _require(not self.offload_params or self.zero_stage == 3, "train.strategy.offload_params", self.offload_params,
+        require(not self.offload_params or self.zero_stage == 3, "train.strategy.offload_params", self.offload_params,
                  "false unless zero_stage=3 (ZeRO-Offload of parameters needs stage 3)")
-        _require(self.bucket_mb >= 1, "train.strategy.bucket_mb", self.bucket_mb, ">= 1")
+        require(self.bucket_mb >= 1, "train.strategy.bucket_mb", self.bucket_mb, ">= 1")
 
     @property
     def label(self) -> str:
@@ -83,17 +83,17 @@ class TrainConfig:
     warm_start: Optional[str] = None
 
     def __post_init__(self):
-        from mlsys.data.config import _require
+        from mlsys.config import require
 
-        _require(self.num_workers >= 1, "train.num_workers", self.num_workers, ">= 1")
-        _require(self.cpus_per_worker > 0, "train.cpus_per_worker", self.cpus_per_worker, "> 0")
-        _require(self.max_epochs >= 1, "train.max_epochs", self.max_epochs, ">= 1")
-        _require(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
-        _require(self.learning_rate > 0, "train.learning_rate", self.learning_rate, "> 0")
-        _require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, ">= 0")
-        _require(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every, ">= 1 (epochs)")
-        _require(self.checkpoints_to_keep >= 1, "train.checkpoints_to_keep", self.checkpoints_to_keep, ">= 1")
-        _require(self.max_failures >= -1, "train.max_failures", self.max_failures, ">= 0, or -1 for unlimited")
+        require(self.num_workers >= 1, "train.num_workers", self.num_workers, ">= 1")
+        require(self.cpus_per_worker > 0, "train.cpus_per_worker", self.cpus_per_worker, "> 0")
+        require(self.max_epochs >= 1, "train.max_epochs", self.max_epochs, ">= 1")
+        require(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
+        require(self.learning_rate > 0, "train.learning_rate", self.learning_rate, "> 0")
+        require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, ">= 0")
+        require(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every, ">= 1 (epochs)")
+        require(self.checkpoints_to_keep >= 1, "train.checkpoints_to_keep", self.checkpoints_to_keep, ">= 1")
+        require(self.max_failures >= -1, "train.max_failures", self.max_failures, ">= 0, or -1 for unlimited")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

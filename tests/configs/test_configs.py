@@ -16,7 +16,8 @@ from mlsys.data.config import DataConfig, DataSource
 from mlsys.data.validation import ValidationConfig
 from mlsys.errors import ConfigError
 from mlsys.models.config import ModelConfig, ModelName
-from mlsys.pipeline.config import ClusterConfig, HomeConfig, PipelineConfig
+from mlsys.config import ClusterConfig, HomeConfig
+from mlsys.pipeline.config import PipelineConfig
 from mlsys.registry.config import RegistryConfig
 from mlsys.serve.config import ServeConfig
 from mlsys.train.config import TrainConfig

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import mlsys
 from mlsys.registry import mlflow_store
-from mlsys.pipeline.config import HomeConfig
+from mlsys.config import HomeConfig
 
 STEPS = ["ingest", "statistics", "schema", "validate", "features", "materialize", "transform", "train", "evaluate", "register"]
 

@@ -68,7 +68,7 @@ PIPE = Pipeline("toy", (produce, join_external, total))
 
 def test_failed_pipeline_resumes_at_the_failed_step(tmp_path, ray_local):
     from mlsys.registry import mlflow_store
-    from mlsys.pipeline.config import HomeConfig
+    from mlsys.config import HomeConfig
 
     home = tmp_path / "home"
     uri = mlflow_store.tracking_uri(HomeConfig(root=str(home)))

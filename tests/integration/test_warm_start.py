@@ -58,7 +58,7 @@ def test_source_version_is_in_fingerprint_params_and_package_lineage(spans):
     home, base, first, warm, cold = spans
     by_step = {s.name: s for s in warm.steps}
     assert by_step["train"].fingerprint != {s.name: s for s in cold.steps}["train"].fingerprint
-    from mlsys.pipeline.config import HomeConfig
+    from mlsys.config import HomeConfig
     from mlsys.registry import mlflow_store
 
     client = mlflow_store.client(mlflow_store.tracking_uri(HomeConfig(root=str(home))))

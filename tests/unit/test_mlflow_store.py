@@ -5,7 +5,7 @@ import os
 import pytest
 
 from mlsys.errors import ModelNotFoundError
-from mlsys.pipeline.config import HomeConfig
+from mlsys.config import HomeConfig
 from mlsys.registry import mlflow_store
 
 
