@@ -45,16 +45,11 @@ def exists(uri: str) -> bool:
 
 
 def read_json(uri: str) -> Any:
-    if not _is_remote(uri):
-        return json.loads(_local(uri).read_text())
-    fs, path = pafs.FileSystem.from_uri(uri)
-    with fs.open_input_stream(path) as f:
-        return json.loads(f.read().decode())
+    return json.loads(read_text(uri))
 
 
-def write_json(uri: str, obj: Any) -> None:
-    """Write atomically: readers see the old file or the whole new one."""
-    data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write atomically: readers see the old file or the whole new one (object stores replace whole objects)."""
     if not _is_remote(uri):
         path = _local(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +60,32 @@ def write_json(uri: str, obj: Any) -> None:
     fs, path = pafs.FileSystem.from_uri(uri)
     with fs.open_output_stream(path) as f:
         f.write(data)
+
+
+def read_text(uri: str) -> str:
+    if not _is_remote(uri):
+        return _local(uri).read_text()
+    fs, path = pafs.FileSystem.from_uri(uri)
+    with fs.open_input_stream(path) as f:
+        return f.read().decode()
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode())
+
+
+def write_json(uri: str, obj: Any) -> None:
+    write_bytes(uri, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def write_table(df, uri: str) -> None:
+    """A pandas frame as one Parquet file, written atomically (no index)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), sink)
+    write_bytes(uri, sink.getvalue().to_pybytes())
 
 
 def remove(uri: str) -> None:

@@ -151,6 +151,29 @@ def compute_statistics(ds: ray.data.Dataset, kinds=None, name: str = ""):
     return finalize(merge_all(pickle.loads(s["state"]) for s in states), name)
 
 
+def event_kinds(schema):
+    """Feature kinds of the events table: ids are categorical, `timestamp` a time."""
+    from mlsys.data.statistics import infer_kinds
+
+    kinds = infer_kinds(schema, categorical=["user_id", "item_id"], timestamps=["timestamp"])
+    kinds.pop("split", None)
+    return kinds
+
+
+def split_statistics(events_uri: str, out: dict[str, str]) -> dict[str, float]:
+    """Statistics of each split of the events at ``events_uri``, written as JSON to ``out[split]``; returns row counts."""
+    from mlsys import storage
+
+    events = read_parquet(events_uri)  # a task per file, fused with the statistics map
+    kinds = event_kinds(events.schema().base_schema)
+    rows = {}
+    for split, uri in out.items():
+        stats = compute_statistics(events.filter(expr=f"split == '{split}'"), kinds, name=split)
+        storage.write_json(uri, stats.to_dict())
+        rows[f"{split}_rows"] = stats.rows
+    return rows
+
+
 def read_parquet(path: str, **kwargs) -> ray.data.Dataset:
     """``ray.data.read_parquet`` with one read task per file, so a task's memory is bounded by a file.
 

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from ray.data.preprocessor import Preprocessor
 
+from mlsys import storage
 from mlsys.models.config import InputSpec
 
 PAD, OOV = 0, 1
@@ -218,6 +219,14 @@ class CtrPreprocessor(Preprocessor):
             },
             default=_py,
         )
+
+    def save(self, uri: str) -> None:
+        storage.write_text(uri, self.to_json())
+
+    @classmethod
+    def load(cls, uri: str) -> "CtrPreprocessor":
+        """``CtrPreprocessor.load(uri)``: a fitted preprocessor saved with :meth:`save`."""
+        return cls.from_json(storage.read_text(uri))
 
     @classmethod
     def from_json(cls, text: str) -> "CtrPreprocessor":

@@ -225,10 +225,11 @@ def render_html(sides: list[tuple[str, DatasetStatistics]], anomalies: list[Anom
 
 def write_html(path: str | Path, sides: list[tuple[str, DatasetStatistics]], anomalies: list[AnomalyReport] = (),
                title: str = "Data report") -> Path:
-    """``write_html("report.html", [("train", train)])`` writes the page (utf-8) and returns its path."""
-    path = Path(path)
-    path.write_text(render_html(sides, anomalies, title), encoding="utf-8")
-    return path
+    """``write_html("report.html", [("train", train)])`` writes the page (utf-8, any artifact URI) and returns its path."""
+    from mlsys import storage
+
+    storage.write_text(str(path), render_html(sides, anomalies, title))
+    return Path(path)
 
 
 # -- terminal ------------------------------------------------------------------

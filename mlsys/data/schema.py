@@ -108,3 +108,13 @@ def apply_curated(schema: Schema, curated: dict) -> Schema:
         else:
             features[name] = replace(base, **overrides)
     return Schema(features)
+
+
+def schema_for(statistics_uri: str, max_domain_size: int, curated_file: str | None = None) -> Schema:
+    """The schema in force: inferred from the training statistics at ``statistics_uri``, then curated."""
+    from mlsys import storage
+
+    schema = infer_schema(DatasetStatistics.from_dict(storage.read_json(statistics_uri)), max_domain_size)
+    if curated_file:
+        schema = apply_curated(schema, yaml.safe_load(storage.read_text(curated_file)) or {})
+    return schema

@@ -184,3 +184,35 @@ def validate(
     if previous is not None:
         anomalies += compare(previous, current, cfg.drift, cfg.drift_severity, AnomalyKind.drift, cfg.features, cfg.ignore_drift)
     return AnomalyReport(current.name, tuple(anomalies))
+
+
+@dataclass(frozen=True)
+class SplitValidation:
+    """The anomalies of the train and eval splits, and where their report went."""
+
+    reports: tuple[AnomalyReport, ...]
+    errors: tuple[Anomaly, ...]
+    warnings: tuple[Anomaly, ...]
+
+
+def validate_splits(train_uri: str, eval_uri: str, schema_uri: str, cfg: ValidationConfig,
+                    anomalies_uri: str, report_uri: str, title: str) -> SplitValidation:
+    """Validate the splits' statistics against the schema (and the previous span's, if configured);
+    writes the anomalies JSON and the HTML report, raises nothing."""
+    import json
+
+    from mlsys import storage
+    from mlsys.data import report
+
+    train, evaluation = (DatasetStatistics.from_dict(storage.read_json(u)) for u in (train_uri, eval_uri))
+    expected = Schema.from_yaml(storage.read_text(schema_uri))
+    previous = None
+    if cfg.previous_statistics:
+        previous = DatasetStatistics.from_dict(storage.read_json(cfg.previous_statistics))
+        previous.name = f"previous span ({previous.name or 'train'})"
+        train.name = "this span (train)"
+    results = (validate(train, expected, cfg, previous), validate(evaluation, expected, cfg)) if cfg.enabled else ()
+    storage.write_json(anomalies_uri, [json.loads(r.to_json()) for r in results])
+    sides = ([("previous span", previous)] if previous else []) + [("train", train), ("eval", evaluation)]
+    report.write_html(report_uri, sides, list(results), title=title)
+    return SplitValidation(results, tuple(a for r in results for a in r.errors), tuple(a for r in results for a in r.warnings))

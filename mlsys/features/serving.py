@@ -38,7 +38,7 @@ from mlsys.features.config import FeaturesConfig
 from mlsys.features.definitions import ITEM_KEY, USER_KEY
 from mlsys.features.online import OnlineFeatureReader, ViewSpec
 from mlsys.features.push import FeaturePusher
-from mlsys.serve.ranker import RequestFeatures
+from mlsys.features.request import RequestFeatures
 
 _NUMBERS = {"FLOAT": np.float32, "DOUBLE": np.float64, "INT32": np.float64, "INT64": np.float64}
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mlsys import storage
 from mlsys.features import sources
 from mlsys.features.config import FeaturesConfig
 from mlsys.features.definitions import (
@@ -23,13 +24,13 @@ from mlsys.features.store import apply, store_paths, write_repo_config
 LABEL_COLUMNS = ["user_id", "item_id", "timestamp", "label", "split"]
 
 
-def _write(df: pd.DataFrame, path: str) -> None:
-    tmp = f"{path}.tmp"
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
-    pq.ParquetFile(tmp)  # readable before it replaces the source readers use
-    import os
-
-    os.replace(tmp, path)
+def build_features(cfg: FeaturesConfig, home: str, events_uri: str, users_uri: str, items_uri: str,
+                   history_length: int, training_set_uri: str) -> dict[str, float]:
+    """The offline sources and ``feast apply`` under ``home``, then the PIT training set; returns metrics."""
+    rows = write_offline_sources(cfg, home, pd.read_parquet(events_uri), pd.read_parquet(users_uri),
+                                 pd.read_parquet(items_uri), history_length)
+    labels = build_training_set(cfg, home, events_uri, training_set_uri)
+    return {**{f"source_rows_{v}": n for v, n in rows.items()}, "training_rows": labels}
 
 
 def write_offline_sources(cfg: FeaturesConfig, home: str, events: pd.DataFrame, users: pd.DataFrame,
@@ -49,7 +50,7 @@ def write_offline_sources(cfg: FeaturesConfig, home: str, events: pd.DataFrame, 
     }
     tables[ITEM_PROFILE]["genres"] = [list(g) if g is not None else None for g in tables[ITEM_PROFILE]["genres"]]
     for view, df in tables.items():
-        _write(df, source_path(paths.sources, view))
+        storage.write_table(df, source_path(paths.sources, view))  # atomic: readers never see half a file
     apply(cfg, home, build_definitions(cfg, paths.sources))
     return {view: len(df) for view, df in tables.items()}
 

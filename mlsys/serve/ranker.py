@@ -13,16 +13,15 @@ never an error.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 
 from mlsys.errors import InvalidRequestError
-from mlsys.models import MODEL_INPUTS
+from mlsys.features.request import FeatureSource, RequestFeatures
 from mlsys.registry.package import ModelPackage
-
-Engine = Literal["onnx", "torch"]
+from mlsys.registry.scoring import Engine, PackageScorer
 
 
 @dataclass(frozen=True)
@@ -39,21 +38,6 @@ class Ranking:
     # What was scored: the raw feature rows (candidate order) and their scores (for feature logging).
     features: pd.DataFrame = field(default=None, repr=False, compare=False)
     scores: np.ndarray = field(default=None, repr=False, compare=False)
-
-
-@dataclass(frozen=True)
-class RequestFeatures:
-    """The raw feature rows of one request, one per candidate, and what was unknown."""
-
-    frame: pd.DataFrame
-    unknown_user: bool
-    unknown_items: int
-
-
-class FeatureSource(Protocol):
-    """Where a request's raw features come from."""
-
-    def fetch(self, user_id: int, candidates: Sequence[int]) -> RequestFeatures: ...
 
 
 class PackageTables:
@@ -105,16 +89,7 @@ class RankingModel:
         self.engine = engine
         self.max_candidates = max_candidates
         self.features = features or PackageTables(package)
-        if engine == "onnx":
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
-            self._session = ort.InferenceSession(str(package.onnx_path), options, providers=["CPUExecutionProvider"])
-        elif engine == "torch":
-            self._module = package.torch_model()
-        else:
-            raise ValueError(f"engine must be 'onnx' or 'torch', got {engine!r}")
+        self.scorer = PackageScorer(package, engine)
 
     def request_frame(self, user_id: int, candidates: Sequence[int]) -> tuple[pd.DataFrame, bool, int]:
         """The raw feature rows for one request (one per candidate)."""
@@ -122,14 +97,7 @@ class RankingModel:
         return got.frame, got.unknown_user, got.unknown_items
 
     def score_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        inputs = self.package.preprocessor.transform_batch(frame)
-        if self.engine == "onnx":
-            return self._session.run(["score"], {k: inputs[k] for k in MODEL_INPUTS})[0]
-        import torch
-
-        with torch.no_grad():
-            logits = self._module(*(torch.from_numpy(inputs[k]) for k in MODEL_INPUTS))
-            return torch.sigmoid(logits).numpy()
+        return self.scorer.score(frame)
 
     def rank(self, user_id: int, candidates: Sequence[int], k: int | None = None) -> Ranking:
         """Score ``candidates`` for ``user_id``; best first, the top ``k`` if given."""

@@ -83,3 +83,16 @@ def load(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
 
 def load_state(directory: Path) -> dict:
     return json.loads((Path(directory) / STATE).read_text())
+
+
+def trained_model(checkpoint_uri: str, spec, model_cfg) -> torch.nn.Module:
+    """The model a checkpoint at ``checkpoint_uri`` (any artifact URI) holds, in eval mode."""
+    import tempfile
+
+    from mlsys import storage
+    from mlsys.models import build_model
+
+    module = build_model(spec, model_cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        load(storage.download_dir(checkpoint_uri, tmp), module)
+    return module.eval()

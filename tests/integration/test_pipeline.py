@@ -8,7 +8,7 @@ import mlsys
 from mlsys.registry import mlflow_store
 from mlsys.config import HomeConfig
 
-STEPS = ["ingest", "statistics", "schema", "validate", "features", "materialize", "transform", "train", "evaluate", "register"]
+STEPS = ["ingest", "statistics", "schema", "validate", "features", "materialize", "transform", "train", "package", "evaluate", "register"]
 
 
 def _client(home):
@@ -43,8 +43,9 @@ def test_every_step_is_a_nested_mlflow_run_with_lineage(trained):
     version = client.get_model_version_by_alias("ctr", "champion")
     assert version.run_id == by_step["register"].info.run_id
     register_inputs = json.loads(by_step["register"].data.tags["mlsys.inputs"])
-    train_outputs = json.loads(by_step["train"].data.tags["mlsys.outputs"])
-    assert register_inputs["trained"] == train_outputs
+    assert register_inputs["packaged"] == json.loads(by_step["package"].data.tags["mlsys.outputs"])
+    package_inputs = json.loads(by_step["package"].data.tags["mlsys.inputs"])
+    assert package_inputs["trained"] == json.loads(by_step["train"].data.tags["mlsys.outputs"])
     train_inputs = json.loads(by_step["train"].data.tags["mlsys.inputs"])
     assert train_inputs["data"] == json.loads(by_step["transform"].data.tags["mlsys.outputs"])
     transform_inputs = json.loads(by_step["transform"].data.tags["mlsys.inputs"])
@@ -68,7 +69,7 @@ def test_model_override_reruns_only_downstream_steps(trained):
     status = {s.name: s.status for s in changed.steps}
     assert status == {"ingest": "cached", "statistics": "cached", "schema": "cached", "validate": "cached",
                       "features": "cached", "materialize": "cached", "transform": "cached",
-                      "train": "ran", "evaluate": "ran", "register": "ran"}
+                      "train": "ran", "package": "ran", "evaluate": "ran", "register": "ran"}
     assert changed.output("register").version == "2"
     # The new model really has the new width.
     package = json.loads((Path(changed.output("register").package) / "model.json").read_text())

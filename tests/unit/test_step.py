@@ -183,7 +183,7 @@ def test_ctr_pipeline_is_wired():
     sections[WarmStart] = "warm_start"  # derived: execute_pipeline resolves train.warm_start
     CTR.validate(sections)
     assert [s.name for s in CTR.steps] == [
-        "ingest", "statistics", "schema", "validate", "features", "materialize", "transform", "train", "evaluate", "register"]
+        "ingest", "statistics", "schema", "validate", "features", "materialize", "transform", "train", "package", "evaluate", "register"]
     with pytest.raises(PipelineDefinitionError):
         CTR.validate({k: v for k, v in sections.items() if v != "registry"})
 
