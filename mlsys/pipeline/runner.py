@@ -62,7 +62,7 @@ def fingerprint(step: Step, configs: dict[str, Any], inputs: dict[str, str]) -> 
     return basis(step.name, step.fn, configs, inputs).digest()
 
 
-def _execute(step: Step, ctx: StepContext, kwargs: dict[str, Any]) -> tuple[Any, list]:
+def _execute(step: Step, ctx: StepContext, kwargs: dict[str, Any]) -> tuple[Any, list, dict]:
     import logging
 
     import ray.data
@@ -75,7 +75,7 @@ def _execute(step: Step, ctx: StepContext, kwargs: dict[str, Any]) -> tuple[Any,
     outputs = step.fn(ctx, **kwargs)
     if not isinstance(outputs, step.output):
         raise TypeError(f"step '{step.name}' returned {type(outputs).__name__}, declared {step.output.__name__}")
-    return outputs, ctx.metrics
+    return outputs, ctx.metrics, ctx.tags
 
 
 class PipelineRunner:
@@ -238,7 +238,7 @@ class PipelineRunner:
             t0 = time.perf_counter()
             try:
                 task = ray.remote(num_cpus=step.num_cpus, max_retries=0)(_execute)
-                result, metrics = ray.get(task.remote(step, ctx, kwargs))
+                result, metrics, tags = ray.get(task.remote(step, ctx, kwargs))
             except BaseException as e:
                 client.set_terminated(run_id, status="FAILED")
                 cause = e.cause if isinstance(e, ray.exceptions.RayTaskError) and e.cause is not None else e
@@ -246,10 +246,12 @@ class PipelineRunner:
                     raise
                 raise StepFailedError(step.name, cause) from e
             seconds = time.perf_counter() - t0
+            for name, value in tags.items():
+                client.set_tag(run_id, f"mlsys.{name}", value)
             storage.write_json(
                 self._cache_uri(step, fp),
                 {"step": step.name, "fingerprint": fp, "run_id": run_id, "seconds": seconds,
-                 "outputs": plain(result), "metrics": metrics, "finished_at": time.time(),
+                 "outputs": plain(result), "metrics": metrics, "tags": tags, "finished_at": time.time(),
                  "basis": plain(decision.basis)},
             )
             self.echo(f"[{step.name}] done in {seconds:.1f}s")

@@ -29,6 +29,7 @@ class StepContext:
     tracking_uri: str
     run_id: str
     metrics: list[tuple[str, float, int]] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
 
     def log_metric(self, name: str, value: float, step: int = 0) -> None:
         self.metrics.append((name, float(value), int(step)))
@@ -36,6 +37,10 @@ class StepContext:
     def log_metrics(self, values: dict[str, float], step: int = 0) -> None:
         for name, value in values.items():
             self.log_metric(name, value, step)
+
+    def set_tag(self, name: str, value: str) -> None:
+        """A fact about this run (e.g. which executor ran it), set on the step's MLflow run as ``mlsys.<name>``."""
+        self.tags[name] = str(value)
 
 
 @dataclass(frozen=True)
