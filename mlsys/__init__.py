@@ -7,12 +7,12 @@
 Names are imported lazily so ``mlsys --help`` starts fast.
 """
 
-__version__ = "0.1.0"
-__all__ = ["load_model", "run_pipeline", "__version__"]
+from mlsys._version import __version__
+__all__ = ["explain_pipeline", "load_model", "run_pipeline", "__version__"]
 
 
 def __getattr__(name: str):
-    if name in ("load_model", "run_pipeline"):
+    if name in ("explain_pipeline", "load_model", "run_pipeline"):
         from mlsys import api
 
         return getattr(api, name)

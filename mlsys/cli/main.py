@@ -1,6 +1,7 @@
 """``mlsys``: the command line. Every subcommand takes Hydra overrides.
 
     mlsys run [--cfg job] [key=value ...]   run the pipeline (cached steps are reused)
+    mlsys run --explain [key=value ...]     per step: would it be reused or run, and why (runs nothing)
     mlsys serve [key=value ...]             serve serve.model on 127.0.0.1:8000 until Ctrl-C
     mlsys demo [key=value ...]              run, serve, send a few requests, stop
     mlsys lineage [key=value ...]           walk serve.model back to its data
@@ -21,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the pipeline (pipeline=ctr by default)")
     run.add_argument("--cfg", choices=["job"], help="print the composed config and exit")
+    run.add_argument("--explain", action="store_true", help="print, per step, whether it would be reused or run and why; run nothing")
     sub.add_parser("serve", help="serve a registered model over HTTP until Ctrl-C")
     sub.add_parser("demo", help="run the pipeline, serve it, send a few ranking requests, stop")
     sub.add_parser("lineage", help="walk a registered model (serve.model) back to the data it came from")
@@ -37,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     from mlsys.errors import MlsysError
 
     try:
+        from mlsys import api
+        from mlsys.api.config import compose_config, compose_raw
         from mlsys.cli import commands, data_commands
-        from mlsys.cli.config import compose_config, compose_raw
 
         if args.command in ("stats", "schema", "validate"):
             return data_commands.run(args)
@@ -48,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
 
             print(OmegaConf.to_yaml(compose_raw(args.overrides), resolve=True), end="")
             return 0
+        if args.command == "run" and args.explain:
+            print(api.explain_pipeline(args.overrides))
+            return 0
         cfg = compose_config(args.overrides)
         if args.command == "run":
             commands.execute_pipeline(cfg, args.overrides)
@@ -56,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             commands.demo(cfg, args.overrides)
         elif args.command == "lineage":
-            print(commands.lineage(cfg))
+            from mlsys.api.serving import lineage
+
+            print(lineage(cfg))
         return 0
     except MlsysError as e:
         print(f"mlsys: error: {e}", file=sys.stderr)

@@ -32,7 +32,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import mlsys
+from mlsys._version import __version__
 
 FIRST_PARTY = ("mlsys",)
 # Libraries a reached one loads by itself at call time: torch.onnx.export runs onnxscript and onnx.
@@ -50,7 +50,7 @@ class Basis:
     inputs: dict[str, str]  # parameter -> upstream fingerprint
 
     def digest(self) -> str:
-        payload = {"mlsys": mlsys.__version__, **dataclasses.asdict(self)}
+        payload = {"mlsys": __version__, **dataclasses.asdict(self)}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     @classmethod

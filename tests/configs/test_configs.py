@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlsys.cli.config import MlsysConfig, compose_config, compose_raw, config_dir
+from mlsys.api.config import MlsysConfig, compose_config, compose_raw, config_dir
 from mlsys.data.config import DataConfig, DataSource
 from mlsys.data.validation import ValidationConfig
 from mlsys.errors import ConfigError

@@ -9,8 +9,8 @@ import pytest
 import requests
 
 import mlsys
-from mlsys.cli import commands
-from mlsys.cli.config import compose_config
+from mlsys.api import serving as commands
+from mlsys.api.config import compose_config
 from mlsys.features.feature_log import join_labels, read_feature_log, sampled
 from tests.conftest import free_port
 from tests.integration.test_online_features import fill_online_store

@@ -11,8 +11,8 @@ import pytest
 import requests
 
 import mlsys
-from mlsys.cli import commands
-from mlsys.cli.config import compose_config
+from mlsys.api import serving as commands
+from mlsys.api.config import compose_config
 from mlsys.features import apply, build_definitions, open_store, store_paths
 from mlsys.features.online import EntityKeys, OnlineFeatureReader
 from mlsys.features.push import Interaction, push_event

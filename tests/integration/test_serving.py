@@ -8,8 +8,8 @@ import pytest
 import requests
 
 import mlsys
-from mlsys.cli import commands
-from mlsys.cli.config import compose_config
+from mlsys.api import serving as commands
+from mlsys.api.config import compose_config
 from tests.conftest import MLSYS, REPO, free_port
 
 

@@ -121,7 +121,7 @@ def test_heads_need_to_divide_embed_dim_only_for_bst():
 
 @pytest.mark.parametrize("name", list(ModelName))
 def test_every_model_config_composes(name):
-    from mlsys.cli.config import compose_config
+    from mlsys.api.config import compose_config
 
     cfg = compose_config([f"model={name.value}"])
     assert ModelName(cfg.model.name) is name

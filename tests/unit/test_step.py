@@ -172,8 +172,8 @@ def test_two_producers_of_one_output_are_rejected():
 
 
 def test_ctr_pipeline_is_wired():
-    from mlsys.cli.commands import PIPELINE_SECTIONS
-    from mlsys.cli.config import MlsysConfig
+    from mlsys.api.pipeline import PIPELINE_SECTIONS
+    from mlsys.api.config import MlsysConfig
     from mlsys.pipeline.ctr import CTR
 
     cfg = MlsysConfig()

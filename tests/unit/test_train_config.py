@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlsys.cli.config import compose_config
+from mlsys.api.config import compose_config
 from mlsys.errors import ConfigError
 from mlsys.train.config import StrategyConfig, StrategyKind, TrainConfig, deepspeed_config
 

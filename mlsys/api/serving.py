@@ -1,0 +1,54 @@
+"""Serving a registered model on Ray Serve, and walking a model back to its data."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from mlsys.api.config import MlsysConfig
+
+
+def resolve_model(cfg: MlsysConfig):
+    from mlsys.registry import mlflow_store
+
+    return mlflow_store.resolve(mlflow_store.tracking_uri(cfg.home), cfg.serve.model)
+
+
+def lineage(cfg: MlsysConfig) -> str:
+    """``serve.model`` walked back through its pipeline's step runs to the data (``mlsys lineage``)."""
+    from mlsys.pipeline.lineage import format_lineage, walk
+    from mlsys.registry import mlflow_store
+
+    model = resolve_model(cfg)
+    client = mlflow_store.client(mlflow_store.tracking_uri(cfg.home))
+    title = f"{model.name} version {model.version} (package {model.source})"
+    return format_lineage(title, walk(client, model.run_id))
+
+
+def start_server(cfg: MlsysConfig, echo: Callable[[str], None] = print) -> str:
+    """Serve ``cfg.serve.model`` on Ray Serve; returns its URL (the app keeps running)."""
+    from mlsys.cluster import connect
+    from mlsys.serve import app
+
+    model = resolve_model(cfg)
+    app.check_port_free(cfg.serve.host, cfg.serve.port)
+    store, log_dir = online_features(cfg)
+    connect(cfg.cluster)
+    url = app.start(cfg.serve, model.source, model.name, model.version, store, log_dir)
+    routes = "POST /v1/rank, POST /v1/events, GET /v1/metrics, GET /healthz" if store else "POST /v1/rank, GET /v1/metrics, GET /healthz"
+    echo(f"[serve] {model.name} version {model.version} at {url}  ({routes})")
+    return url
+
+
+def online_features(cfg: MlsysConfig):
+    """The online store serving reads (None with features=none) and where the feature log goes."""
+    from mlsys import storage
+    from mlsys.features.feature_log import default_log_dir
+
+    log_dir = cfg.serve.feature_logging.path or default_log_dir(cfg.features.project, cfg.home.root)
+    if not cfg.features.enabled:
+        return None, log_dir
+    from mlsys.features.serving import OnlineStoreSpec, check_online_store
+
+    check_online_store(cfg.features, cfg.home.root)
+    home = storage.absolute(cfg.home.root)  # replicas may run in another directory
+    return OnlineStoreSpec(cfg.features, home, cfg.data.history_length, cfg.data.click_threshold), log_dir
