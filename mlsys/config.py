@@ -6,7 +6,9 @@ stages share lives here, below all of them, so none imports another for it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Optional
 
 from mlsys.errors import ConfigError
@@ -21,6 +23,23 @@ def require(ok: bool, key: str, value: Any, expected: str) -> None:
     """
     if not ok:
         raise ConfigError(f"{key}={value!r} must be {expected}")
+
+
+def plain(value: Any) -> Any:
+    """Config dataclasses (and dicts, lists, tuples of them) as plain JSON-ready data, enums as their values.
+
+    >>> plain(ModelConfig(name=ModelName.din))["name"]  # doctest: +SKIP
+    'din'
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, Enum):
+        return value.value
+    return value
 
 
 @dataclass

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import time
 import urllib.request
-from typing import Callable
 
 from mlsys.api.config import MlsysConfig
 from mlsys.api.pipeline import execute_pipeline

@@ -93,6 +93,7 @@ def _run_statistics(run_id: str):
     from mlsys.data.statistics import DatasetStatistics
     from mlsys.config import HomeConfig
     from mlsys.registry import mlflow_store
+    from mlsys.registry.mlflow_store import Tag
     from mlsys import storage
 
     import re
@@ -107,10 +108,10 @@ def _run_statistics(run_id: str):
         parent = client.get_run(run_id)
     except Exception:
         raise MlsysError(f"{run_id!r} is neither a statistics file nor a run in the tracking store; pass a file or an MLflow run id") from None
-    runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}' and tags.`mlsys.step` = 'statistics'")
+    runs = client.search_runs([parent.info.experiment_id], f"tags.{Tag.PARENT} = '{run_id}' and tags.`{Tag.STEP}` = 'statistics'")
     if not runs:
         raise MlsysError(f"run {run_id!r} has no statistics step")
-    outputs = json.loads(runs[0].data.tags["mlsys.outputs"])
+    outputs = json.loads(runs[0].data.tags[Tag.OUTPUTS])
     return tuple(DatasetStatistics.from_dict(storage.read_json(outputs[s])) for s in ("train", "eval"))
 
 

@@ -175,13 +175,9 @@ class FeatureLogger:
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     """Write atomically: readers see no partial file."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from mlsys import storage
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-    tmp.rename(path)
+    storage.write_table(frame, str(path))
 
 
 def read_feature_log(directory: str) -> pd.DataFrame:

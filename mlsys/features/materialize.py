@@ -15,7 +15,6 @@ the writer's pipelined batches.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mlsys import storage
 from mlsys.features.config import FeaturesConfig
 from mlsys.features.store import open_store, store_paths
 
@@ -52,14 +52,12 @@ class MaterializeReport:
 def read_watermarks(path: str) -> dict[str, datetime]:
     if not os.path.exists(path):
         return {}
-    return {k: datetime.fromisoformat(v) for k, v in json.loads(open(path).read()).items()}
+    return {k: datetime.fromisoformat(v) for k, v in storage.read_json(path).items()}
 
 
 def _write_watermarks(path: str, marks: dict[str, datetime]) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump({k: v.isoformat() for k, v in sorted(marks.items())}, f, indent=1)
-    os.replace(tmp, path)  # atomic: a crash leaves the old watermark, and the next run redoes the interval
+    # Atomic: a crash leaves the old watermark, and the next run redoes the interval.
+    storage.write_json(path, {k: v.isoformat() for k, v in marks.items()})
 
 
 def _pending(path: str, timestamp: str, after: datetime | None) -> tuple[datetime | None, int]:

@@ -118,8 +118,10 @@ def join_refs(entity_refs: list, views: Sequence[ViewSpec], partitions: int, bro
 
 
 def default_partitions() -> int:
-    """One bucket per logical CPU of the cluster (at least 2)."""
-    return max(2, int(ray.cluster_resources().get("CPU", 2)))
+    """One bucket per logical CPU of the cluster (at least 2), as every grouped map of the data stage."""
+    from mlsys.data.datasets import partitions
+
+    return partitions()
 
 
 def get_historical_features(entities: ray.data.Dataset, views: Sequence[ViewSpec], partitions: int = 0,

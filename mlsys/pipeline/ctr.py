@@ -254,11 +254,12 @@ def evaluate(ctx: StepContext, data: TransformOutput, packaged: PackageOutput) -
 @step()
 def register(ctx: StepContext, packaged: PackageOutput, evaluation: EvaluateOutput, registry: RegistryConfig, warm: WarmStart) -> RegisterOutput:
     from mlsys.registry import mlflow_store
+    from mlsys.registry.mlflow_store import Tag
 
     metrics = storage.read_json(evaluation.metrics)
-    tags = {"mlsys.fingerprint": ctx.fingerprint, **{f"eval_{k}": round(v, 6) for k, v in metrics.items()}}
+    tags = {Tag.FINGERPRINT: ctx.fingerprint, **{f"eval_{k}": round(v, 6) for k, v in metrics.items()}}
     if warm.active:
-        tags["mlsys.warm_start"] = f"{warm.model_name}/{warm.version}" if warm.version else warm.package
+        tags[Tag.WARM_START] = f"{warm.model_name}/{warm.version}" if warm.version else warm.package
     version = mlflow_store.register(ctx.tracking_uri, ctx.run_id, packaged.package, registry.model_name, registry.alias, tags)
     ctx.log_metric("model_version", int(version.version))
     return RegisterOutput(package=version.source, model_name=version.name, version=version.version)

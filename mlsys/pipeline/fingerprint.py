@@ -28,11 +28,11 @@ import importlib.metadata
 import json
 import sys
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from mlsys._version import __version__
+from mlsys.config import plain
 
 FIRST_PARTY = ("mlsys",)
 # Libraries a reached one loads by itself at call time: torch.onnx.export runs onnxscript and onnx.
@@ -56,19 +56,6 @@ class Basis:
     @classmethod
     def from_dict(cls, d: dict) -> "Basis":
         return cls(d["step"], d["code"], d["libraries"], d["config"], d["inputs"])
-
-
-def plain(value: Any) -> Any:
-    """Dataclasses, enums and tuples as JSON-ready dicts, values and lists."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, Enum):
-        return value.value
-    return value
 
 
 def flatten(prefix: str, value: Any) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from mlsys.registry.mlflow_store import Tag
+
 
 @dataclass(frozen=True)
 class LineageNode:
@@ -27,9 +29,9 @@ class LineageNode:
 def walk(client, run_id: str) -> list[LineageNode]:
     """Nodes from the given step run back to the pipeline's first step (depth first)."""
     run = client.get_run(run_id)
-    parent = run.data.tags.get("mlflow.parentRunId")
-    siblings = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'") if parent else [run]
-    by_outputs = {r.data.tags.get("mlsys.outputs"): r for r in siblings}
+    parent = run.data.tags.get(Tag.PARENT)
+    siblings = client.search_runs([run.info.experiment_id], f"tags.{Tag.PARENT} = '{parent}'") if parent else [run]
+    by_outputs = {r.data.tags.get(Tag.OUTPUTS): r for r in siblings}
     nodes: list[LineageNode] = []
     seen: set[str] = set()
 
@@ -38,16 +40,16 @@ def walk(client, run_id: str) -> list[LineageNode]:
             return
         seen.add(r.info.run_id)
         tags = r.data.tags
-        inputs = json.loads(tags.get("mlsys.inputs", "{}"))
+        inputs = json.loads(tags.get(Tag.INPUTS, "{}"))
         nodes.append(
             LineageNode(
-                step=tags.get("mlsys.step", r.info.run_name),
+                step=tags.get(Tag.STEP, r.info.run_name),
                 run_id=r.info.run_id,
-                fingerprint=tags.get("mlsys.fingerprint", ""),
-                cached_from=tags.get("mlsys.cached_from_run"),
+                fingerprint=tags.get(Tag.FINGERPRINT, ""),
+                cached_from=tags.get(Tag.CACHED_FROM),
                 params=dict(r.data.params),
                 inputs=inputs,
-                outputs=json.loads(tags.get("mlsys.outputs", "{}")),
+                outputs=json.loads(tags.get(Tag.OUTPUTS, "{}")),
                 started=r.info.start_time,
             )
         )

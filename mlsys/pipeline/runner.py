@@ -17,8 +17,10 @@ from typing import Any, Callable, Literal
 
 from mlsys import storage
 from mlsys.errors import StepFailedError
-from mlsys.pipeline.fingerprint import Basis, basis, explain, plain
+from mlsys.config import plain
+from mlsys.pipeline.fingerprint import Basis, basis, explain
 from mlsys.pipeline.step import Pipeline, Step, StepContext
+from mlsys.registry.mlflow_store import Tag
 
 Status = Literal["ran", "cached"]
 
@@ -176,7 +178,7 @@ class PipelineRunner:
         parent = client.create_run(
             exp_id,
             run_name=f"{self.pipeline.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            tags={"mlsys.pipeline": self.pipeline.name, "mlsys.overrides": json.dumps(overrides or [])},
+            tags={Tag.PIPELINE: self.pipeline.name, Tag.OVERRIDES: json.dumps(overrides or [])},
         )
         parent_id = parent.info.run_id
         self.echo(f"[pipeline] {self.pipeline.name}: MLflow run {parent_id} (experiment '{self.experiment}')")
@@ -207,7 +209,7 @@ class PipelineRunner:
         run = client.create_run(
             exp_id,
             run_name=step.name,
-            tags={"mlflow.parentRunId": parent_id, "mlsys.step": step.name, "mlsys.fingerprint": fp},
+            tags={Tag.PARENT: parent_id, Tag.STEP: step.name, Tag.FINGERPRINT: fp},
         )
         run_id = run.info.run_id
         for key, value in sorted(decision.basis.config.items()):
@@ -215,16 +217,16 @@ class PipelineRunner:
                 continue
             client.log_param(run_id, key, (json.dumps(value) if isinstance(value, list) else str(value))[:6000])
         upstream = {name: plain(kwargs[name]) for name, typ in step.params if typ in outputs}
-        client.set_tag(run_id, "mlsys.inputs", json.dumps(upstream))
+        client.set_tag(run_id, Tag.INPUTS, json.dumps(upstream))
 
         if cached is not None:
             result = step.output(**cached["outputs"])
             metrics = [tuple(m) for m in cached["metrics"]]
             seconds = 0.0
-            client.set_tag(run_id, "mlsys.cached_from_run", cached["run_id"])
+            client.set_tag(run_id, Tag.CACHED_FROM, cached["run_id"])
             self.echo(f"[{step.name}] cached: reusing fingerprint {fp[:12]} (first computed in run {cached['run_id'][:12]})")
         else:
-            client.set_tag(run_id, "mlsys.reason", "; ".join(decision.reasons)[:5000])
+            client.set_tag(run_id, Tag.REASON, "; ".join(decision.reasons)[:5000])
             self.echo(f"[{step.name}] running (fingerprint {fp[:12]}): {_reasons(decision.reasons)}")
             ctx = StepContext(
                 step=step.name,
@@ -247,7 +249,7 @@ class PipelineRunner:
                 raise StepFailedError(step.name, cause) from e
             seconds = time.perf_counter() - t0
             for name, value in tags.items():
-                client.set_tag(run_id, f"mlsys.{name}", value)
+                client.set_tag(run_id, Tag.step_fact(name), value)
             storage.write_json(
                 self._cache_uri(step, fp),
                 {"step": step.name, "fingerprint": fp, "run_id": run_id, "seconds": seconds,
@@ -255,8 +257,8 @@ class PipelineRunner:
                  "basis": plain(decision.basis)},
             )
             self.echo(f"[{step.name}] done in {seconds:.1f}s")
-        client.set_tag(run_id, "mlsys.cached", str(cached is not None).lower())
-        client.set_tag(run_id, "mlsys.outputs", json.dumps(plain(result)))
+        client.set_tag(run_id, Tag.CACHED, str(cached is not None).lower())
+        client.set_tag(run_id, Tag.OUTPUTS, json.dumps(plain(result)))
         for name, value, idx in metrics:
             client.log_metric(run_id, name, value, step=idx)
         client.log_metric(run_id, "step_compute_s", seconds)

@@ -15,6 +15,27 @@ from mlsys import storage
 from mlsys.errors import ModelNotFoundError
 from mlsys.config import HomeConfig
 
+class Tag:
+    """The MLflow tag names mlsys writes on runs and model versions (lineage, the CLI and the dashboard read them)."""
+
+    PARENT = "mlflow.parentRunId"  # MLflow's own: a step run's pipeline run
+    PIPELINE = "mlsys.pipeline"
+    OVERRIDES = "mlsys.overrides"
+    STEP = "mlsys.step"
+    FINGERPRINT = "mlsys.fingerprint"  # on step runs and on the model version they registered
+    INPUTS = "mlsys.inputs"  # JSON: the upstream outputs a step read
+    OUTPUTS = "mlsys.outputs"  # JSON: the artifact URIs a step wrote
+    CACHED = "mlsys.cached"
+    CACHED_FROM = "mlsys.cached_from_run"
+    REASON = "mlsys.reason"  # why a step ran (see mlsys run --explain)
+    WARM_START = "mlsys.warm_start"
+
+    @staticmethod
+    def step_fact(name: str) -> str:
+        """A tag a step sets about its own run (``StepContext.set_tag``): ``mlsys.<name>``."""
+        return f"mlsys.{name}"
+
+
 _MODEL_URI = re.compile(r"^(?:models:/)?(?P<name>[A-Za-z0-9_.-]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))$")
 
 

@@ -13,7 +13,6 @@ network; upload it later with ``wandb sync <dir>``.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional, Sequence
@@ -111,13 +110,6 @@ def _log_wandb(cfg: LoggerConfig, run_name: str, config: dict[str, Any], steps: 
 
 def plain_config(cfg: Any) -> dict[str, Any]:
     """A composed config dataclass as plain data (enums as their values), for a logger's run config."""
-    def plain(v: Any) -> Any:
-        if isinstance(v, Enum):
-            return v.value
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        return v
+    from mlsys.config import plain
 
-    return plain(dataclasses.asdict(cfg))
+    return plain(cfg)
