@@ -69,9 +69,13 @@ def _execute(step: Step, ctx: StepContext, kwargs: dict[str, Any]) -> tuple[Any,
 
     import ray.data
 
-    # Progress bars forwarded from a task render as pages of escape codes;
-    # steps report progress themselves.
+    from ray.util.debug import log_once
+
+    # Progress bars forwarded from a task render as pages of escape codes; the driver
+    # prints a progress line per step instead (PipelineRunner._wait). Consuming Ray Data's
+    # once-per-process key keeps its "Progress bars disabled" notice out of every run.
     ray.data.DataContext.get_current().enable_progress_bars = False
+    log_once("ray_data_progress_manager_disabled")
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     storage.remove(ctx.output_uri)  # leftovers of an attempt that failed half-way
     outputs = step.fn(ctx, **kwargs)
@@ -170,6 +174,14 @@ class PipelineRunner:
             fingerprints[step.output] = plans[-1].fingerprint
         return plans
 
+    def _wait(self, step: Step, ref, started: float, every_s: float = 15.0):
+        """``ray.get(ref)``, with a line every ``every_s`` seconds saying the step is still at work."""
+        import ray
+
+        while not ray.wait([ref], timeout=every_s)[0]:
+            self.echo(f"[{step.name}] still running: {time.perf_counter() - started:.0f}s")
+        return ray.get(ref)
+
     def run(self, overrides: list[str] | None = None) -> PipelineResult:
         from mlsys.registry import mlflow_store
 
@@ -240,7 +252,7 @@ class PipelineRunner:
             t0 = time.perf_counter()
             try:
                 task = ray.remote(num_cpus=step.num_cpus, max_retries=0)(_execute)
-                result, metrics, tags = ray.get(task.remote(step, ctx, kwargs))
+                result, metrics, tags = self._wait(step, task.remote(step, ctx, kwargs), t0)
             except BaseException as e:
                 client.set_terminated(run_id, status="FAILED")
                 cause = e.cause if isinstance(e, ray.exceptions.RayTaskError) and e.cause is not None else e
