@@ -63,6 +63,23 @@ def test_unchanged_rerun_reuses_every_step(trained):
     assert again.output("register") == first.output("register")
 
 
+def test_explain_says_what_would_run_and_why(trained):
+    home, overrides, _ = trained
+    lines = mlsys.explain_pipeline([*overrides, "model.embed_dim=8"]).splitlines()
+    action = {line.split()[0]: line.split()[1] for line in lines if not line.startswith(" ")}
+    assert action == {**{s: "reuse" for s in STEPS[:7]}, **{s: "run" for s in STEPS[7:]}}
+    train = "\n".join(lines[[i for i, line in enumerate(lines) if line.startswith("train ")][0]:])
+    assert "config model.embed_dim: 16 -> 8" in train
+    # The command line prints the same, and runs nothing.
+    import subprocess
+
+    from tests.conftest import MLSYS
+
+    out = subprocess.run([MLSYS, "run", "--explain", *overrides], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert [line.split()[1] for line in out.stdout.splitlines() if not line.startswith(" ")] == ["reuse"] * len(STEPS)
+
+
 def test_model_override_reruns_only_downstream_steps(trained):
     home, overrides, first = trained
     changed = mlsys.run_pipeline([*overrides, "model.embed_dim=8"])
