@@ -33,9 +33,9 @@ DS_OPS := $(TORCH_EXTENSIONS_DIR)/.built
 
 .PHONY: setup install-uv install-pip redis-server demo test test-fast bench bench-models clean
 
-setup: $(VENV)/.installed redis-server
+setup: $(VENV)/.installed
 
-# The Redis online store's tests start a real redis-server (Debian's package).
+# The Redis online store's tests start a real redis-server (Debian's package); the demo needs none.
 redis-server:
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
@@ -66,10 +66,10 @@ $(DS_OPS): $(VENV)/.installed mlsys/train/deepspeed_ops.py
 demo: setup
 	$(BIN)/mlsys demo
 
-test: setup $(DS_OPS)
+test: setup redis-server $(DS_OPS)
 	$(BIN)/python -m pytest tests --durations=25
 
-test-fast: setup $(DS_OPS)
+test-fast: setup redis-server $(DS_OPS)
 	$(BIN)/python -m pytest tests -m "not slow"
 
 bench: setup

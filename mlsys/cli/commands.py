@@ -14,15 +14,14 @@ from mlsys.pipeline.runner import PipelineResult
 
 
 def serve_forever(cfg: MlsysConfig) -> None:
-    from ray import serve
-
     import signal
 
     def _stop(signum, frame):
         raise KeyboardInterrupt
 
     start_server(cfg)
-    signal.signal(signal.SIGTERM, _stop)  # after ray.init, which installs its own handlers
+    for sig in (signal.SIGTERM, signal.SIGINT):  # after ray.init, which installs its own handlers
+        signal.signal(sig, _stop)
     print("[serve] press Ctrl-C to stop")
     try:
         while True:
@@ -30,7 +29,24 @@ def serve_forever(cfg: MlsysConfig) -> None:
     except KeyboardInterrupt:
         print("[serve] shutting down")
     finally:
+        stop_serving(cfg)
+
+
+def stop_serving(cfg: MlsysConfig) -> None:
+    """Remove the app: on a cluster, Serve's own shutdown; on the embedded Ray, end that Ray.
+
+    On the embedded Ray ``serve.shutdown()`` adds nothing but Ray's ``Task
+    ServeController.graceful_shutdown failed ... killed by ray.kill`` warning
+    (the controller kills itself while its task is awaited); ``ray.shutdown()``
+    stops the proxy, the replicas and the controller with the cluster.
+    """
+    import ray
+
+    if cfg.cluster.address != "local":
+        from ray import serve
+
         serve.shutdown()
+    ray.shutdown()
 
 
 def post_json(url: str, body: dict, timeout: float = 30.0) -> dict:
@@ -54,9 +70,6 @@ def demo_requests(result: PipelineResult, users: int = 3, candidates: int = 8) -
 
 
 def demo(cfg: MlsysConfig, overrides: list[str]) -> None:
-    import ray
-    from ray import serve
-
     result = execute_pipeline(cfg, overrides)
     # Quiet access logs: the demo prints the answers itself.
     url = start_server(dataclasses.replace(cfg, serve=dataclasses.replace(cfg.serve, log_level="WARNING")))
@@ -70,5 +83,4 @@ def demo(cfg: MlsysConfig, overrides: list[str]) -> None:
         print(f"\nMLflow run id: {result.run_id}\nartifacts: {result.home}/artifacts")
         print("Keep a server up with `mlsys serve`; see README.md for the HTTP API.")
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        stop_serving(cfg)
