@@ -9,6 +9,14 @@ from typing import Optional
 from mlsys.config import require
 
 
+class DataExecutor(str, Enum):
+    """Where the data steps run their batch functions (see :class:`DataConfig`)."""
+
+    auto = "auto"
+    local = "local"
+    ray = "ray"
+
+
 class DataSource(str, Enum):
     # Member names are the config values: OmegaConf validates enums by name.
     movielens = "movielens"
@@ -21,6 +29,17 @@ class DataConfig:
     """Where samples come from and how they become model inputs.
 
     ``data=synthetic data.rows=1000000`` switches to the generated click log.
+
+    Executors (``executor``, ``local_max_rows``): ingest, statistics and transform run
+    the same batch functions either in the step's own process (``local``: pandas and
+    pyarrow, none of Ray Data's per-task and shuffle costs) or on Ray Data (``ray``:
+    parallel, spills, scales to a cluster). The outputs are the same either way. The
+    rule, with ``executor=auto``: a step whose input has at most ``local_max_rows`` rows
+    runs in-process, a larger one on Ray Data; the input's rows are read from its
+    Parquet footers, or for a text source estimated from the file's size and the mean
+    length of its first 64 KiB of lines (synthetic: ``rows``). ``local_max_rows=0`` means
+    always Ray Data; ``executor=local`` or ``executor=ray`` forces one whatever the size.
+    The executor a step used is its MLflow tag ``mlsys.executor``.
     """
 
     source: DataSource = DataSource.movielens
@@ -52,6 +71,15 @@ class DataConfig:
     items_path: Optional[str] = None
     # Malformed rows are quarantined with a reason; above this fraction ingestion stops.
     max_bad_fraction: float = 0.01
+    # Which executor runs the data steps (see the class docstring): auto | local | ray.
+    executor: DataExecutor = DataExecutor.auto
+    # auto: inputs of at most this many rows run in-process; 0 = always Ray Data.
+    # 2M rows: in-process is faster on 2 CPUs up to about there (docs/benchmarks.md,
+    # "Data steps"), and its memory (a few GiB) still fits beside Ray.
+    local_max_rows: int = 2_000_000
+    # Ingest writes the events as files of whole users, about this many rows each (the unit of
+    # parallel work downstream: each file is one task of statistics and transform).
+    partition_rows: int = 500_000
 
     def __post_init__(self):
         require(0.0 < self.eval_fraction < 1.0, "data.eval_fraction", self.eval_fraction, "between 0 and 1")
@@ -61,6 +89,7 @@ class DataConfig:
         require(0.0 <= self.gender_share <= 1.0, "data.gender_share", self.gender_share, "between 0 and 1")
         require(0.0 <= self.max_bad_fraction <= 1.0, "data.max_bad_fraction", self.max_bad_fraction, "between 0 and 1")
         require(DataSource(self.source) is not DataSource.csv or bool(self.path), "data.path", self.path, "set for data=csv")
-        for name in ("rows", "users", "items", "blocks"):
+        require(self.local_max_rows >= 0, "data.local_max_rows", self.local_max_rows, ">= 0 (0: always Ray Data)")
+        for name in ("rows", "users", "items", "blocks", "partition_rows"):
             require(getattr(self, name) >= 1, f"data.{name}", getattr(self, name), ">= 1")
 

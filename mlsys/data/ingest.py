@@ -1,42 +1,145 @@
 """Ingestion: read a source, quarantine malformed rows with their reasons, split each
-user's events into train and eval, and write the events and attribute tables."""
+user's events into train and eval, and write the events and attribute tables.
+
+The events are written partitioned by user (:mod:`mlsys.data.splits`): blocks are
+parsed (or generated), joined with the attributes and tagged with their user's
+partition; each partition is then split and written as one file. The same block
+functions run in-process or on Ray Data (:mod:`mlsys.data.executor`)::
+
+    result = ingest(DataConfig(), events_uri, users_uri, items_uri, quarantine_uri)
+    result.metrics["train_rows"], result.executor   # (about 80_000, ExecutorKind.local)
+"""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from mlsys import storage
-from mlsys.data.config import DataConfig
-from mlsys.data.parsing import BAD_COLUMNS, QuarantineSummary
+from mlsys.data import events as ev
+from mlsys.data import movielens, splits, synthetic
+from mlsys.data.config import DataConfig, DataSource
+from mlsys.data.executor import Blocks, Executor, ExecutorKind, executor_for, text_lines
+from mlsys.data.parsing import BAD_COLUMNS, EventFormat, QuarantineSummary, header_columns, parse_events
 from mlsys.errors import TooManyBadRowsError
 
+HEAD_BYTES = 1 << 16  # read to find the header and estimate a text file's rows
+BAD_SCHEMA = pa.schema([("line_number", pa.int64()), ("raw", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 
-def ingest(cfg: DataConfig, events_uri: str, users_uri: str, items_uri: str, quarantine_uri: str) -> dict[str, float]:
-    """Write the labelled, split events (a Parquet dataset) and the user and item tables; returns metrics.
+
+@dataclass(frozen=True)
+class IngestResult:
+    metrics: dict[str, float]
+    executor: ExecutorKind
+
+
+@dataclass(frozen=True)
+class Source:
+    """What ingest reads: the attribute tables, the events' size, and where the events come from."""
+
+    users: pd.DataFrame
+    items: pd.DataFrame
+    rows: int  # exact for generated data; for text estimated from the file's size (picks executor, partitions)
+    path: str | None = None  # a delimited text file; None: the synthetic generator
+    fmt: EventFormat | None = None
+
+
+def ingest(cfg: DataConfig, events_uri: str, users_uri: str, items_uri: str, quarantine_uri: str,
+           executor: Executor | None = None) -> IngestResult:
+    """Write the labelled, split events (a Parquet folder, one file per partition of users) and the
+    user and item tables; returns metrics and the executor used (by the input's size unless given).
 
     Stops with :class:`~mlsys.errors.TooManyBadRowsError` above ``data.max_bad_fraction`` bad rows.
     """
-    from ray.data.aggregate import Count, Sum
-
-    from mlsys.data import datasets
-
-    source = datasets.read_source(cfg)
-    metrics = quarantine(source, cfg, quarantine_uri)
-    events = datasets.split_by_user(source.events, cfg.eval_fraction).materialize()
-    events.write_parquet(events_uri)
+    source = read_source(cfg)
+    executor = executor or executor_for(cfg, source.rows)
+    events, summary = _read_events(executor, source, cfg, quarantine_uri)
+    parts = splits.partition_count(source.rows, cfg.partition_rows)
+    users, items = (pa.Table.from_pandas(t, preserve_index=False) for t in (source.users, source.items))
+    uri = storage.absolute(events_uri)
+    # Attributes are joined after the shuffle, in each partition: only the events' few columns move.
+    write = {"uri": uri, "eval_fraction": cfg.eval_fraction, "users": users, "items": items}
+    written = events.map(_tag_partition, partitions=parts).group_map("_partition", _write_partition, groups=parts, **write).collect()
+    if written.num_rows == 0:  # no good row at all: an empty file still gives readers the schema
+        empty = _good_rows(_parse_block(pa.table({"text": pa.array([], pa.string())}), source.fmt))
+        written = _write_partition(_tag_partition(empty, 1), **write)
     storage.write_table(source.users, users_uri)
     storage.write_table(source.items, items_uri)
-    counts = events.groupby("split").aggregate(Count(alias_name="rows"), Sum("label", alias_name="clicks")).to_pandas()
-    for row in counts.itertuples():
-        metrics.update({f"{row.split}_rows": row.rows, f"{row.split}_click_rate": row.clicks / row.rows})
-    return metrics
+    return IngestResult(_metrics(written, summary), executor.kind)
 
 
-def quarantine(source, cfg: DataConfig, uri: str) -> dict[str, float]:
+def read_source(cfg: DataConfig) -> Source:
+    """The attribute tables and how to read the events of ``cfg``'s source (nothing of the events is read)."""
+    kind = DataSource(cfg.source)
+    if kind is DataSource.synthetic:
+        return Source(synthetic.synthetic_users(cfg), synthetic.synthetic_items(cfg), cfg.rows)
+    if kind is DataSource.movielens:
+        root = movielens.movielens_dir()
+        path, delimiter = str(root / "ml-100k.inter"), "\t"
+        users, items = movielens.load_users(root), movielens.load_items(root)
+    else:
+        path, delimiter = cfg.path, cfg.delimiter
+        users, items = _attribute_table(cfg.users_path, movielens.USER_COLUMNS), _attribute_table(cfg.items_path, movielens.ITEM_COLUMNS)
+    head, size = _head(path)
+    first = head.decode("utf-8", errors="replace").splitlines()[0] if head else ""
+    fmt = EventFormat(delimiter=delimiter, header=True, columns=header_columns(first, delimiter), click_threshold=cfg.click_threshold)
+    return Source(users, items, _estimated_lines(head, size), path, fmt)
+
+
+def _head(path: str) -> tuple[bytes, int]:
+    """The file's first ``HEAD_BYTES`` and its size."""
+    import pyarrow.fs as pafs
+
+    fs, p = pafs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
+    with fs.open_input_stream(p) as f:
+        head = f.read(HEAD_BYTES)
+    return head, fs.get_file_info(p).size
+
+
+def _estimated_lines(head: bytes, size: int) -> int:
+    """Exact for a file that fits in ``head``; else its size over the mean length of ``head``'s lines."""
+    if size <= len(head):
+        return len(text_lines(head))
+    return int(size * max(1, head.count(b"\n")) / len(head)) + 1
+
+
+def _attribute_table(path: str | None, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A user or item table (Parquet or CSV); without one, attributes are null (the OOV path)."""
+    if not path:
+        empty = {c: pd.Series(dtype="int64" if c.endswith("_id") else "object") for c in columns}
+        return pd.DataFrame(empty)
+    df = pd.read_csv(path) if path.endswith(".csv") else pd.read_parquet(path)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the columns {missing}; expected {list(columns)}")
+    return df[list(columns)]
+
+
+# -- reading: parsed (text) or generated blocks, bad rows quarantined ----------------------
+
+
+def _read_events(executor: Executor, source: Source, cfg: DataConfig, quarantine_uri: str) -> tuple[Blocks, QuarantineSummary]:
+    if source.path is None:
+        events = executor.generate(cfg.blocks, _synthetic_block, cfg=cfg)
+        summary = QuarantineSummary(rows=cfg.rows, bad=0, by_reason={})
+        _quarantine(pd.DataFrame(), summary, cfg, quarantine_uri)
+        return events, summary
+    # Parsed once, used twice: the bad rows for the quarantine, the good ones for the events.
+    parsed = executor.read_lines(source.path).map(_parse_block, fmt=source.fmt).cache()
+    bad = parsed.map(_bad_rows).collect().to_pandas()
+    summary = QuarantineSummary.of(parsed.count() - len(bad), bad)
+    _quarantine(bad, summary, cfg, quarantine_uri)
+    return parsed.map(_good_rows), summary
+
+
+def _quarantine(bad: pd.DataFrame, summary: QuarantineSummary, cfg: DataConfig, uri: str) -> None:
     """Write malformed rows with their reasons to ``uri``; stop above ``data.max_bad_fraction``."""
-    bad = source.bad_rows.to_pandas() if source.bad_rows is not None else pd.DataFrame()
-    bad = bad.reindex(columns=list(BAD_COLUMNS))  # an empty Dataset converts without columns
-    summary = QuarantineSummary.of(source.events.count(), bad)
+    bad = bad.reindex(columns=list(BAD_COLUMNS))  # no rows: no columns either
     # Always written, empty or not: readers (and the step cache) can rely on it.
     storage.write_table(bad.astype({"line_number": "int64", "raw": str, "reason": str, "detail": str}),
                         storage.join(uri, "bad_rows.parquet"))
@@ -45,4 +148,54 @@ def quarantine(source, cfg: DataConfig, uri: str) -> dict[str, float]:
     if summary.bad_fraction > cfg.max_bad_fraction:
         source_name = cfg.path or str(cfg.source.value)
         raise TooManyBadRowsError(source_name, summary.bad, summary.rows, cfg.max_bad_fraction, summary.by_reason, uri)
-    return {"rows_read": summary.rows, "bad_rows": summary.bad, **{f"bad_rows_{r}": n for r, n in summary.by_reason.items()}}
+
+
+def _synthetic_block(index: int, cfg: DataConfig) -> pa.Table:
+    return pa.Table.from_pandas(synthetic.generate_block(cfg, index), preserve_index=False)
+
+
+def _parse_block(batch: pa.Table, fmt: EventFormat) -> pa.Table:
+    """One table per block: good rows with null bad-columns, then bad rows with null event columns."""
+    good, bad = parse_events(batch.column("text").to_pylist(), None, fmt)
+    good_t = pa.Table.from_pandas(good, preserve_index=False)
+    bad_t = pa.Table.from_pandas(bad.astype({"raw": str, "reason": str, "detail": str}), preserve_index=False).cast(BAD_SCHEMA)
+    return pa.concat_tables([good_t, bad_t], promote_options="default")
+
+
+def _bad_rows(table: pa.Table) -> pa.Table:
+    return table.filter(pc.is_valid(table["reason"])).select(list(BAD_COLUMNS))
+
+
+def _good_rows(table: pa.Table) -> pa.Table:
+    return table.filter(pc.is_null(table["reason"])).drop_columns(list(BAD_COLUMNS))
+
+
+# -- writing: a file per partition of users ---------------------------------------------------
+
+
+def _tag_partition(block: pa.Table, partitions: int) -> pa.Table:
+    return block.append_column("_partition", pa.array(splits.partition_of(block.column("user_id").to_numpy(), partitions)))
+
+
+def _write_partition(rows: pa.Table, uri: str, eval_fraction: float, users: pa.Table, items: pa.Table) -> pa.Table:
+    """Split one partition's users, join their attributes and write it as ``part-<k>.parquet``;
+    returns its counts per split."""
+    index = rows.column("_partition")[0].as_py() if rows.num_rows else 0
+    table = ev.split_table(rows.drop_columns(["_partition"]), eval_fraction)
+    split = table.column("split")
+    # No schema metadata: the file is the same bytes whichever executor (pandas or Ray) made the rows.
+    table = ev.join_table(table.drop_columns(["split"]), users, items).append_column("split", split).replace_schema_metadata(None)
+    splits.write_part(table, splits.part_file(uri, index))
+    is_train = table.column("split").to_numpy(zero_copy_only=False) == "train"
+    label = table.column("label").to_numpy()
+    return pa.table({"partition": [index], "train_rows": [int(is_train.sum())], "train_clicks": [float(label[is_train].sum())],
+                     "eval_rows": [int((~is_train).sum())], "eval_clicks": [float(label[~is_train].sum())]})
+
+
+def _metrics(written: pa.Table, summary: QuarantineSummary) -> dict[str, float]:
+    metrics = {"rows_read": summary.rows, "bad_rows": summary.bad, **{f"bad_rows_{r}": n for r, n in summary.by_reason.items()}}
+    for split in splits.SPLITS:
+        rows, clicks = (int(np.sum(written.column(f"{split}_{c}").to_numpy())) for c in ("rows", "clicks"))
+        if rows:
+            metrics.update({f"{split}_rows": rows, f"{split}_click_rate": clicks / rows})
+    return metrics

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from ray.data.preprocessor import Preprocessor
 
 from mlsys import storage
@@ -43,14 +45,32 @@ def _py(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def partial_stats(df: pd.DataFrame, numeric: tuple[str, ...] = NUMERIC) -> dict:
-    """Mergeable statistics of one block: value counts and moments of the ``numeric`` columns."""
+def _arrow(frame, column: str) -> pa.ChunkedArray | pa.Array:
+    if isinstance(frame, pd.DataFrame):
+        return pa.array(frame[column], from_pandas=True)  # NaN and None are nulls, as pandas' dropna
+    return frame.column(column)
+
+
+def _value_counts(values) -> list[list]:
+    if pa.types.is_null(values.type):  # a column without a single value (no attribute table given)
+        return []
+    counts = pc.value_counts(pc.drop_null(values))
+    return [list(pair) for pair in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())]
+
+
+def partial_stats(frame: pd.DataFrame | pa.Table, numeric: tuple[str, ...] = NUMERIC) -> dict:
+    """Mergeable statistics of one block (pandas or Arrow): value counts and moments of the ``numeric`` columns.
+
+    Plain Python values, ready for JSON.
+    """
     # Lists of [value, count] pairs, not dicts: JSON would turn int keys into strings.
-    counts = {c: list(Counter(map(_py, df[c].dropna())).items()) for c in CATEGORICAL}
-    counts[GENRES] = list(Counter(g for gs in df[GENRES] if gs is not None for g in gs).items())
+    counts = {c: _value_counts(_arrow(frame, c)) for c in CATEGORICAL}
+    genres = _arrow(frame, GENRES)
+    counts[GENRES] = _value_counts(pc.list_flatten(genres) if not pa.types.is_null(genres.type) else genres)
     moments = {}
     for c in numeric:
-        x = df[c].dropna().to_numpy(dtype=np.float64)
+        x = pc.drop_null(_arrow(frame, c)).to_numpy(zero_copy_only=False).astype(np.float64)
+        x = x[~np.isnan(x)]
         moments[c] = [len(x), float(x.sum()), float((x * x).sum())]
     return {"counts": counts, "moments": moments}
 
@@ -132,14 +152,21 @@ class CtrPreprocessor(Preprocessor):
     def _fit(self, ds) -> "CtrPreprocessor":
         numeric = self.numeric
         parts = ds.select_columns(list(CATEGORICAL + numeric + (GENRES,))).map_batches(
-            lambda df: pd.DataFrame({"stats": [json.dumps(partial_stats(df, numeric), default=_py)]}),
-            batch_format="pandas",
+            lambda table: pa.table({"stats": [json.dumps(partial_stats(table, numeric))]}),
+            batch_format="pyarrow",
         ).take_all()
         return self._set_state(merge_stats([json.loads(p["stats"]) for p in parts]))
 
-    def fit_frame(self, df: pd.DataFrame) -> "CtrPreprocessor":
+    def fit_frame(self, df: pd.DataFrame | pa.Table) -> "CtrPreprocessor":
         """Fit on an in-memory frame (same statistics as :meth:`fit` on a Dataset)."""
-        self._set_state(merge_stats([json.loads(json.dumps(partial_stats(df, self.numeric), default=_py))]))
+        return self.fit_partials([partial_stats(df, self.numeric)])
+
+    def fit_partials(self, parts: list[dict]) -> "CtrPreprocessor":
+        """Fit from :func:`partial_stats` of the blocks of the train data, computed wherever they were.
+
+        >>> CtrPreprocessor().fit_partials([partial_stats(block) for block in blocks])  # doctest: +SKIP
+        """
+        self._set_state(merge_stats(parts))
         self._fitted = True
         return self
 

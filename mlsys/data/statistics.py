@@ -336,6 +336,13 @@ def finalize(accumulators: dict[str, FeatureAccumulator], name: str = "") -> Dat
     return DatasetStatistics(rows, {k: finalize_feature(a) for k, a in accumulators.items()}, name)
 
 
+def event_kinds(schema: pa.Schema) -> dict[str, FeatureKind]:
+    """Feature kinds of the events table: ids are categorical, ``timestamp`` a time, ``split`` not a feature."""
+    kinds = infer_kinds(schema, categorical=["user_id", "item_id"], timestamps=["timestamp"])
+    kinds.pop("split", None)
+    return kinds
+
+
 def compute_table(table: pa.Table, kinds: dict[str, FeatureKind] | None = None, name: str = "") -> DatasetStatistics:
     """Statistics of an in-memory table (one block): the same code as the Ray path."""
     return finalize(block_accumulators(table, kinds or infer_kinds(table.schema)), name)

@@ -1,15 +1,27 @@
 """Transform: behaviour sequences per event, the preprocessor fitted on the train split,
-and the serving tables (users with their latest history, items)."""
+and the serving tables (users with their latest history, items).
+
+One pass over the events, a task per file (each file holds whole users, see
+:mod:`mlsys.data.splits`): sequences, the train/eval files, the preprocessor's
+partial statistics of the train rows and each user's latest clicks, with no
+shuffle. The same functions run in-process or on Ray Data (:mod:`mlsys.data.executor`).
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from mlsys import storage
+from mlsys.data import events as ev
+from mlsys.data import splits
 from mlsys.data.config import DataConfig
-from mlsys.data.preprocessor import CtrPreprocessor
+from mlsys.data.executor import Executor, ExecutorKind, executor_for
+from mlsys.data.preprocessor import CtrPreprocessor, partial_stats
 
 
 @dataclass(frozen=True)
@@ -21,6 +33,12 @@ class TransformUris:
     items: str
 
 
+@dataclass(frozen=True)
+class TransformResult:
+    preprocessor: CtrPreprocessor
+    executor: ExecutorKind
+
+
 def transform(
     cfg: DataConfig,
     events_uri: str,
@@ -30,31 +48,64 @@ def transform(
     training_set_uri: str = "",
     numeric: tuple[str, ...] | None = None,
     base: CtrPreprocessor | None = None,
-) -> CtrPreprocessor:
+    executor: Executor | None = None,
+) -> TransformResult:
     """Write the train/eval splits with histories, the fitted preprocessor and the serving tables.
 
     ``training_set_uri``: a point-in-time training set from the feature store, used instead of
     deriving histories here; ``numeric``: the numeric model inputs; ``base``: the preprocessor of
-    the model a warm start continues (old ids keep their indices).
+    the model a warm start continues (old ids keep their indices); ``executor``: chosen by the
+    input's rows (Parquet footers) unless given.
     """
-    import ray
-
-    from mlsys.data import datasets
-
-    events = ray.data.read_parquet(events_uri)
-    labelled = ray.data.read_parquet(training_set_uri) if training_set_uri else datasets.add_history(events, cfg.history_length)
-    with_history = labelled.materialize()
-    splits = {s: with_history.filter(expr=f"split == '{s}'") for s in ("train", "eval")}
+    events = splits.part_files(storage.absolute(events_uri))
+    labelled = splits.part_files(storage.absolute(training_set_uri)) if training_set_uri else events
+    executor = executor or executor_for(cfg, splits.parquet_rows(labelled))
     kwargs = {"numeric": numeric} if numeric is not None else {}
     preprocessor = CtrPreprocessor(cfg.history_length, cfg.max_genres, cfg.vocab_min_count, **kwargs)
     if base is not None:
         preprocessor.continuing(base)
-    preprocessor.fit(splits["train"])
-    splits["train"].write_parquet(out.train)
-    splits["eval"].write_parquet(out.eval)
+    write = {"train": storage.absolute(out.train), "eval": storage.absolute(out.eval)}
+    parts = executor.generate(len(labelled), _transform_file, files=labelled, out=write, numeric=preprocessor.numeric,
+                              length=0 if training_set_uri else cfg.history_length).collect()
+    if training_set_uri:  # the latest histories still come from the events
+        latest = executor.generate(len(events), _latest_clicks_file, files=events, length=cfg.history_length).collect()
+    else:
+        latest = pa.concat_tables([_ipc_table(b) for b in parts.column("latest").to_pylist()])
+    parts = parts.take(np.argsort(parts.column("index").to_numpy(), kind="stable"))  # merge in file order
+    preprocessor.fit_partials([json.loads(s) for s in parts.column("stats").to_pylist()])
     preprocessor.save(out.preprocessor)
-    users = pd.read_parquet(users_uri).merge(datasets.user_histories(events, cfg.history_length), on="user_id", how="left")
-    users["history"] = [h if isinstance(h, list) else list(h) if h is not None else [] for h in users["history"]]
+    users = pd.read_parquet(users_uri).merge(latest.to_pandas(), on="user_id", how="left")
+    users["history"] = [list(h) if h is not None and not (isinstance(h, float) and np.isnan(h)) else [] for h in users["history"]]
     storage.write_table(users, out.users)
     storage.write_table(pd.read_parquet(items_uri), out.items)
-    return preprocessor
+    return TransformResult(preprocessor, executor.kind)
+
+
+def _ipc(table: pa.Table) -> bytes:
+    """A small table as Arrow IPC bytes: transport between our own tasks, no pickle."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _ipc_table(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(data).read_all()
+
+
+def _transform_file(index: int, files: list[str], out: dict[str, str], numeric: tuple[str, ...], length: int) -> pa.Table:
+    """File ``index``: with histories (``length > 0``), its train and eval files written; returns the
+    preprocessor's partial statistics of its train rows and (with histories) its users' latest clicks."""
+    table = splits.read_part(files[index]).replace_schema_metadata(None)
+    if length:
+        table = ev.history_table(table, length)
+    rows = {split: splits.split_rows(table, split) for split in out}
+    for split, uri in out.items():
+        splits.write_part(rows[split], splits.part_file(uri, index))
+    stats = json.dumps(partial_stats(rows["train"], numeric))
+    latest = _ipc(ev.last_clicks_table(table, length)) if length else b""
+    return pa.table({"index": [index], "stats": [stats], "latest": [latest]})
+
+
+def _latest_clicks_file(index: int, files: list[str], length: int) -> pa.Table:
+    return ev.last_clicks_table(splits.read_part(files[index], columns=["user_id", "item_id", "timestamp", "label"]), length)

@@ -102,16 +102,20 @@ def ingest(ctx: StepContext, data: DataConfig) -> IngestOutput:
     from mlsys.data.ingest import ingest as run
 
     out = IngestOutput(*(storage.join(ctx.output_uri, n) for n in ("events", "users.parquet", "items.parquet", "quarantine")))
-    ctx.log_metrics(run(data, out.events, out.users, out.items, out.quarantine))
+    result = run(data, out.events, out.users, out.items, out.quarantine)
+    ctx.set_tag("executor", result.executor.value)
+    ctx.log_metrics(result.metrics)
     return out
 
 
 @step()
-def statistics(ctx: StepContext, ingested: IngestOutput) -> StatisticsOutput:
-    from mlsys.data.datasets import split_statistics
+def statistics(ctx: StepContext, ingested: IngestOutput, data: DataConfig) -> StatisticsOutput:
+    from mlsys.data.splits import split_statistics
 
     out = StatisticsOutput(*(storage.join(ctx.output_uri, f"{s}.json") for s in ("train", "eval")))
-    ctx.log_metrics(split_statistics(ingested.events, {"train": out.train, "eval": out.eval}))
+    result = split_statistics(data, ingested.events, {"train": out.train, "eval": out.eval})
+    ctx.set_tag("executor", result.executor.value)
+    ctx.log_metrics(result.rows)
     return out
 
 
@@ -183,10 +187,11 @@ def transform(
 
     out = TransformOutput(*(storage.join(ctx.output_uri, n) for n in ("train", "eval", "preprocessor.json", "users.parquet", "items.parquet")))
     # features=movielens: every model input of the training set comes from the feature views (point-in-time)
-    preprocessor = run(data, ingested.events, ingested.users, ingested.items, TransformUris(**vars(out)),
-                       training_set_uri=feats.training_set, numeric=numeric_inputs(features),
-                       base=warm_start.base_preprocessor(warm) if warm.active else None)
-    spec = preprocessor.input_spec()
+    result = run(data, ingested.events, ingested.users, ingested.items, TransformUris(**vars(out)),
+                 training_set_uri=feats.training_set, numeric=numeric_inputs(features),
+                 base=warm_start.base_preprocessor(warm) if warm.active else None)
+    ctx.set_tag("executor", result.executor.value)
+    spec = result.preprocessor.input_spec()
     ctx.log_metrics({f"vocab_{f}": n for f, n in zip(spec.categorical_fields, spec.categorical_sizes)})
     return out
 

@@ -49,11 +49,11 @@ def test_adult_matches_pandas(ray_local):
 
 
 def test_movielens_events_match_pandas(ray_local, tmp_path):
-    from mlsys.data import datasets
     from mlsys.data.config import DataConfig
+    from mlsys.data.ingest import ingest
 
     path = tmp_path / "events"
-    datasets.read_source(DataConfig()).events.write_parquet(str(path))
+    ingest(DataConfig(), str(path), *(str(tmp_path / n) for n in ("users.parquet", "items.parquet", "quarantine")))
     ds_ = read_any(str(path))
     kinds = infer_kinds(ds_.schema().base_schema, categorical=["user_id", "item_id"], timestamps=["timestamp"])
     stats = compute_statistics(ds_, kinds)
