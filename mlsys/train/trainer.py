@@ -1,6 +1,8 @@
 """Ray Train edge: a ``TorchTrainer`` (Train V2) running the CTR training loop.
 
-Each worker reads its shard of the preprocessed Ray Datasets, trains under the
+Each worker reads its shard of the preprocessed Ray Datasets (a small dataset is
+executed once, before the worker group starts, and held in the object store; a large
+one streams through Ray Train's split, executed again every epoch), trains under the
 strategy ``train.strategy`` names (DDP, or DeepSpeed ZeRO 1/2/3 with optional
 offload; see :mod:`mlsys.train.strategies`), evaluates on its eval shard, and
 checkpoints every ``train.checkpoint_every`` epochs: rank 0 writes the full
@@ -8,6 +10,9 @@ weights and run state, every rank its part of the optimizer state, and Ray Train
 merges the ranks' folders into one checkpoint. A worker that dies restarts the
 group from the last checkpoint (``train.max_failures``); a run started again
 under the same name and storage path (a killed driver, run again) resumes from it.
+
+Where a run's time went is in its per-epoch metrics (``train_compute_s``,
+``train_data_s``, ``eval_compute_s``, ``eval_data_s``) and in ``TrainResult.timeline``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 import ray
 import torch
 
+from mlsys import storage
 from mlsys.evaluate.metrics import ctr_metrics
 from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig, build_model
 from mlsys.train import checkpoint, warm_start
@@ -29,6 +35,46 @@ from mlsys.train.config import TrainConfig
 from mlsys.train.strategies import Strategy, make_strategy
 
 EVAL_BATCH = 4096
+# A dataset of at most this many rows is executed once and held in the object store: streamed,
+# Ray Data executed the whole read + transform again for every epoch of every split (at
+# MovieLens-100K, 80k rows of ~270 bytes encoded, that took longer than the training). Larger
+# datasets stream; finding out costs executing up to this many rows first, then thrown away.
+# It runs before the worker group starts: run beside it (a task started before the trainer),
+# Ray Train's own start took 24-70 s instead of 10-19 s on 2 shared cores (docs/benchmarks.md).
+SMALL_ROWS = 1_000_000
+# How often Ray Train's controller polls its workers (Ray's default: 2 s); a finished run waits
+# for the next poll: fit returned 2.9-4.8 s after the last epoch with 2 s, 0.7-2.0 s with 0.5 s.
+HEALTH_CHECK_INTERVAL_S = "0.5"
+
+
+def split_bounds(rows: int, world: int, equal: bool) -> list[int]:
+    """Row indices that cut ``rows`` into ``world`` contiguous parts, as ``streaming_split`` parts a
+    dataset: ``equal`` parts drop the remainder, so every rank steps as often (DDP's all-reduce
+    needs that); else the parts differ by at most a row and keep them all.
+
+    >>> split_bounds(10, 3, equal=True), split_bounds(10, 3, equal=False)
+    ([3, 6, 9], [3, 6])
+    """
+    if equal:
+        return [rows // world * (r + 1) for r in range(world)]
+    return [rows * (r + 1) // world for r in range(world - 1)]
+
+
+def _small_parts(ds: ray.data.Dataset, max_rows: int, world: int, equal: bool) -> list | None:
+    """``ds`` executed and cut into one materialized part per rank when it has at most ``max_rows``
+    rows, else ``None``.
+
+    Ray Data knows no row count before executing a transform, so this executes at most
+    ``max_rows + 1`` rows (the limit stops the read). Executed here, the blocks are owned by
+    this process (the driver): they outlive a failed worker group.
+    """
+    from ray.data.dataset import MaterializedDataset
+
+    head = ds if isinstance(ds, MaterializedDataset) else ds.limit(max_rows + 1).materialize()
+    rows = head.count()  # a materialized dataset knows its count
+    if rows > max_rows:
+        return None
+    return [head] if world == 1 else head.split_at_indices(split_bounds(rows, world, equal))[:world]
 
 
 def _gather(values: np.ndarray) -> np.ndarray:
@@ -49,7 +95,30 @@ def build(spec: InputSpec, model_cfg: ModelConfig, cfg: TrainConfig, device: tor
     return make_strategy(build_model(spec, model_cfg), cfg, device)
 
 
-def train_epoch(strategy: Strategy, shard, cfg: TrainConfig, epoch: int, device: torch.device) -> tuple[float, int]:
+class Timer:
+    """Splits a loop over batches into waiting for the next batch and working on it."""
+
+    def __init__(self):
+        self.data_s = self.compute_s = 0.0
+        self.first_batch_at: float | None = None  # wall clock, for the run's timeline
+
+    def batches(self, iterable):
+        it = iter(iterable)
+        while True:
+            asked = time.perf_counter()
+            batch = next(it, None)
+            got = time.perf_counter()
+            self.data_s += got - asked
+            if batch is None:
+                return
+            if self.first_batch_at is None:
+                self.first_batch_at = time.time()
+            yield batch  # until the loop asks for the next one, its time is compute
+            self.compute_s += time.perf_counter() - got
+
+
+def train_epoch(strategy: Strategy, shard, cfg: TrainConfig, epoch: int, device: torch.device,
+                timer: Timer | None = None) -> tuple[float, int]:
     """One pass over this worker's shard; returns (summed loss, rows)."""
     import torch.nn.functional as F
 
@@ -59,21 +128,22 @@ def train_epoch(strategy: Strategy, shard, cfg: TrainConfig, epoch: int, device:
         batch_size=cfg.batch_size, local_shuffle_buffer_size=4 * cfg.batch_size,
         local_shuffle_seed=cfg.seed + epoch, device=device,
     )
-    for batch in batches:
+    for batch in (timer or Timer()).batches(batches):
         logits = strategy.module(*(batch[k] for k in MODEL_INPUTS))  # (B,)
         loss = F.binary_cross_entropy_with_logits(logits, batch["label"])
         strategy.step(loss)
-        loss_sum += float(loss.detach()) * len(logits)
+        loss_sum += float(loss.detach()) * len(logits)  # waits for the step (GPU): all of it is compute
         rows += len(logits)
     return loss_sum, rows
 
 
-def predict(strategy: Strategy, shard, device: torch.device, user_column: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predict(strategy: Strategy, shard, device: torch.device, user_column: int,
+            timer: Timer | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(user indices, labels, click probabilities) of every rank's eval shard, gathered on all ranks."""
     strategy.module.eval()
     users, labels, probs = [], [], []
     with torch.no_grad():
-        for batch in shard.iter_torch_batches(batch_size=EVAL_BATCH, device=device):
+        for batch in (timer or Timer()).batches(shard.iter_torch_batches(batch_size=EVAL_BATCH, device=device)):
             probs.append(torch.sigmoid(strategy.module(*(batch[k] for k in MODEL_INPUTS))).float().cpu().numpy())
             labels.append(batch["label"].cpu().numpy())
             users.append(batch["categorical"][:, user_column].cpu().numpy())
@@ -104,7 +174,9 @@ def _report(strategy: Strategy, metrics: dict, state: dict, save: bool) -> None:
 
 
 def train_loop(config: dict) -> None:
-    """The per-worker loop (``train_loop_per_worker``); ``config`` is plain JSON data."""
+    """The per-worker loop (``train_loop_per_worker``); ``config`` is plain JSON data, and under
+    ``small`` the small datasets' parts (:func:`_small_parts`)."""
+    timeline = {"worker_started": time.time()}  # rank 0's, wall clock
     import logging
 
     import ray.train
@@ -118,7 +190,7 @@ def train_loop(config: dict) -> None:
     spec = InputSpec.from_dict(config["spec"])
     model_cfg = ModelConfig(**config["model"])
     cfg = TrainConfig.from_dict(config["train"])
-    rank = ray.train.get_context().get_world_rank()
+    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
     torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
     device = ray.train.torch.get_device()
     if device.type == "cuda":
@@ -136,19 +208,27 @@ def train_loop(config: dict) -> None:
         if rank == 0:
             print(f"[train] resuming after epoch {state['epoch']} from {restored.path}")
 
-    train_shard = ray.train.get_dataset_shard("train")
-    eval_shard = ray.train.get_dataset_shard("eval")
+    timeline["ready"] = time.time()
+    small = config.get("small", {})  # a small dataset's part per rank; the others stream
+    train_shard, eval_shard = (small[n][rank] if n in small else ray.train.get_dataset_shard(n) for n in ("train", "eval"))
+    timeline.update(data_ready=time.time(), epochs=[])
     for epoch in range(state["epoch"] + 1, cfg.max_epochs + 1):
+        train_timer, eval_timer = Timer(), Timer()
         started = time.perf_counter()
-        loss_sum, rows = train_epoch(strategy, train_shard, cfg, epoch, device)
+        loss_sum, rows = train_epoch(strategy, train_shard, cfg, epoch, device, train_timer)
         train_s = time.perf_counter() - started
         loss_rows = _gather(np.array([loss_sum, rows]))
         metrics = {
             "epoch": epoch,
             "train_loss": float(loss_rows[0::2].sum() / max(loss_rows[1::2].sum(), 1)),
-            **eval_metrics(*predict(strategy, eval_shard, device, spec.categorical_fields.index("user_id"))),
+            **eval_metrics(*predict(strategy, eval_shard, device, spec.categorical_fields.index("user_id"), eval_timer)),
             "epoch_s": train_s,
             "train_rows": float(loss_rows[1::2].sum()),
+            # this rank's time: stepping the model, and waiting for batches, in training and evaluation
+            "train_compute_s": train_timer.compute_s,
+            "train_data_s": train_timer.data_s,
+            "eval_compute_s": eval_timer.compute_s,
+            "eval_data_s": eval_timer.data_s,
         }
         state = {**state, "epoch": epoch, "strategy": cfg.strategy.label, "history": [*state["history"], metrics]}
         if rank == 0:
@@ -158,13 +238,22 @@ def train_loop(config: dict) -> None:
                 f"user AUC {metrics['eval_user_auc']:.4f}, logloss {metrics['eval_logloss']:.4f}, "
                 f"calibration {metrics['eval_calibration']:.3f} ({train_s:.1f}s)"
             )
+        evaluated = time.time()
         _report(strategy, metrics, state, save=epoch % cfg.checkpoint_every == 0 or epoch == cfg.max_epochs)
+        timeline["epochs"].append({"epoch": epoch, "first_batch": train_timer.first_batch_at, "evaluated": evaluated,
+                                   "reported": time.time()})
+    if rank == 0 and config.get("timeline"):
+        storage.write_json(config["timeline"], {**timeline, "finished": time.time()})
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
     checkpoint_dir: Path
     history: list[dict]
+    # Wall-clock times (time.time) of this call (fit, small_executed, trainer_returned, done) and of rank 0's loop:
+    # worker_started, ready (model built, checkpoint restored), data_ready, per epoch first_batch,
+    # evaluated and reported (checkpoint written), finished. Empty if rank 0's record is missing.
+    timeline: dict = dataclasses.field(default_factory=dict)
 
 
 def train_loop_config(spec: InputSpec, model_cfg: ModelConfig, cfg: TrainConfig, warm: warm_start.WarmStart | None = None) -> dict:
@@ -184,14 +273,22 @@ def fit(
     storage_path: str,
     run_name: str,
     warm: warm_start.WarmStart | None = None,
+    small_rows: int = SMALL_ROWS,
 ) -> TrainResult:
     """Train with Ray Train; returns the last checkpoint (a local folder) and per-epoch metrics.
 
     A run of the same ``run_name`` under the same ``storage_path`` that was interrupted
-    (driver killed, cluster lost) resumes from its last checkpoint.
+    (driver killed, cluster lost) resumes from its last checkpoint. A dataset of at most
+    ``small_rows`` rows is executed once, before the worker group starts (0: always stream).
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
+    fit_started = time.time()
+    datasets = {"train": train_ds, "eval": eval_ds}
+    small = {} if small_rows <= 0 else {name: parts for name, ds in datasets.items()
+                                        if (parts := _small_parts(ds, small_rows, cfg.num_workers, equal=name == "train")) is not None}
+    executed = time.time()
 
     resources = {"CPU": cfg.cpus_per_worker}
     if cfg.use_gpu:
@@ -199,11 +296,13 @@ def fit(
     # Train V2 tees a worker's print into its logger too, so each epoch line showed twice; our
     # lines are plain prints (propagated to the controller and workers by Ray Train).
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)  # propagated to the controller
+    timeline_uri = storage.join(storage_path, run_name, "timeline.json")
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config=train_loop_config(spec, model_cfg, cfg, warm),
+        train_loop_config={**train_loop_config(spec, model_cfg, cfg, warm), "small": small, "timeline": timeline_uri},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
-        datasets={"train": train_ds, "eval": eval_ds},
+        datasets={n: ds for n, ds in datasets.items() if n not in small} or None,  # the ones that stream
         run_config=RunConfig(
             name=run_name,
             storage_path=storage_path,
@@ -212,10 +311,13 @@ def fit(
         ),
     )
     result = trainer.fit()
+    returned = time.time()
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint (see {storage_path}/{run_name})")
     local = Path(result.checkpoint.path)
     if not local.is_dir():  # remote storage (s3://, gs://): fetch the last checkpoint
         local = Path(result.checkpoint.to_directory())
     state = checkpoint.load_state(local)
-    return TrainResult(checkpoint_dir=local, history=state["history"])
+    timeline = storage.read_json(timeline_uri) if storage.exists(timeline_uri) else {}
+    timeline.update(fit=fit_started, small_executed=executed, trainer_returned=returned, done=time.time())
+    return TrainResult(checkpoint_dir=local, history=state["history"], timeline=timeline)
