@@ -32,7 +32,6 @@ from typing import Callable, Protocol
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mlsys.data.config import DataConfig, DataExecutor
 
@@ -62,7 +61,7 @@ def executor_kind(cfg: DataConfig, rows: int) -> ExecutorKind:
 
 
 class Blocks(Protocol):
-    """A lazy collection of blocks; nothing runs before :meth:`collect` or :meth:`count`."""
+    """A collection of blocks (Ray's run lazily, at :meth:`collect` or :meth:`count`; local ones at once)."""
 
     def map(self, fn: BlockFn, **kwargs) -> "Blocks":
         """``fn(block, **kwargs)`` on every block."""
@@ -157,7 +156,3 @@ def executor_for(cfg: DataConfig, rows: int) -> Executor:
 
     return RayExecutor()
 
-
-def only_rows(table: pa.Table, column: str, value: str) -> pa.Table:
-    """The rows of ``table`` whose ``column`` equals ``value``."""
-    return table.filter(pc.equal(table.column(column), value))
