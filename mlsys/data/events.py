@@ -132,19 +132,26 @@ def split_table(events: pa.Table, eval_fraction: float) -> pa.Table:
     return events.append_column("split", pc.if_else(pa.array(mask, pa.bool_()), "eval", "train"))
 
 
-def history_table(events: pa.Table, length: int) -> pa.Table:
+def _sequence_rows(events, every_event: bool) -> np.ndarray:
+    """The rows whose items make behaviour sequences: clicked ones, or with ``every_event`` all of them."""
+    if every_event:
+        return np.ones(len(events), dtype=bool)
+    return _column(events, "label") > 0
+
+
+def history_table(events: pa.Table, length: int, every_event: bool = False) -> pa.Table:
     """:func:`add_history` on a block of whole users: a ``list<int64>`` ``history`` column."""
     events = _in_order(events)
-    clicked = _column(events, "label") > 0
+    clicked = _sequence_rows(events, every_event)
     lo, hi = history_bounds(_users(events), _column(events, "timestamp"), clicked, length)
     items = _column(events, "item_id")[clicked].astype(np.int64)
     return events.append_column("history", _list_column(items, lo, hi))
 
 
-def last_clicks_table(events: pa.Table, length: int) -> pa.Table:
-    """Each user's last ``length`` clicked items over all their events: ``user_id``, ``history``."""
+def last_clicks_table(events: pa.Table, length: int, every_event: bool = False) -> pa.Table:
+    """Each user's last ``length`` clicked items (``every_event``: items) over all their events: ``user_id``, ``history``."""
     events = _in_order(events.select(["user_id", "item_id", "timestamp", "label"]))
-    users, clicked = _column(events, "user_id"), _column(events, "label") > 0
+    users, clicked = _column(events, "user_id"), _sequence_rows(events, every_event)
     first, lo, hi = last_click_bounds(users, clicked, length)
     items = _column(events, "item_id")[clicked].astype(np.int64)
     return pa.table({"user_id": pa.array(users[first]), "history": _list_column(items, lo, hi)})
@@ -181,22 +188,23 @@ def split_user_events(events: pd.DataFrame, eval_fraction: float) -> pd.DataFram
     return df.assign(split=np.where(eval_mask(_users(df), eval_fraction), "eval", "train").astype(object))
 
 
-def add_history(events: pd.DataFrame, length: int) -> pd.DataFrame:
-    """Add ``history``: the last ``length`` items the user clicked strictly before each event.
+def add_history(events: pd.DataFrame, length: int, every_event: bool = False) -> pd.DataFrame:
+    """Add ``history``: the last ``length`` items the user clicked (``every_event``: had an event
+    with) strictly before each event.
 
     ``events`` hold ``timestamp``, ``item_id``, ``label`` (and ``user_id``, else one user).
     """
     df = _in_order(events)
-    clicked = df["label"].to_numpy() > 0
+    clicked = _sequence_rows(df, every_event)
     lo, hi = history_bounds(_users(df), df["timestamp"].to_numpy(), clicked, length)
     items = df["item_id"].to_numpy()[clicked]
     return df.assign(history=[items[a:b] for a, b in zip(lo, hi)])
 
 
-def last_clicks(events: pd.DataFrame, length: int) -> list:
-    """One user's last ``length`` clicked items over all of ``events`` (for serving)."""
+def last_clicks(events: pd.DataFrame, length: int, every_event: bool = False) -> list:
+    """One user's last ``length`` clicked items (``every_event``: items) over all of ``events`` (for serving)."""
     df = _in_order(events.assign(user_id=0))
-    items = df["item_id"].to_numpy()[df["label"].to_numpy() > 0]
+    items = df["item_id"].to_numpy()[_sequence_rows(df, every_event)]
     return items[max(0, len(items) - length) :].tolist() if length > 0 else []
 
 

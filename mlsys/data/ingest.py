@@ -22,11 +22,12 @@ import pyarrow.compute as pc
 
 from mlsys import storage
 from mlsys.data import events as ev
-from mlsys.data import movielens, splits, synthetic
+from mlsys.data import instacart, movielens, splits, synthetic
 from mlsys.data.config import DataConfig, DataSource
 from mlsys.data.executor import Blocks, Executor, ExecutorKind, executor_for, text_lines
-from mlsys.data.parsing import BAD_COLUMNS, EventFormat, QuarantineSummary, header_columns, parse_events
-from mlsys.errors import TooManyBadRowsError
+from mlsys.data.feature_schema import KEY_OF, LABEL, RATING, TIME, FeatureSchema, Kind, Table
+from mlsys.data.parsing import BAD_COLUMNS, NULL_MARKERS, EventFormat, QuarantineSummary, header_columns, parse_events
+from mlsys.errors import DataFormatError, TooManyBadRowsError
 
 HEAD_BYTES = 1 << 16  # read to find the header and estimate a text file's rows
 BAD_SCHEMA = pa.schema([("line_number", pa.int64()), ("raw", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
@@ -74,21 +75,129 @@ def ingest(cfg: DataConfig, events_uri: str, users_uri: str, items_uri: str, qua
 
 
 def read_source(cfg: DataConfig) -> Source:
-    """The attribute tables and how to read the events of ``cfg``'s source (nothing of the events is read)."""
+    """The attribute tables and how to read the events of ``cfg``'s source (nothing of the events is read).
+
+    Everything is named by the declared schema (:class:`~mlsys.data.feature_schema.FeatureSchema`):
+    a column it names that the source lacks is a :class:`~mlsys.errors.DataFormatError` naming the
+    setting; columns it does not name are left out.
+    """
+    schema = FeatureSchema.of(cfg)
     kind = DataSource(cfg.source)
     if kind is DataSource.synthetic:
-        return Source(synthetic.synthetic_users(cfg), synthetic.synthetic_items(cfg), cfg.rows)
+        users, items = synthetic.synthetic_users(cfg), synthetic.synthetic_items(cfg)
+        return Source(attribute_table(users, schema, Table.users, "the synthetic users", cfg.separator),
+                      attribute_table(items, schema, Table.items, "the synthetic items", cfg.separator), cfg.rows)
+    users = items = None
     if kind is DataSource.movielens:
         root = movielens.movielens_dir()
         path, delimiter = str(root / "ml-100k.inter"), "\t"
         users, items = movielens.load_users(root), movielens.load_items(root)
+    elif kind is DataSource.instacart:
+        path, delimiter = str(instacart.orders_path()), ","
     else:
         path, delimiter = cfg.path, cfg.delimiter
-        users, items = _attribute_table(cfg.users_path, movielens.USER_COLUMNS), _attribute_table(cfg.items_path, movielens.ITEM_COLUMNS)
     head, size = _head(path)
     first = head.decode("utf-8", errors="replace").splitlines()[0] if head else ""
-    fmt = EventFormat(delimiter=delimiter, header=True, columns=header_columns(first, delimiter), click_threshold=cfg.click_threshold)
+    fmt = event_format(schema, header_columns(first, delimiter), delimiter, cfg.separator, path)
+    users = _side_table(users, cfg.user_table.path, schema, Table.users, cfg.separator)
+    items = _side_table(items, cfg.item_table.path, schema, Table.items, cfg.separator)
     return Source(users, items, _estimated_lines(head, size), path, fmt)
+
+
+def event_format(schema: FeatureSchema, columns: tuple[str, ...], delimiter: str, separator: str, path: str) -> EventFormat:
+    """How to parse the event file ``path`` whose header names ``columns``; a column the schema
+    names that the header lacks is a :class:`~mlsys.errors.DataFormatError` naming its setting."""
+    settings = {"user_id": "data.columns.user", "item_id": "data.columns.item", TIME: "data.columns.timestamp",
+                LABEL: "data.columns.label", RATING: "data.columns.rating"}
+    wanted = [(settings[role], column) for role, column in schema.sources.items()]
+    wanted += [(f"data.features.{schema.kind(name).value}", name) for name in schema.context]
+    for setting, column in wanted:
+        if column not in columns:
+            raise DataFormatError(f"{setting} names the column {column!r}, but the header of {path} has {_listing(columns)}; "
+                                  f"set {setting} to one of them")
+    return EventFormat(delimiter=delimiter, header=True, columns=columns, click_threshold=schema.click_threshold,
+                       roles=tuple(schema.sources.items()), separator=separator,
+                       features=tuple((name, schema.kind(name).value) for name in schema.context))
+
+
+def _listing(columns) -> str:
+    names = [c for c in columns if c]
+    return f"the columns {names}" if names else "no column names"
+
+
+def _side_table(given: pd.DataFrame | None, path: str | None, schema: FeatureSchema, table: Table, separator: str) -> pd.DataFrame:
+    """The data set's own table, else the file at ``path``, else (no table) an empty one: every id's
+    attributes are then null (the OOV path)."""
+    if path:
+        if not storage.exists(path):
+            prefix = "data.user_table" if table is Table.users else "data.item_table"
+            raise DataFormatError(f"{prefix}.path={path!r}: no such file; set it to the {table.value} table (CSV or Parquet)")
+        given = pd.read_csv(path) if path.endswith(".csv") else pd.read_parquet(path)
+    if given is None:
+        return pd.DataFrame({KEY_OF[table]: pd.Series(dtype="int64"), **{c: pd.Series(dtype=_EMPTY[schema.kind(c)])
+                                                                        for c in schema.table_features(table)}})
+    return attribute_table(given, schema, table, path or f"the {table.value} table", separator)
+
+
+_EMPTY = {Kind.categorical: "object", Kind.numeric: "float32", Kind.multi_hot: "object"}
+
+
+def attribute_table(df: pd.DataFrame, schema: FeatureSchema, table: Table, name: str, separator: str = "|") -> pd.DataFrame:
+    """A user or item table as the schema declares it: the key renamed to its role (``user_id``,
+    ``item_id``), then the declared features, each as its kind (numeric float32, multi-hot lists);
+    undeclared columns are left out. A missing column or a value of the wrong kind is a
+    :class:`~mlsys.errors.DataFormatError` naming it."""
+    prefix = "data.user_table" if table is Table.users else "data.item_table"
+    key = schema.keys.get(table.value) or schema.sources[KEY_OF[table]]
+    if key not in df.columns:
+        role = "data.columns.user" if table is Table.users else "data.columns.item"
+        raise DataFormatError(f"{name} has no key column {key!r} ({_listing(df.columns)}); set {prefix}.key to its key column "
+                              f"(it defaults to {role})")
+    out = {KEY_OF[table]: _ids(df[key], name, key, f"{prefix}.key")}
+    for column in schema.table_features(table):
+        kind = schema.kind(column)
+        if column not in df.columns:
+            raise DataFormatError(f"{prefix}.{kind.value} names the column {column!r}, but {name} has {_listing(df.columns)}; "
+                                  f"remove it from {prefix}.{kind.value} or add the column")
+        out[column] = _as_kind(df[column], kind, name, column, f"{prefix}.{kind.value}", separator)
+    return pd.DataFrame(out)
+
+
+def _ids(values: pd.Series, name: str, column: str, setting: str) -> np.ndarray:
+    ids = pd.to_numeric(values, errors="coerce")
+    bad = ids.isna() | (ids < 0) | (ids != np.floor(ids))
+    if bad.any():
+        first = values[bad].iloc[0]
+        raise DataFormatError(f"{name}: the key column {column!r} ({setting}) holds {first!r} (row {int(np.flatnonzero(bad)[0])}); "
+                              "keys must be non-negative integers")
+    return ids.astype(np.int64).to_numpy()
+
+
+def _as_kind(values: pd.Series, kind: Kind, name: str, column: str, setting: str, separator: str):
+    if kind is Kind.numeric:
+        text = values.map(lambda v: np.nan if isinstance(v, str) and v.strip().lower() in NULL_MARKERS else v)
+        number = pd.to_numeric(text, errors="coerce")
+        bad = number.isna() & text.notna()
+        if bad.any():
+            raise DataFormatError(f"{name}: column {column!r} is declared numeric ({setting}) but holds {values[bad].iloc[0]!r} "
+                                  f"(row {int(np.flatnonzero(bad)[0])}); fix the value or declare the column categorical")
+        return number.astype(np.float32).to_numpy()
+    if kind is Kind.multi_hot:
+        def as_list(v):
+            if isinstance(v, str):
+                return [x.strip() for x in v.split(separator) if x.strip() and x.strip().lower() not in NULL_MARKERS]
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                return []
+            if isinstance(v, (list, tuple, np.ndarray)):
+                return [str(x) for x in v]
+            raise DataFormatError(f"{name}: column {column!r} is declared multi-hot ({setting}) but holds {v!r}; "
+                                  f"give lists, or text with values separated by data.separator={separator!r}")
+        return pd.Series([as_list(v) for v in values], dtype=object).to_numpy()
+    nested = values.map(lambda v: isinstance(v, (list, tuple, np.ndarray, dict)))
+    if nested.any():
+        raise DataFormatError(f"{name}: column {column!r} is declared categorical ({setting}) but holds lists; "
+                              "declare it multi-hot")
+    return values.to_numpy(dtype=object) if values.dtype == object else values.to_numpy()
 
 
 def _head(path: str) -> tuple[bytes, int]:
@@ -96,6 +205,8 @@ def _head(path: str) -> tuple[bytes, int]:
     import pyarrow.fs as pafs
 
     fs, p = pafs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
+    if fs.get_file_info(p).type is not pafs.FileType.File:
+        raise DataFormatError(f"data.path={path!r}: no such file; set data.path to the event file (CSV or delimited text)")
     with fs.open_input_stream(p) as f:
         head = f.read(HEAD_BYTES)
     return head, fs.get_file_info(p).size
@@ -106,18 +217,6 @@ def _estimated_lines(head: bytes, size: int) -> int:
     if size <= len(head):
         return len(text_lines(head))
     return int(size * max(1, head.count(b"\n")) / len(head)) + 1
-
-
-def _attribute_table(path: str | None, columns: tuple[str, ...]) -> pd.DataFrame:
-    """A user or item table (Parquet or CSV); without one, attributes are null (the OOV path)."""
-    if not path:
-        empty = {c: pd.Series(dtype="int64" if c.endswith("_id") else "object") for c in columns}
-        return pd.DataFrame(empty)
-    df = pd.read_csv(path) if path.endswith(".csv") else pd.read_parquet(path)
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path} lacks the columns {missing}; expected {list(columns)}")
-    return df[list(columns)]
 
 
 # -- reading: parsed (text) or generated blocks, bad rows quarantined ----------------------

@@ -52,28 +52,54 @@ Problem = tuple[BadRowReason, str]
 
 @dataclass(frozen=True)
 class EventFormat:
-    """How a click-event file is laid out, e.g. MovieLens' ``ml-100k.inter``:
+    """How an event file is laid out, e.g. MovieLens' ``ml-100k.inter``:
 
     ``EventFormat("\\t", columns=header_columns(first_line, "\\t"))``
+
+    ``roles`` maps each role (``user_id``, ``item_id``, ``timestamp``, and ``label`` or
+    ``rating``) to the file's column for it (default: the column named like the role);
+    ``features`` are the event features to parse, ``(column, kind)`` with kind one of
+    ``categorical``, ``numeric``, ``multi_hot`` (values separated by ``separator``). Other
+    columns are only counted. Parsed events name the roles by role, features by column.
     """
 
     delimiter: str = ","
     header: bool = True  # the line numbered 1 is the header (numbers unknown: a line naming the columns)
     # Column names in file order; columns other than the event fields are only counted.
     columns: tuple[str, ...] = ("user_id", "item_id", "timestamp", "rating")
-    click_threshold: float = 4.0  # rating >= this is a click, when there is no `label` column
+    click_threshold: float = 4.0  # rating >= this is a click, when there is no `label` role
+    roles: tuple[tuple[str, str], ...] = ()  # (role, column); a role not given is the column of its name
+    features: tuple[tuple[str, str], ...] = ()  # (column, kind)
+    separator: str = "|"
 
     def __post_init__(self):
         object.__setattr__(self, "columns", tuple(self.columns))  # Hydra passes lists
+        object.__setattr__(self, "roles", tuple((r, c) for r, c in dict(self.roles).items()))
+        object.__setattr__(self, "features", tuple((c, k) for c, k in dict(self.features).items()))
         if not self.delimiter or "\n" in self.delimiter or "\r" in self.delimiter:
             raise ValueError(f"EventFormat.delimiter={self.delimiter!r} must be a non-empty string without newlines")
-        missing = [c for c in REQUIRED if c not in self.columns] + ([] if {"rating", "label"} & set(self.columns) else ["rating or label"])
+        sources = self.sources
+        missing = [sources[r] for r in REQUIRED if sources[r] not in self.columns]
+        targets = [sources[r] for r in ("rating", "label") if r in sources]
+        if not set(targets) & set(self.columns):
+            missing.append(" or ".join(targets))
+        missing += [c for c, _ in self.features if c not in self.columns]
         if missing:
             raise ValueError(f"EventFormat.columns={self.columns!r} lacks {', '.join(missing)}")
         if len(set(self.columns)) != len(self.columns):
             raise ValueError(f"EventFormat.columns={self.columns!r} names a column twice")
         if not math.isfinite(self.click_threshold):
             raise ValueError(f"EventFormat.click_threshold={self.click_threshold!r} must be finite")
+        unknown = [k for _, k in self.features if k not in _FEATURE_PARSERS]
+        if unknown:
+            raise ValueError(f"EventFormat.features has kinds {unknown}; expected {sorted(_FEATURE_PARSERS)}")
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Every role's column (rating and label both, whichever the file has)."""
+        given = dict(self.roles)
+        target = ("rating", "label") if not {"rating", "label"} & set(given) else ()
+        return {**{r: r for r in (*REQUIRED, *target)}, **given}
 
 
 def header_columns(header_line: str, delimiter: str) -> tuple[str, ...]:
@@ -103,19 +129,19 @@ def _scalar_id(name: str, raw: str) -> int | Problem:
     return x
 
 
-def _scalar_timestamp(raw: str) -> int | Problem:
+def _scalar_timestamp(name: str, raw: str) -> int | Problem:
     v = raw.strip()
     if v == "":
-        return BadRowReason.unparseable, "timestamp is empty"
+        return BadRowReason.unparseable, f"{name} is empty"
     if not (number := _FLOAT.fullmatch(v)):
-        return BadRowReason.unparseable, f"timestamp={v!r} is not a number"
+        return BadRowReason.unparseable, f"{name}={v!r} is not a number"
     x = _whole(*number.groups())
     if x is None:
-        return BadRowReason.unparseable, f"timestamp={v!r} is not a whole number"
+        return BadRowReason.unparseable, f"{name}={v!r} is not a whole number"
     if not _INT64[0] <= x <= _INT64[1]:
-        return BadRowReason.unparseable, f"timestamp={v!r} does not fit in a 64-bit integer"
+        return BadRowReason.unparseable, f"{name}={v!r} does not fit in a 64-bit integer"
     if x <= 0:
-        return BadRowReason.wrong_type, f"timestamp={v!r} is not positive"
+        return BadRowReason.wrong_type, f"{name}={v!r} is not positive"
     return x
 
 
@@ -145,12 +171,12 @@ def _scalar_float(name: str, raw: str) -> float | Problem:
     return BadRowReason.unparseable, f"{name} is empty" if v == "" else f"{name}={v!r} is not a number"
 
 
-def _scalar_label(raw: str) -> float | Problem:
-    x = _scalar_float("label", raw)
+def _scalar_label(name: str, raw: str) -> float | Problem:
+    x = _scalar_float(name, raw)
     if isinstance(x, tuple) and x[0] is BadRowReason.unparseable:
         return x
     if isinstance(x, tuple) or x not in (0.0, 1.0):
-        return BadRowReason.wrong_type, f"label={raw.strip()!r} is not 0 or 1"
+        return BadRowReason.wrong_type, f"{name}={raw.strip()!r} is not 0 or 1"
     return x
 
 
@@ -192,28 +218,57 @@ def _parse_id(name: str, col: list[str]):
     return _parse(col, _plain_ints(col), np.int64, int, lambda v: v >= 0, lambda raw: _scalar_id(name, raw))
 
 
-def _parse_timestamp(col: list[str]):
+def _parse_timestamp(name: str, col: list[str]):
     plain = col
     if any(map(methodcaller("endswith", ".0"), col)):
         plain = [v[:-2] if v.endswith(".0") else v for v in col]  # "123.0" -> "123"; others still fail the mask
-    return _parse(plain, _plain_ints(plain), np.int64, int, lambda v: v > 0, _scalar_timestamp, raw=col)
+    return _parse(plain, _plain_ints(plain), np.int64, int, lambda v: v > 0, lambda raw: _scalar_timestamp(name, raw), raw=col)
 
 
-def _parse_rating(col: list[str]):
-    return _parse(col, _plain_decimals(col), np.float64, float, lambda v: v <= _FLOAT32_MAX, lambda raw: _scalar_float("rating", raw))
+def _parse_rating(name: str, col: list[str]):
+    return _parse(col, _plain_decimals(col), np.float64, float, lambda v: v <= _FLOAT32_MAX, lambda raw: _scalar_float(name, raw))
 
 
-def _parse_label(col: list[str]):
-    return _parse(col, _plain_decimals(col), np.float64, float, lambda v: (v == 0) | (v == 1), _scalar_label)
+def _parse_label(name: str, col: list[str]):
+    return _parse(col, _plain_decimals(col), np.float64, float, lambda v: (v == 0) | (v == 1), lambda raw: _scalar_label(name, raw))
+
+
+def _scalar_number(name: str, raw: str) -> float | Problem:
+    """A numeric feature: a null marker is a missing value (NaN), anything else must be a finite number."""
+    if raw.strip().lower() in NULL_MARKERS:
+        return math.nan
+    return _scalar_float(name, raw)
+
+
+def _parse_numeric(name: str, col: list[str], separator: str):
+    values, problems = _parse(col, _plain_decimals(col), np.float64, float, lambda v: v <= _FLOAT32_MAX,
+                              lambda raw: _scalar_number(name, raw))
+    return values.astype(np.float32), problems
+
+
+def _parse_categorical(name: str, col: list[str], separator: str):
+    """A categorical feature: the value as text, stripped; a null marker is a missing value (None)."""
+    stripped = list(map(str.strip, col))
+    return np.array([None if v.lower() in NULL_MARKERS else v for v in stripped], dtype=object), {}
+
+
+def _parse_multi_hot(name: str, col: list[str], separator: str):
+    """A multi-hot feature: ``separator``-separated values, stripped, empty ones dropped (no value: ``[]``)."""
+    out = np.empty(len(col), dtype=object)
+    for i, v in enumerate(col):
+        items = [x.strip() for x in v.split(separator)]
+        out[i] = [x for x in items if x and x.lower() not in NULL_MARKERS]
+    return out, {}
 
 
 _PARSERS = {
-    "user_id": lambda col: _parse_id("user_id", col),
-    "item_id": lambda col: _parse_id("item_id", col),
+    "user_id": lambda name, col: _parse_id(name, col),
+    "item_id": lambda name, col: _parse_id(name, col),
     "timestamp": _parse_timestamp,
     "rating": _parse_rating,
     "label": _parse_label,
 }
+_FEATURE_PARSERS = {"categorical": _parse_categorical, "numeric": _parse_numeric, "multi_hot": _parse_multi_hot}
 
 
 def _is_header(line: str, number: int, fmt: EventFormat) -> bool:
@@ -236,7 +291,9 @@ def parse_events(lines: list[str], line_numbers: list[int] | None, fmt: EventFor
     """``(good, bad)`` from one batch of lines; ``line_numbers`` are 1-based file lines, None if unknown.
 
     good: ``user_id``, ``item_id``, ``timestamp`` (int64), ``label`` (float32 0/1) and ``rating``
-    (float32) if the format has one. bad: ``line_number`` (int64, -1 if unknown), ``raw`` (the
+    (float32) if the format has one, whatever the file calls them (``fmt.roles``), then the
+    format's features by their column names: categorical as text (None: missing), numeric as
+    float32 (NaN: missing), multi-hot as lists of text. bad: ``line_number`` (int64, -1 if unknown), ``raw`` (the
     line as given), ``reason`` (a ``BadRowReason`` value), ``detail``. Blank lines and the header
     are skipped; every other line is in exactly one of the two.
     """
@@ -279,14 +336,16 @@ def _parse_columns(lines: list[str], fmt: EventFormat) -> tuple[dict[str, np.nda
     """Typed event columns of lines with the right field count; per bad line its first problem."""
     width = len(fmt.columns)
     fields = fmt.delimiter.join(lines).split(fmt.delimiter) if lines else []  # one split: (n * width,)
+    position = {c: i for i, c in enumerate(fmt.columns)}
+    parsers = [(role, column, lambda name, col, p=_PARSERS[role]: p(name, col)) for role, column in fmt.sources.items()
+               if column in position and role in _PARSERS]
+    parsers += [(column, column, lambda name, col, p=_FEATURE_PARSERS[kind]: p(name, col, fmt.separator)) for column, kind in fmt.features]
     values: dict[str, np.ndarray] = {}
     found: dict[int, tuple[tuple[int, int], BadRowReason, str]] = {}
-    for position, name in enumerate(fmt.columns):
-        if name not in _PARSERS:
-            continue
-        values[name], problems = _PARSERS[name](fields[position::width])
+    for out, column, parse in parsers:
+        values[out], problems = parse(column, fields[position[column]::width])
         for k, (reason, detail) in problems.items():
-            rank = (_PRIORITY[reason], position)
+            rank = (_PRIORITY[reason], position[column])
             if k not in found or rank < found[k][0]:
                 found[k] = (rank, reason, detail)
     typed = {name: values[name] for name in REQUIRED}
@@ -294,6 +353,7 @@ def _parse_columns(lines: list[str], fmt: EventFormat) -> tuple[dict[str, np.nda
     typed["label"] = (values["label"] if "label" in values else values["rating"] >= fmt.click_threshold).astype(np.float32)
     if "rating" in values:
         typed["rating"] = values["rating"].astype(np.float32)
+    typed.update({column: values[column] for column, _ in fmt.features})
     return typed, {k: (reason, detail) for k, (_, reason, detail) in sorted(found.items())}
 
 

@@ -1,5 +1,11 @@
 """The one fitted preprocessor, shared by training (Ray Data) and serving.
 
+Its inputs are named by the data set's declared schema
+(:class:`~mlsys.data.feature_schema.FeatureSchema`): a vocabulary per categorical
+field (the user, the item, the declared categorical features) and per multi-hot
+feature, a scaling per numeric feature, the behaviour sequence over the item
+vocabulary.
+
 A Ray Data :class:`~ray.data.preprocessor.Preprocessor`: ``fit(ds)`` computes
 per-block partial statistics in one ``map_batches`` pass and merges them;
 ``transform(ds)`` for training and ``transform_batch(df)`` for one in-memory
@@ -30,15 +36,12 @@ import pyarrow.compute as pc
 from ray.data.preprocessor import Preprocessor
 
 from mlsys import storage
+from mlsys.data.feature_schema import HISTORY, ITEM, LABEL, FeatureSchema
 from mlsys.models.config import InputSpec
 
 PAD, OOV = 0, 1
-CATEGORICAL = ("user_id", "item_id", "gender", "occupation")
-NUMERIC = ("age", "year")
-GENRES = "genres"
-HISTORY = "history"
-RAW_COLUMNS = (*CATEGORICAL, *NUMERIC, GENRES, HISTORY)
-FORMAT = "mlsys.ctr-preprocessor/1"
+# /2: inputs named by the declared schema (multi-hot features, not one genres column).
+FORMAT = "mlsys.ctr-preprocessor/2"
 
 
 def _py(v: Any) -> Any:
@@ -58,15 +61,16 @@ def _value_counts(values) -> list[list]:
     return [list(pair) for pair in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())]
 
 
-def partial_stats(frame: pd.DataFrame | pa.Table, numeric: tuple[str, ...] = NUMERIC) -> dict:
-    """Mergeable statistics of one block (pandas or Arrow): value counts and moments of the ``numeric`` columns.
-
-    Plain Python values, ready for JSON.
-    """
+def partial_stats(frame: pd.DataFrame | pa.Table, categorical: tuple[str, ...], multi_hot: tuple[str, ...],
+                  numeric: tuple[str, ...]) -> dict:
+    """Mergeable statistics of one block (pandas or Arrow): value counts of the ``categorical``
+    and (flattened) ``multi_hot`` columns, moments of the ``numeric`` ones. Plain Python values,
+    ready for JSON."""
     # Lists of [value, count] pairs, not dicts: JSON would turn int keys into strings.
-    counts = {c: _value_counts(_arrow(frame, c)) for c in CATEGORICAL}
-    genres = _arrow(frame, GENRES)
-    counts[GENRES] = _value_counts(pc.list_flatten(genres) if not pa.types.is_null(genres.type) else genres)
+    counts = {c: _value_counts(_arrow(frame, c)) for c in categorical}
+    for c in multi_hot:
+        lists = _arrow(frame, c)
+        counts[c] = _value_counts(pc.list_flatten(lists) if not pa.types.is_null(lists.type) else lists)
     moments = {}
     for c in numeric:
         x = pc.drop_null(_arrow(frame, c)).to_numpy(zero_copy_only=False).astype(np.float64)
@@ -76,12 +80,13 @@ def partial_stats(frame: pd.DataFrame | pa.Table, numeric: tuple[str, ...] = NUM
 
 
 def merge_stats(parts: list[dict]) -> dict:
-    counts: dict[str, Counter] = {c: Counter() for c in (*CATEGORICAL, GENRES)}
+    counts: dict[str, Counter] = {}
     moments: dict[str, list] = {}
     for p in parts:
         for c, pairs in p["counts"].items():
+            counter = counts.setdefault(c, Counter())
             for value, n in pairs:
-                counts[c][value] += n
+                counter[value] += n
         for c, m in p["moments"].items():
             moments[c] = [a + b for a, b in zip(moments.get(c, [0, 0.0, 0.0]), m)]
     return {"counts": counts, "moments": moments}
@@ -90,7 +95,7 @@ def merge_stats(parts: list[dict]) -> dict:
 def _numeric_column(batch: dict[str, np.ndarray], column: str) -> np.ndarray:
     """A numeric input as float64; a column the batch lacks is all null (the train mean)."""
     if column not in batch:
-        return np.full(len(batch[HISTORY]), np.nan)
+        return np.full(len(next(iter(batch.values()))), np.nan)
     return batch[column].astype(np.float64)
 
 
@@ -119,30 +124,44 @@ def _pad_lists(lists: np.ndarray, index: pd.Index, width: int, keep_last: bool) 
 
 
 class CtrPreprocessor(Preprocessor):
-    """``CtrPreprocessor(history_length=20).fit(ds).transform_batch(df) -> dict of arrays``.
+    """``CtrPreprocessor(schema).fit(ds).transform_batch(df) -> dict of arrays``.
 
     Output arrays are the model inputs (see :class:`~mlsys.models.InputSpec`):
-    ``categorical``, ``genres``, ``history``, ``numeric`` and, when the input
-    has it, ``label``.
+    ``categorical`` (the schema's categorical fields), ``multi_hot`` (each multi-hot
+    feature's first ``multi_hot_length`` values, side by side), ``history`` (the last
+    ``history_length`` items), ``numeric`` and, when the input has it, ``label``.
+    ``numeric``: the numeric inputs if not the schema's (the schema's plus the feature
+    store's aggregates with ``features=feast``).
     """
 
-    def __init__(self, history_length: int = 20, max_genres: int = 4, min_count: int = 1, numeric: tuple[str, ...] = NUMERIC):
+    def __init__(self, schema: FeatureSchema, min_count: int = 1, numeric: tuple[str, ...] | None = None):
         super().__init__()
-        self.history_length = history_length
-        self.max_genres = max_genres
+        self.schema = schema
+        self.history_length = schema.history_length
+        self.multi_hot_length = schema.multi_hot_length
         self.min_count = min_count
-        # Numeric model inputs: profile numbers, plus feature-store aggregates with features=movielens.
-        self.numeric = tuple(numeric)
+        self.categorical = schema.categorical
+        self.multi_hot = schema.multi_hot
+        self.numeric = tuple(schema.numeric if numeric is None else numeric)
         self.vocabularies_: dict[str, list] = {}
         self.scaling_: dict[str, tuple[float, float]] = {}
         self._indexes: dict[str, pd.Index] = {}
         self._base: CtrPreprocessor | None = None
 
+    @property
+    def request_columns(self) -> tuple[str, ...]:
+        """The raw columns a scored row needs."""
+        return (*self.categorical, *self.multi_hot, *self.numeric, HISTORY)
+
+    def partial_stats(self, frame: pd.DataFrame | pa.Table) -> dict:
+        """:func:`partial_stats` of one block of train rows, for :meth:`fit_partials`."""
+        return partial_stats(frame, self.categorical, self.multi_hot, self.numeric)
+
     def continuing(self, base: "CtrPreprocessor") -> "CtrPreprocessor":
         """Fit as a continuation of ``base`` (warm start): old ids keep their indices.
 
-        >>> p = CtrPreprocessor().continuing(old).fit(new_span)  # doctest: +SKIP
-        >>> p.vocabularies_["item_id"][: len(old.vocabularies_["item_id"])] == old.vocabularies_["item_id"]  # doctest: +SKIP
+        >>> p = CtrPreprocessor(schema).continuing(old).fit(new_span)  # doctest: +SKIP
+        >>> p.vocabularies_[ITEM][: len(old.vocabularies_[ITEM])] == old.vocabularies_[ITEM]  # doctest: +SKIP
         True
         """
         self._base = base
@@ -150,32 +169,33 @@ class CtrPreprocessor(Preprocessor):
 
     # -- fitting ---------------------------------------------------------
     def _fit(self, ds) -> "CtrPreprocessor":
-        numeric = self.numeric
-        parts = ds.select_columns(list(CATEGORICAL + numeric + (GENRES,))).map_batches(
-            lambda table: pa.table({"stats": [json.dumps(partial_stats(table, numeric))]}),
-            batch_format="pyarrow",
+        columns, stats = [*self.categorical, *self.multi_hot, *self.numeric], self.partial_stats
+        parts = ds.select_columns(columns).map_batches(
+            lambda table: pa.table({"stats": [json.dumps(stats(table))]}), batch_format="pyarrow",
         ).take_all()
         return self._set_state(merge_stats([json.loads(p["stats"]) for p in parts]))
 
     def fit_frame(self, df: pd.DataFrame | pa.Table) -> "CtrPreprocessor":
         """Fit on an in-memory frame (same statistics as :meth:`fit` on a Dataset)."""
-        return self.fit_partials([partial_stats(df, self.numeric)])
+        return self.fit_partials([self.partial_stats(df)])
 
     def fit_partials(self, parts: list[dict]) -> "CtrPreprocessor":
-        """Fit from :func:`partial_stats` of the blocks of the train data, computed wherever they were.
+        """Fit from :meth:`partial_stats` of the blocks of the train data, computed wherever they were.
 
-        >>> CtrPreprocessor().fit_partials([partial_stats(block) for block in blocks])  # doctest: +SKIP
+        >>> p.fit_partials([p.partial_stats(block) for block in blocks])  # doctest: +SKIP
         """
         self._set_state(merge_stats(parts))
         self._fitted = True
         return self
 
     def _set_state(self, stats: dict) -> "CtrPreprocessor":
+        counts = stats["counts"]
         self.vocabularies_ = {
-            c: [v for v, n in sorted(cnt.items(), key=lambda kv: (-kv[1], str(kv[0]))) if n >= self.min_count]
-            for c, cnt in stats["counts"].items()
+            c: [v for v, n in sorted(counts.get(c, {}).items(), key=lambda kv: (-kv[1], str(kv[0]))) if n >= self.min_count]
+            for c in (*self.categorical, *self.multi_hot)
         }
-        for c, (n, s, ss) in stats["moments"].items():
+        for c in self.numeric:
+            n, s, ss = stats["moments"].get(c, (0, 0.0, 0.0))
             mean = s / n if n else 0.0
             std = float(np.sqrt(max(ss / n - mean * mean, 0.0))) if n else 1.0
             self.scaling_[c] = (mean, std if std > 0 else 1.0)
@@ -186,7 +206,7 @@ class CtrPreprocessor(Preprocessor):
 
     def _append_to_base(self, base: "CtrPreprocessor") -> None:
         for c, values in self.vocabularies_.items():
-            old = list(base.vocabularies_[c])
+            old = list(base.vocabularies_.get(c, []))
             known = set(old)
             self.vocabularies_[c] = old + [v for v in values if v not in known]
         # Columns the base model saw keep its scaling; a numeric input it lacked keeps this fit's.
@@ -199,20 +219,25 @@ class CtrPreprocessor(Preprocessor):
         return self._indexes[column]
 
     def _transform_numpy(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = len(next(iter(batch.values())))
+        w = self.multi_hot_length
         out = {
-            "categorical": np.stack([_encode(batch[c], self._index(c)) for c in CATEGORICAL], axis=1),
-            "genres": _pad_lists(batch[GENRES], self._index(GENRES), self.max_genres, keep_last=False),
-            "history": _pad_lists(batch[HISTORY], self._index("item_id"), self.history_length, keep_last=True),
+            "categorical": np.stack([_encode(batch[c], self._index(c)) for c in self.categorical], axis=1)
+            if self.categorical else np.zeros((rows, 0), np.int64),
+            "multi_hot": np.concatenate(
+                [_pad_lists(batch[c], self._index(c), w, keep_last=False) for c in self.multi_hot], axis=1
+            ) if self.multi_hot else np.zeros((rows, 0), np.int64),
+            "history": _pad_lists(batch[HISTORY], self._index(ITEM), self.history_length, keep_last=True),
             "numeric": np.stack(
                 [
                     np.nan_to_num((_numeric_column(batch, c) - m) / s, nan=0.0).astype(np.float32)
                     for c, (m, s) in ((c, self.scaling_[c]) for c in self.numeric)
                 ],
                 axis=1,
-            ),
+            ) if self.numeric else np.zeros((rows, 0), np.float32),
         }
-        if "label" in batch:
-            out["label"] = batch["label"].astype(np.float32)
+        if LABEL in batch:
+            out["label"] = batch[LABEL].astype(np.float32)
         return out
 
     @classmethod
@@ -224,11 +249,12 @@ class CtrPreprocessor(Preprocessor):
     # -- contract and persistence ---------------------------------------
     def input_spec(self) -> InputSpec:
         return InputSpec(
-            categorical_fields=CATEGORICAL,
-            categorical_sizes=tuple(len(self.vocabularies_[c]) + 2 for c in CATEGORICAL),
-            item_field="item_id",
-            genre_size=len(self.vocabularies_[GENRES]) + 2,
-            max_genres=self.max_genres,
+            categorical_fields=self.categorical,
+            categorical_sizes=tuple(len(self.vocabularies_[c]) + 2 for c in self.categorical),
+            item_field=ITEM,
+            multi_hot_fields=self.multi_hot,
+            multi_hot_sizes=tuple(len(self.vocabularies_[c]) + 2 for c in self.multi_hot),
+            multi_hot_length=self.multi_hot_length,
             history_length=self.history_length,
             numeric_fields=self.numeric,
         )
@@ -237,8 +263,7 @@ class CtrPreprocessor(Preprocessor):
         return json.dumps(
             {
                 "format": FORMAT,
-                "history_length": self.history_length,
-                "max_genres": self.max_genres,
+                "schema": self.schema.to_dict(),
                 "min_count": self.min_count,
                 "numeric": list(self.numeric),
                 "vocabularies": self.vocabularies_,
@@ -260,7 +285,7 @@ class CtrPreprocessor(Preprocessor):
         d = json.loads(text)
         if d.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} preprocessor file (format={d.get('format')!r})")
-        p = cls(d["history_length"], d["max_genres"], d["min_count"], tuple(d.get("numeric", NUMERIC)))
+        p = cls(FeatureSchema.from_dict(d["schema"]), d["min_count"], tuple(d["numeric"]))
         p.vocabularies_ = d["vocabularies"]
         p.scaling_ = {c: tuple(v) for c, v in d["scaling"].items()}
         p._fitted = True

@@ -54,12 +54,17 @@ class Schema:
         return apply_curated(cls(), d)
 
 
+PRESENCE_MARGIN = 0.9  # a sometimes-missing feature must keep 90% of its train presence
+
+
 def _floor(x: float, digits: int = 3) -> float:
     return math.floor(x * 10**digits) / 10**digits
 
 
 def infer_feature(s: FeatureStatistics, max_domain_size: int) -> FeatureSchema:
-    presence = 1.0 if s.missing == 0 else _floor(s.present / s.count) if s.count else 0.0
+    # A feature always present must stay so; one with missing values in train may miss a few more
+    # by chance (a held-out split of a feature missing at random samples its own fraction).
+    presence = 1.0 if s.missing == 0 else _floor(PRESENCE_MARGIN * s.present / s.count) if s.count else 0.0
     f = FeatureSchema(kind=s.kind, presence=presence)
     if s.kind is FeatureKind.categorical and s.distinct is not None and s.top is not None:
         # A domain only for low-cardinality features whose values the sketch saw in full.

@@ -127,7 +127,9 @@ def split_statistics(cfg: DataConfig, events_uri: str, out: dict[str, str], exec
 
     files = part_files(storage.absolute(events_uri))
     executor = executor or executor_for(cfg, parquet_rows(files))
-    kinds = event_kinds(read_schema(files[0]))
+    from mlsys.data.feature_schema import FeatureSchema
+
+    kinds = event_kinds(read_schema(files[0]), FeatureSchema.of(cfg).categorical)
     states = executor.generate(len(files), _file_states, files=files, kinds=kinds).collect()
     # Merged in file order, not in the order tasks finished: the result does not depend on timing.
     states = states.take(np.argsort(states.column("index").to_numpy(), kind="stable"))

@@ -336,9 +336,11 @@ def finalize(accumulators: dict[str, FeatureAccumulator], name: str = "") -> Dat
     return DatasetStatistics(rows, {k: finalize_feature(a) for k, a in accumulators.items()}, name)
 
 
-def event_kinds(schema: pa.Schema) -> dict[str, FeatureKind]:
-    """Feature kinds of the events table: ids are categorical, ``timestamp`` a time, ``split`` not a feature."""
-    kinds = infer_kinds(schema, categorical=["user_id", "item_id"], timestamps=["timestamp"])
+def event_kinds(schema: pa.Schema, categorical: Iterable[str] = ("user_id", "item_id")) -> dict[str, FeatureKind]:
+    """Feature kinds of the events table: ``categorical`` (the keys and the declared categorical
+    features, see :class:`~mlsys.data.feature_schema.FeatureSchema`) are categorical whatever their
+    type, ``timestamp`` a time, ``split`` not a feature, the rest by type."""
+    kinds = infer_kinds(schema, categorical=categorical, timestamps=["timestamp"])
     kinds.pop("split", None)
     return kinds
 

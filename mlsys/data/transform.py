@@ -21,7 +21,8 @@ from mlsys.data import events as ev
 from mlsys.data import splits
 from mlsys.data.config import DataConfig
 from mlsys.data.executor import Executor, ExecutorKind, executor_for
-from mlsys.data.preprocessor import CtrPreprocessor, partial_stats
+from mlsys.data.feature_schema import HISTORY, ITEM, LABEL, TIME, USER, FeatureSchema
+from mlsys.data.preprocessor import CtrPreprocessor, merge_stats
 
 
 @dataclass(frozen=True)
@@ -60,24 +61,29 @@ def transform(
     events = splits.part_files(storage.absolute(events_uri))
     labelled = splits.part_files(storage.absolute(training_set_uri)) if training_set_uri else events
     executor = executor or executor_for(cfg, splits.parquet_rows(labelled))
-    kwargs = {"numeric": numeric} if numeric is not None else {}
-    preprocessor = CtrPreprocessor(cfg.history_length, cfg.max_genres, cfg.vocab_min_count, **kwargs)
+    schema = FeatureSchema.of(cfg)
+    preprocessor = CtrPreprocessor(schema, cfg.vocab_min_count, numeric)
     if base is not None:
         preprocessor.continuing(base)
     write = {"train": storage.absolute(out.train), "eval": storage.absolute(out.eval)}
-    parts = executor.generate(len(labelled), _transform_file, files=labelled, out=write, numeric=preprocessor.numeric,
-                              length=0 if training_set_uri else cfg.history_length).collect()
+    sequence = {"length": cfg.history_length, "every_event": schema.history_of.value == "events"}
+    parts = executor.generate(len(labelled), _transform_file, files=labelled, out=write, preprocessor=preprocessor,
+                              histories=not training_set_uri, **sequence).collect()
     if training_set_uri:  # the latest histories still come from the events
-        latest = executor.generate(len(events), _latest_clicks_file, files=events, length=cfg.history_length).collect()
+        latest = executor.generate(len(events), _latest_items_file, files=events, **sequence).collect()
     else:
         latest = pa.concat_tables([_ipc_table(b) for b in parts.column("latest").to_pylist()])
     parts = parts.take(np.argsort(parts.column("index").to_numpy(), kind="stable"))  # merge in file order
-    preprocessor.fit_partials([json.loads(s) for s in parts.column("stats").to_pylist()])
+    stats = [json.loads(s) for s in parts.column("stats").to_pylist()]
+    preprocessor.fit_partials(stats)
     preprocessor.save(out.preprocessor)
-    users = pd.read_parquet(users_uri).merge(latest.to_pandas(), on="user_id", how="left")
-    users["history"] = [list(h) if h is not None and not (isinstance(h, float) and np.isnan(h)) else [] for h in users["history"]]
+    # The serving tables know every user and item of the data, with or without a row in a side table.
+    users = pd.read_parquet(users_uri).merge(latest.to_pandas(), on=USER, how="outer")
+    users[HISTORY] = [list(h) if h is not None and not (isinstance(h, float) and np.isnan(h)) else [] for h in users[HISTORY]]
     storage.write_table(users, out.users)
-    storage.write_table(pd.read_parquet(items_uri), out.items)
+    items = pd.read_parquet(items_uri)
+    trained = pd.DataFrame({ITEM: np.array(sorted(merge_stats(stats)["counts"][ITEM]), dtype=np.int64)})
+    storage.write_table(items.merge(trained, on=ITEM, how="outer") if len(trained) else items, out.items)
     return TransformResult(preprocessor, executor.kind)
 
 
@@ -93,19 +99,21 @@ def _ipc_table(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(data).read_all()
 
 
-def _transform_file(index: int, files: list[str], out: dict[str, str], numeric: tuple[str, ...], length: int) -> pa.Table:
-    """File ``index``: with histories (``length > 0``), its train and eval files written; returns the
-    preprocessor's partial statistics of its train rows and (with histories) its users' latest clicks."""
+def _transform_file(index: int, files: list[str], out: dict[str, str], preprocessor: CtrPreprocessor, histories: bool,
+                    length: int, every_event: bool) -> pa.Table:
+    """File ``index``: with ``histories``, its events' behaviour sequences derived and its train and eval
+    files written; returns the preprocessor's partial statistics of its train rows and (with histories)
+    its users' latest sequences."""
     table = splits.read_part(files[index]).replace_schema_metadata(None)
-    if length:
-        table = ev.history_table(table, length)
+    if histories:
+        table = ev.history_table(table, length, every_event)
     rows = {split: splits.split_rows(table, split) for split in out}
     for split, uri in out.items():
         splits.write_part(rows[split], splits.part_file(uri, index))
-    stats = json.dumps(partial_stats(rows["train"], numeric))
-    latest = _ipc(ev.last_clicks_table(table, length)) if length else b""
+    stats = json.dumps(preprocessor.partial_stats(rows["train"]))
+    latest = _ipc(ev.last_clicks_table(table, length, every_event)) if histories else b""
     return pa.table({"index": [index], "stats": [stats], "latest": [latest]})
 
 
-def _latest_clicks_file(index: int, files: list[str], length: int) -> pa.Table:
-    return ev.last_clicks_table(splits.read_part(files[index], columns=["user_id", "item_id", "timestamp", "label"]), length)
+def _latest_items_file(index: int, files: list[str], length: int, every_event: bool) -> pa.Table:
+    return ev.last_clicks_table(splits.read_part(files[index], columns=[USER, ITEM, TIME, LABEL]), length, every_event)

@@ -30,7 +30,7 @@ MODELS: dict[ModelName, type[CtrModel]] = {
 def build_model(spec: InputSpec, cfg: ModelConfig) -> CtrModel:
     """``build_model(spec, ModelConfig(name="din", embed_dim=32))`` -> an initialised module.
 
-    Every model is ``dense(sparse(categorical, genres, history, numeric))``: ``model.sparse``
+    Every model is ``dense(sparse(categorical, multi_hot, history, numeric))``: ``model.sparse``
     returns a :class:`SparseOutput`, ``model.dense`` maps it to logits (B,).
     """
     return MODELS[ModelName(cfg.name)](spec, cfg)
@@ -43,8 +43,8 @@ class Scorer(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, categorical, genres, history, numeric):
-        return torch.sigmoid(self.model(categorical, genres, history, numeric))
+    def forward(self, categorical, multi_hot, history, numeric):
+        return torch.sigmoid(self.model(categorical, multi_hot, history, numeric))
 
 
 __all__ = [

@@ -28,18 +28,18 @@ class SparseOutput:
     Fields a model did not ask for (see :class:`SparseEmbeddings`) are ``None``.
 
     ``fields`` (B, F, D): one embedding per categorical field (the candidate item among them).
-    ``genres`` (B, D): mean of the multi-hot genre embeddings (zeros for no genres).
+    ``multi_hot`` (B, K, D): per multi-hot feature, the mean of its values' embeddings (zeros for none).
     ``history`` (B, L, D): behaviour-sequence embeddings from the item table (sequence models).
     ``history_mask`` (B, L) bool: True at real items, False at padding (sequence models).
     ``history_pooled`` (B, D): mean over the real history items (pooling models).
     ``target`` (B, D): the candidate item's embedding, ``fields[:, item_field]``.
-    ``linear`` (B, 1): first-order terms (per-value weights of fields, genres and history).
+    ``linear`` (B, 1): first-order terms (per-value weights of fields, multi-hot values and history).
     ``numeric`` (B, N): scaled numeric features, passed through.
     """
 
     numeric: torch.Tensor
     fields: torch.Tensor | None = None
-    genres: torch.Tensor | None = None
+    multi_hot: torch.Tensor | None = None
     history: torch.Tensor | None = None
     history_mask: torch.Tensor | None = None
     history_pooled: torch.Tensor | None = None
@@ -47,21 +47,21 @@ class SparseOutput:
     linear: torch.Tensor | None = None
 
     def pooled_fields(self) -> torch.Tensor:
-        """(B, F + 2, D): the categorical fields, pooled genres and pooled history, stacked."""
-        assert self.fields is not None and self.genres is not None and self.history_pooled is not None
-        return torch.cat([self.fields, self.genres.unsqueeze(1), self.history_pooled.unsqueeze(1)], dim=1)
+        """(B, F + K + 1, D): the categorical fields, the pooled multi-hot features and the pooled history, stacked."""
+        assert self.fields is not None and self.multi_hot is not None and self.history_pooled is not None
+        return torch.cat([self.fields, self.multi_hot, self.history_pooled.unsqueeze(1)], dim=1)
 
 
 def table_segments(spec: InputSpec) -> dict[str, tuple[int, int]]:
     """``{name: (first row, rows)}`` of every input's block in the one embedding table.
 
-    The categorical fields in order, then ``"genres"``; each block starts with its
-    padding row (index 0 of that input). The history shares the item field's block.
+    The categorical fields in order, then the multi-hot features; each block starts with
+    its padding row (index 0 of that input). The history shares the item field's block.
 
-    >>> table_segments(InputSpec(("u", "i"), (3, 5), "i", 4, 2, 3, ()))
-    {'u': (0, 3), 'i': (3, 5), 'genres': (8, 4)}
+    >>> table_segments(InputSpec(("u", "i"), (3, 5), "i", ("g",), (4,), 2, 3, ()))
+    {'u': (0, 3), 'i': (3, 5), 'g': (8, 4)}
     """
-    sizes = {**dict(zip(spec.categorical_fields, spec.categorical_sizes)), "genres": spec.genre_size}
+    sizes = {**dict(zip(spec.categorical_fields, spec.categorical_sizes)), **dict(zip(spec.multi_hot_fields, spec.multi_hot_sizes))}
     starts = [0, *itertools.accumulate(sizes.values())]
     return {name: (start, n) for (name, n), start in zip(sizes.items(), starts)}
 
@@ -69,21 +69,21 @@ def table_segments(spec: InputSpec) -> dict[str, tuple[int, int]]:
 class SparseEmbeddings(nn.Module):
     """Embeds every sparse input with one lookup in one table.
 
-    ``table`` holds a block of rows per categorical field and one for genres
+    ``table`` holds a block of rows per categorical field and per multi-hot feature
     (:func:`table_segments`); the history looks up the item field's block.
     Columns: ``dim`` embedding columns (``vectors``), then one first-order weight
     (``first_order``, summed into ``linear`` for LR, FM and the wide parts).
     ``sequence``: return the history as a (B, L, D) sequence and mask (DIN, BST)
     instead of its mean.
 
-    A forward is one gather (``index_select``) over the (B, F + G + L) ids shifted into
+    A forward is one gather (``index_select``) over the (B, F + K W + L) ids shifted into
     their blocks, so a batch costs one gather and one gradient scatter, not one per
     input and per column group. Index 0 (padding) of every input reads row 0 and is
-    masked to zeros (so row 0 gets no gradient); multi-hot genres and a pooled history are the
-    mean over their real ids (an all-padding row pools to zeros).
+    masked to zeros (so row 0 gets no gradient); each multi-hot feature and a pooled
+    history are the mean over their real ids (an all-padding row pools to zeros).
 
     >>> sparse = SparseEmbeddings(spec, 16, first_order=True)   # doctest: +SKIP
-    >>> sparse(categorical, genres, history, numeric).fields.shape   # doctest: +SKIP
+    >>> sparse(categorical, multi_hot, history, numeric).fields.shape   # doctest: +SKIP
     torch.Size([512, 4, 16])
     """
 
@@ -94,14 +94,15 @@ class SparseEmbeddings(nn.Module):
         self.spec, self.sequence, self.first_order = spec, sequence, first_order
         self.dim = dim if vectors else 0
         self.item_index = spec.categorical_fields.index(spec.item_field)
-        self.widths = [len(spec.categorical_fields), spec.max_genres, spec.history_length]
+        w = spec.multi_hot_length
+        self.multi_hot_shape = (len(spec.multi_hot_fields), w)
+        self.widths = [len(spec.categorical_fields), len(spec.multi_hot_fields) * w, spec.history_length]
         blocks = table_segments(spec)
-        starts = [blocks[f][0] for f in spec.categorical_fields]
-        offsets = starts + [blocks["genres"][0]] * spec.max_genres + [blocks[spec.item_field][0]] * spec.history_length
-        self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.int64), persistent=False)
-        sizes = [blocks[f][1] for f in spec.categorical_fields]  # ids must stay inside their own block
-        limits = sizes + [blocks["genres"][1]] * spec.max_genres + [blocks[spec.item_field][1]] * spec.history_length
-        self.register_buffer("limits", torch.tensor(limits, dtype=torch.int64), persistent=False)
+        inputs = [*spec.categorical_fields, *(f for f in spec.multi_hot_fields for _ in range(w)),
+                  *([spec.item_field] * spec.history_length)]  # the block each id column reads
+        self.register_buffer("offsets", torch.tensor([blocks[f][0] for f in inputs], dtype=torch.int64), persistent=False)
+        # ids must stay inside their own block
+        self.register_buffer("limits", torch.tensor([blocks[f][1] for f in inputs], dtype=torch.int64), persistent=False)
         self.table = RowTable(sum(n for _, n in blocks.values()), self.dim + int(first_order))
         with torch.no_grad():  # small normal init, first-order weights zero, padding rows zero
             self.table.weight.normal_(std=0.01)
@@ -109,27 +110,31 @@ class SparseEmbeddings(nn.Module):
             self.table.weight[[start for start, _ in blocks.values()]] = 0.0
 
     def rows(self, name: str) -> torch.Tensor:
-        """The block of ``table.weight`` of one input (a categorical field or ``"genres"``), a view."""
+        """The block of ``table.weight`` of one input (a categorical field or a multi-hot feature), a view."""
         start, n = table_segments(self.spec)[name]
         return self.table.weight[start : start + n]
 
-    def forward(self, categorical, genres, history, numeric) -> SparseOutput:
+    def forward(self, categorical, multi_hot, history, numeric) -> SparseOutput:
         out = SparseOutput(numeric=numeric)
-        ids = torch.cat([categorical, genres, history], dim=1)  # (B, F + G + L)
+        ids = torch.cat([categorical, multi_hot, history], dim=1)  # (B, F + K W + L)
         if not torch.onnx.is_in_onnx_export():  # an id past its block would read another input's rows
             torch._assert_async(((ids >= 0) & (ids < self.limits)).all(),
                                 "an input id is outside its vocabulary: encode inputs with the model's own preprocessor")
         real = ids != 0
-        e = self.table(torch.where(real, ids + self.offsets, 0))  # (B, F + G + L, D + first order)
+        e = self.table(torch.where(real, ids + self.offsets, 0))  # (B, F + K W + L, D + first order)
         e = e * real.unsqueeze(-1).to(e.dtype)  # padding contributes zeros, whatever row 0 holds
-        fields, genre_rows, history_rows = e.split(self.widths, dim=1)
-        genre_mean = _mean_over_real(genre_rows, genres)  # (B, D + first order)
+        fields, hot_rows, history_rows = e.split(self.widths, dim=1)
+        (k, w), b, width = self.multi_hot_shape, e.shape[0], e.shape[-1]
+        if k:  # each feature's mean over its real ids
+            hot_mean = _mean_over_real(hot_rows.reshape(b * k, w, width), multi_hot.reshape(b * k, w)).reshape(b, k, width)
+        else:  # no multi-hot feature in the schema
+            hot_mean = e.new_zeros(b, 0, width)  # (B, K, D + first order)
         history_mean = None if self.sequence else _mean_over_real(history_rows, history)
         d = self.dim
         if d:
             out.fields = fields[..., :d]  # (B, F, D)
             out.target = out.fields[:, self.item_index]  # (B, D)
-            out.genres = genre_mean[:, :d]  # (B, D)
+            out.multi_hot = hot_mean[..., :d]  # (B, K, D)
             if self.sequence:
                 out.history = history_rows[..., :d]  # (B, L, D)
                 out.history_mask = history != 0  # (B, L)
@@ -138,7 +143,7 @@ class SparseEmbeddings(nn.Module):
                 out.history_pooled = history_mean[:, :d]  # (B, D)
         if self.first_order:
             assert history_mean is not None
-            out.linear = fields[..., d:].sum(1) + genre_mean[:, d:] + history_mean[:, d:]  # (B, 1)
+            out.linear = fields[..., d:].sum(1) + hot_mean[..., d:].sum(1) + history_mean[:, d:]  # (B, 1)
         return out
 
 
@@ -166,15 +171,15 @@ def _mean_over_real(rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
 
 class CtrModel(nn.Module):
-    """``model(categorical, genres, history, numeric) -> logits (B,)`` = ``dense(sparse(...))``."""
+    """``model(categorical, multi_hot, history, numeric) -> logits (B,)`` = ``dense(sparse(...))``."""
 
     def __init__(self, sparse: SparseEmbeddings, dense: nn.Module):
         super().__init__()
         self.sparse = sparse
         self.dense = dense
 
-    def forward(self, categorical, genres, history, numeric) -> torch.Tensor:
-        return self.dense(self.sparse(categorical, genres, history, numeric))
+    def forward(self, categorical, multi_hot, history, numeric) -> torch.Tensor:
+        return self.dense(self.sparse(categorical, multi_hot, history, numeric))
 
 
 class MLP(nn.Sequential):
@@ -196,11 +201,12 @@ class FirstOrder(nn.Module):
 
     def __init__(self, num_numeric: int):
         super().__init__()
-        self.numeric = nn.Linear(num_numeric, 1)
+        self.numeric = nn.Linear(max(num_numeric, 1), 1)  # no numeric input: its weight is unused, b remains
+        self.has_numeric = num_numeric > 0
 
     def forward(self, x: SparseOutput) -> torch.Tensor:
         assert x.linear is not None
-        return x.linear + self.numeric(x.numeric)
+        return x.linear + (self.numeric(x.numeric) if self.has_numeric else self.numeric.bias)
 
 
 def fm_interactions(e: torch.Tensor) -> torch.Tensor:

@@ -19,11 +19,11 @@ class BSTDense(nn.Module):
         self.layers = nn.ModuleList(
             TransformerLayer(cfg.embed_dim, cfg.attention_heads, cfg.dropout) for _ in range(cfg.transformer_layers)
         )
-        width = (len(spec.categorical_fields) + 3) * cfg.embed_dim + len(spec.numeric_fields)
+        width = (spec.pooled_fields + 1) * cfg.embed_dim + len(spec.numeric_fields)
         self.mlp = MLP(width, list(cfg.mlp_dims), cfg.dropout)
 
     def forward(self, x: SparseOutput) -> torch.Tensor:
-        assert x.fields is not None and x.genres is not None and x.target is not None
+        assert x.fields is not None and x.multi_hot is not None and x.target is not None
         assert x.history is not None and x.history_mask is not None
         seq = torch.cat([x.history, x.target.unsqueeze(1)], dim=1) + self.positions  # (B, L + 1, D)
         mask = torch.cat([x.history_mask, torch.ones_like(x.history_mask[:, :1])], dim=1)  # (B, L + 1), target is real
@@ -31,12 +31,12 @@ class BSTDense(nn.Module):
             seq = layer(seq, mask)
         real = x.history_mask.unsqueeze(-1).to(seq.dtype)  # (B, L, 1)
         behaviour = (seq[:, :-1] * real).sum(1) / real.sum(1).clamp(min=1.0)  # (B, D); zeros for no history
-        features = torch.cat([seq[:, -1], behaviour, x.fields.flatten(1), x.genres, x.numeric], dim=1)
+        features = torch.cat([seq[:, -1], behaviour, x.fields.flatten(1), x.multi_hot.flatten(1), x.numeric], dim=1)
         return self.mlp(features).squeeze(1)
 
 
 class BST(CtrModel):
-    """``BST(spec, ModelConfig(name="bst", attention_heads=2))(categorical, genres, history, numeric) -> logits (B,)``."""
+    """``BST(spec, ModelConfig(name="bst", attention_heads=2))(categorical, multi_hot, history, numeric) -> logits (B,)``."""
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig):
         super().__init__(SparseEmbeddings(spec, cfg.embed_dim, sequence=True), BSTDense(spec, cfg))

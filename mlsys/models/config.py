@@ -58,26 +58,35 @@ class ModelConfig:
 class InputSpec:
     """What the fitted preprocessor produces, so a model can size itself.
 
-    Tensors (B = batch): ``categorical`` (B, F) int64, ``genres`` (B, G) int64,
-    ``history`` (B, L) int64 of item indices, ``numeric`` (B, N) float32.
-    Index 0 is padding, 1 the out-of-vocabulary bucket.
+    Tensors (B = batch): ``categorical`` (B, F) int64 (one id per categorical field),
+    ``multi_hot`` (B, K * W) int64 (K multi-hot features of ``multi_hot_length`` W ids each,
+    side by side), ``history`` (B, L) int64 of item indices, ``numeric`` (B, N) float32.
+    Index 0 is padding, 1 the out-of-vocabulary bucket. Every count may be 0 but F >= 2
+    (the user and the item).
     """
 
     categorical_fields: tuple[str, ...]
     categorical_sizes: tuple[int, ...]
     item_field: str
-    genre_size: int
-    max_genres: int
+    multi_hot_fields: tuple[str, ...]
+    multi_hot_sizes: tuple[int, ...]
+    multi_hot_length: int
     history_length: int
     numeric_fields: tuple[str, ...]
 
     def __post_init__(self):
         assert len(self.categorical_fields) == len(self.categorical_sizes)
+        assert len(self.multi_hot_fields) == len(self.multi_hot_sizes)
         assert self.item_field in self.categorical_fields
 
     @property
     def item_size(self) -> int:
         return self.categorical_sizes[self.categorical_fields.index(self.item_field)]
+
+    @property
+    def pooled_fields(self) -> int:
+        """Embeddings per row once lists are pooled: the categorical fields, each multi-hot feature, the history."""
+        return len(self.categorical_fields) + len(self.multi_hot_fields) + 1
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
@@ -87,4 +96,4 @@ class InputSpec:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
-MODEL_INPUTS = ("categorical", "genres", "history", "numeric")
+MODEL_INPUTS = ("categorical", "multi_hot", "history", "numeric")

@@ -14,7 +14,7 @@ class DCNv2Dense(nn.Module):
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig):
         super().__init__()
-        width = (len(spec.categorical_fields) + 2) * cfg.embed_dim + len(spec.numeric_fields)
+        width = spec.pooled_fields * cfg.embed_dim + len(spec.numeric_fields)
         self.cross = CrossNetwork(width, cfg.cross_layers)
         self.deep = MLP(width, list(cfg.mlp_dims), cfg.dropout, out_dim=None)
         self.head = nn.Linear(width + self.deep.out_dim, 1)
@@ -25,7 +25,7 @@ class DCNv2Dense(nn.Module):
 
 
 class DCNv2(CtrModel):
-    """``DCNv2(spec, ModelConfig(name="dcnv2", cross_layers=3))(categorical, genres, history, numeric) -> logits (B,)``."""
+    """``DCNv2(spec, ModelConfig(name="dcnv2", cross_layers=3))(categorical, multi_hot, history, numeric) -> logits (B,)``."""
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig):
         super().__init__(SparseEmbeddings(spec, cfg.embed_dim), DCNv2Dense(spec, cfg))

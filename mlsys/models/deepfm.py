@@ -10,11 +10,11 @@ from mlsys.models.config import InputSpec, ModelConfig
 
 
 class DeepFMDense(nn.Module):
-    """First order + FM interactions + MLP over the F + 2 field embeddings and numeric -> logits (B,)."""
+    """First order + FM interactions + MLP over the pooled field embeddings and numeric -> logits (B,)."""
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig):
         super().__init__()
-        num_fields, num_numeric = len(spec.categorical_fields) + 2, len(spec.numeric_fields)
+        num_fields, num_numeric = spec.pooled_fields, len(spec.numeric_fields)
         self.first_order = FirstOrder(num_numeric)
         self.mlp = MLP(num_fields * cfg.embed_dim + num_numeric, list(cfg.mlp_dims), cfg.dropout)
 
@@ -25,7 +25,7 @@ class DeepFMDense(nn.Module):
 
 
 class DeepFM(CtrModel):
-    """``DeepFM(spec, ModelConfig())(categorical, genres, history, numeric) -> logits (B,)``."""
+    """``DeepFM(spec, ModelConfig())(categorical, multi_hot, history, numeric) -> logits (B,)``."""
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig):
         super().__init__(SparseEmbeddings(spec, cfg.embed_dim, first_order=True), DeepFMDense(spec, cfg))

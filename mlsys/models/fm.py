@@ -21,7 +21,7 @@ class FMDense(nn.Module):
 
 
 class FM(CtrModel):
-    """``FM(spec, ModelConfig(name="fm"))(categorical, genres, history, numeric) -> logits (B,)``."""
+    """``FM(spec, ModelConfig(name="fm"))(categorical, multi_hot, history, numeric) -> logits (B,)``."""
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig):
         super().__init__(SparseEmbeddings(spec, cfg.embed_dim, first_order=True), FMDense(spec))

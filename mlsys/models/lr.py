@@ -21,7 +21,7 @@ class LRDense(nn.Module):
 
 
 class LR(CtrModel):
-    """``LR(spec, ModelConfig(name="lr"))(categorical, genres, history, numeric) -> logits (B,)``.
+    """``LR(spec, ModelConfig(name="lr"))(categorical, multi_hot, history, numeric) -> logits (B,)``.
 
     Its sparse part has only first-order (1-wide) tables; ``embed_dim`` is unused.
     """

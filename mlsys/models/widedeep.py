@@ -10,11 +10,11 @@ from mlsys.models.config import InputSpec, ModelConfig
 
 
 class WideDeepDense(nn.Module):
-    """Wide (first order) + deep (MLP over the F + 2 field embeddings and numeric) -> logits (B,)."""
+    """Wide (first order) + deep (MLP over the pooled field embeddings and numeric) -> logits (B,)."""
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig):
         super().__init__()
-        num_fields, num_numeric = len(spec.categorical_fields) + 2, len(spec.numeric_fields)
+        num_fields, num_numeric = spec.pooled_fields, len(spec.numeric_fields)
         self.wide = FirstOrder(num_numeric)
         self.deep = MLP(num_fields * cfg.embed_dim + num_numeric, list(cfg.mlp_dims), cfg.dropout)
 
@@ -24,7 +24,7 @@ class WideDeepDense(nn.Module):
 
 
 class WideDeep(CtrModel):
-    """``WideDeep(spec, ModelConfig(name="widedeep"))(categorical, genres, history, numeric) -> logits (B,)``."""
+    """``WideDeep(spec, ModelConfig(name="widedeep"))(categorical, multi_hot, history, numeric) -> logits (B,)``."""
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig):
         super().__init__(SparseEmbeddings(spec, cfg.embed_dim, first_order=True), WideDeepDense(spec, cfg))

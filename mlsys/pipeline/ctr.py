@@ -150,15 +150,16 @@ def validate(ctx: StepContext, stats: StatisticsOutput, schema: SchemaOutput, va
 
 @step()
 def features(ctx: StepContext, ingested: IngestOutput, validated: ValidateOutput, data: DataConfig, features: FeaturesConfig) -> FeaturesOutput:
-    """features=movielens: offline sources + `feast apply` under MLSYS_HOME, then the PIT training set on Ray."""
+    """features=feast: offline sources + `feast apply` under MLSYS_HOME, then the PIT training set on Ray."""
     if not features.enabled:
         return FeaturesOutput(store="", training_set="")
+    from mlsys.data.feature_schema import FeatureSchema
     from mlsys.features.store import store_paths
     from mlsys.features.training import build_features
 
     out = FeaturesOutput(store=store_paths(features, ctx.home).root, training_set=storage.join(ctx.output_uri, "training_set"))
-    ctx.log_metrics(build_features(features, ctx.home, ingested.events, ingested.users, ingested.items,
-                                   data.history_length, out.training_set))
+    ctx.log_metrics(build_features(features, ctx.home, FeatureSchema.of(data), ingested.events, ingested.users, ingested.items,
+                                   out.training_set))
     return out
 
 
@@ -181,14 +182,15 @@ def materialize(ctx: StepContext, feats: FeaturesOutput, features: FeaturesConfi
 def transform(
     ctx: StepContext, ingested: IngestOutput, validated: ValidateOutput, feats: FeaturesOutput, data: DataConfig, features: FeaturesConfig, warm: WarmStart
 ) -> TransformOutput:
+    from mlsys.data.feature_schema import FeatureSchema
     from mlsys.data.transform import TransformUris, transform as run
     from mlsys.features.training import numeric_inputs
     from mlsys.train import warm_start
 
     out = TransformOutput(*(storage.join(ctx.output_uri, n) for n in ("train", "eval", "preprocessor.json", "users.parquet", "items.parquet")))
-    # features=movielens: every model input of the training set comes from the feature views (point-in-time)
+    # features=feast: every model input of the training set comes from the feature views (point-in-time)
     result = run(data, ingested.events, ingested.users, ingested.items, TransformUris(**vars(out)),
-                 training_set_uri=feats.training_set, numeric=numeric_inputs(features),
+                 training_set_uri=feats.training_set, numeric=numeric_inputs(features, FeatureSchema.of(data)),
                  base=warm_start.base_preprocessor(warm) if warm.active else None)
     ctx.set_tag("executor", result.executor.value)
     spec = result.preprocessor.input_spec()

@@ -6,8 +6,8 @@ A package is a folder::
     model.json           model class name (from a closed table), config, input spec
     model.safetensors    torch weights
     model.onnx           the scoring graph (probabilities), weights embedded
-    preprocessor.json    the fitted CtrPreprocessor
-    schema.json          request columns and the tensor signature
+    preprocessor.json    the fitted CtrPreprocessor (with the data set's declared feature schema)
+    schema.json          the feature schema, request columns and the tensor signature
     tables/users.parquet user attributes and their latest behaviour sequence
     tables/items.parquet item attributes
 
@@ -27,12 +27,15 @@ import torch
 from safetensors.torch import load_file
 
 from mlsys import storage
-from mlsys.data.preprocessor import RAW_COLUMNS, CtrPreprocessor
+from mlsys.data.preprocessor import CtrPreprocessor
 from mlsys.errors import ArtifactIntegrityError, ModelNotFoundError
 from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig, Scorer, build_model
 
+# /3: inputs named by the data set's declared feature schema (``multi_hot``, not ``genres``);
 # /2: one embedding table for all sparse inputs (``sparse.table.weight``); /1 had a table per input.
-FORMAT = "mlsys.model-package/2"
+FORMAT = "mlsys.model-package/3"
+OLDER_FORMATS = {"mlsys.model-package/1": "one embedding table per input",
+                 "mlsys.model-package/2": "MovieLens' inputs, not a declared feature schema"}
 MANIFEST = "manifest.json"
 
 
@@ -61,7 +64,7 @@ class ModelPackage:
 def _example_inputs(spec: InputSpec, batch: int = 2) -> tuple[torch.Tensor, ...]:
     return (
         torch.ones(batch, len(spec.categorical_fields), dtype=torch.int64),
-        torch.ones(batch, spec.max_genres, dtype=torch.int64),
+        torch.ones(batch, len(spec.multi_hot_fields) * spec.multi_hot_length, dtype=torch.int64),
         torch.ones(batch, spec.history_length, dtype=torch.int64),
         torch.zeros(batch, len(spec.numeric_fields), dtype=torch.float32),
     )
@@ -115,10 +118,11 @@ def write_package(
     (directory / "model.json").write_text(json.dumps({"config": cfg, "spec": spec.to_dict()}, indent=2))
     (directory / "preprocessor.json").write_text(preprocessor.to_json())
     signature = {
-        "request_columns": list(RAW_COLUMNS),
+        "feature_schema": preprocessor.schema.to_dict(),
+        "request_columns": list(preprocessor.request_columns),
         "inputs": {
             "categorical": {"dtype": "int64", "shape": [-1, len(spec.categorical_fields)]},
-            "genres": {"dtype": "int64", "shape": [-1, spec.max_genres]},
+            "multi_hot": {"dtype": "int64", "shape": [-1, len(spec.multi_hot_fields) * spec.multi_hot_length]},
             "history": {"dtype": "int64", "shape": [-1, spec.history_length]},
             "numeric": {"dtype": "float32", "shape": [-1, len(spec.numeric_fields)]},
         },
@@ -152,8 +156,8 @@ def read_package(uri: str, cache_dir: Path | None = None) -> ModelPackage:
     if not manifest_path.exists():
         raise ModelNotFoundError(uri, f"no {MANIFEST} in the folder")
     manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format") == "mlsys.model-package/1":
-        raise ModelNotFoundError(uri, f"package format 'mlsys.model-package/1' (one embedding table per input) was "
+    if manifest.get("format") in OLDER_FORMATS:
+        raise ModelNotFoundError(uri, f"package format {manifest['format']!r} ({OLDER_FORMATS[manifest['format']]}) was "
                                       f"written by an older mlsys; this one reads {FORMAT!r}: retrain and register the model again")
     if manifest.get("format") != FORMAT:
         raise ModelNotFoundError(uri, f"unknown package format {manifest.get('format')!r}, expected {FORMAT!r}")

@@ -3,7 +3,7 @@
 ``build_app(ServeConfig, package_uri, model_name, version, store, log_dir) -> Application``;
 the app is a single deployment today (FastAPI ingress + in-process ONNX
 Runtime); the split CPU-embedding / GPU-dense graph binds more deployments
-into the same builder. With an online store (``features=movielens``) request
+into the same builder. With an online store (``features=feast``) request
 features come from it and ``POST /v1/events`` updates it; without one, from
 the model package's tables. Each replica logs what it scored
 (:mod:`mlsys.features.feature_log`) and counts requests, unknown users and
@@ -16,7 +16,7 @@ import socket
 import threading
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Optional, Union
 
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
@@ -32,6 +32,9 @@ class RankRequest(BaseModel):
     user_id: int = Field(description="The user to rank for; unknown users get default features.")
     candidates: list[int] = Field(min_length=1, description="Candidate item ids.")
     k: Optional[int] = Field(default=None, ge=1, description="Return only the best k.")
+    context: dict[str, Union[str, float, int, list[Union[str, float, int]], None]] = Field(
+        default_factory=dict, description="The request's own features (the data set's event features, e.g. "
+        "{\"device\": \"ios\"}), checked against the model's feature schema; one not given is missing.")
     request_id: Optional[str] = Field(default=None, max_length=128, description="Your id for this request (joins the feature log with labels); default: a new UUID.")
 
 
@@ -135,7 +138,7 @@ class RankingService:
     def rank(self, request: RankRequest) -> RankResponse:
         request_id = request.request_id or uuid.uuid4().hex
         try:
-            ranking = self.ranker.rank(request.user_id, request.candidates, request.k)
+            ranking = self.ranker.rank(request.user_id, request.candidates, request.k, request.context)
         except InvalidRequestError as e:
             raise HTTPException(status_code=400, detail=str(e)) from None
         self._count(requests=1, unknown_users=int(ranking.unknown_user), unknown_items=ranking.unknown_items)
@@ -160,7 +163,7 @@ class RankingService:
         from mlsys.features.push import Interaction
 
         if self.pusher is None:
-            raise HTTPException(status_code=409, detail="POST /v1/events updates the online feature store; serve with features=movielens")
+            raise HTTPException(status_code=409, detail="POST /v1/events updates the online feature store; serve with features=feast")
         if event.rating is None and event.clicked is None:
             raise HTTPException(status_code=422, detail="an event needs `rating` or `clicked`")
         at = datetime.fromtimestamp(event.timestamp, timezone.utc) if event.timestamp is not None else None

@@ -1,8 +1,9 @@
 """In-process scoring of one ranking request: the same code serves HTTP and
 ``mlsys.load_model(...).rank``. No Ray here.
 
-A request is a user id and candidate item ids. A :class:`FeatureSource` turns
-it into raw feature rows, one per candidate: :class:`PackageTables` reads the
+A request is a user id, candidate item ids and its context (the schema's event
+features, sent by the caller). A :class:`FeatureSource` turns the ids into raw
+feature rows, one per candidate: :class:`PackageTables` reads the
 model package's tables (the default, and ``features=none``);
 :class:`mlsys.features.serving.OnlineFeatures` reads the Feast online store.
 The package's fitted preprocessor encodes the rows exactly as in training;
@@ -18,8 +19,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from mlsys.data.feature_schema import HISTORY, ITEM, USER, Table
 from mlsys.errors import InvalidRequestError
-from mlsys.features.request import FeatureSource, RequestFeatures
+from mlsys.features.request import FeatureSource, RequestFeatures, column_of, repeated, with_context
 from mlsys.registry.package import ModelPackage
 from mlsys.registry.scoring import Engine, PackageScorer
 
@@ -41,31 +43,28 @@ class Ranking:
 
 
 class PackageTables:
-    """Features from the model package's tables (user attributes and latest history, item attributes)."""
+    """Features from the model package's tables (user attributes and latest history, item attributes),
+    the columns its declared feature schema names."""
 
     def __init__(self, package: ModelPackage):
-        self._users = package.users.set_index("user_id")
-        self._items = package.items.set_index("item_id")
+        self.schema = package.preprocessor.schema
+        self._users = package.users.set_index(USER)
+        self._items = package.items.set_index(ITEM)
 
     def fetch(self, user_id: int, candidates: Sequence[int]) -> RequestFeatures:
-        items = self._items.reindex(pd.Index(np.asarray(candidates, dtype=np.int64), name="item_id"))
+        n = len(candidates)
+        ids = np.asarray(candidates, dtype=np.int64)
+        items = self._items.reindex(pd.Index(ids, name=ITEM))
         known_user = user_id in self._users.index
         user = self._users.loc[user_id] if known_user else None
-        n = len(candidates)
-        frame = pd.DataFrame(
-            {
-                "user_id": np.full(n, user_id, dtype=np.int64),
-                "item_id": np.asarray(candidates, dtype=np.int64),
-                "gender": [user["gender"] if known_user else None] * n,
-                "occupation": [user["occupation"] if known_user else None] * n,
-                "age": np.full(n, user["age"] if known_user else np.nan, dtype=np.float32),
-                "year": items["year"].to_numpy(dtype=np.float32),
-                "genres": [g if isinstance(g, (list, np.ndarray)) else [] for g in items["genres"]],
-                "history": [user["history"] if known_user else []] * n,
-            }
-        )
-        unknown_items = int((~frame["item_id"].isin(self._items.index)).sum())
-        return RequestFeatures(frame, not known_user, unknown_items)
+        columns: dict = {USER: np.full(n, user_id, dtype=np.int64), ITEM: ids}
+        for name in self.schema.table_features(Table.users):
+            columns[name] = repeated(user[name] if known_user else None, self.schema.kind(name), n)
+        for name in self.schema.table_features(Table.items):
+            columns[name] = column_of(items[name], self.schema.kind(name))
+        columns[HISTORY] = [list(user[HISTORY]) if known_user else []] * n
+        unknown_items = int((~pd.Index(ids).isin(self._items.index)).sum())
+        return RequestFeatures(pd.DataFrame(columns), not known_user, unknown_items)
 
 
 class RankingModel:
@@ -91,22 +90,26 @@ class RankingModel:
         self.features = features or PackageTables(package)
         self.scorer = PackageScorer(package, engine)
 
-    def request_frame(self, user_id: int, candidates: Sequence[int]) -> tuple[pd.DataFrame, bool, int]:
-        """The raw feature rows for one request (one per candidate)."""
+    def request_frame(self, user_id: int, candidates: Sequence[int], context: dict | None = None) -> tuple[pd.DataFrame, bool, int]:
+        """The raw feature rows for one request (one per candidate): looked-up features and the request's context."""
         got = self.features.fetch(user_id, candidates)
-        return got.frame, got.unknown_user, got.unknown_items
+        return with_context(got.frame, self.package.preprocessor.schema, context), got.unknown_user, got.unknown_items
 
     def score_frame(self, frame: pd.DataFrame) -> np.ndarray:
         return self.scorer.score(frame)
 
-    def rank(self, user_id: int, candidates: Sequence[int], k: int | None = None) -> Ranking:
-        """Score ``candidates`` for ``user_id``; best first, the top ``k`` if given."""
+    def rank(self, user_id: int, candidates: Sequence[int], k: int | None = None, context: dict | None = None) -> Ranking:
+        """Score ``candidates`` for ``user_id``; best first, the top ``k`` if given.
+
+        ``context``: the request's own features (the schema's event features, e.g. the device),
+        ``{name: value}``; one not given is missing (the OOV bucket or the training mean).
+        """
         _validate(user_id, candidates, k, self.max_candidates)
-        frame, unknown_user, unknown_items = self.request_frame(int(user_id), [int(c) for c in candidates])
+        frame, unknown_user, unknown_items = self.request_frame(int(user_id), [int(c) for c in candidates], context)
         scores = self.score_frame(frame)
         order = np.argsort(-scores, kind="stable")[: k or len(candidates)]
         return Ranking(
-            items=[ScoredItem(int(frame["item_id"].iat[i]), float(scores[i])) for i in order],
+            items=[ScoredItem(int(frame[ITEM].iat[i]), float(scores[i])) for i in order],
             unknown_user=unknown_user,
             unknown_items=unknown_items,
             features=frame,

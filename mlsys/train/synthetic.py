@@ -18,19 +18,23 @@ import numpy as np
 
 from mlsys.models import InputSpec
 
-FIELDS = ("user_id", "item_id", "gender", "occupation")
+from mlsys.data.feature_schema import ITEM, USER
+
+FIELDS = (USER, ITEM, "c1", "c2")
 
 
-def synthetic_spec(users: int, items: int, genres: int = 20, history_length: int = 10) -> InputSpec:
-    """An input contract shaped like MovieLens', with ``users`` and ``items`` vocabularies."""
+def synthetic_spec(users: int, items: int, tags: int = 20, history_length: int = 10) -> InputSpec:
+    """An input contract of a typical click log: ``users`` and ``items`` vocabularies, two more
+    categorical fields, one multi-hot feature of ``tags`` values, two numbers."""
     return InputSpec(
         categorical_fields=FIELDS,
         categorical_sizes=(users + 2, items + 2, 4, 23),
-        item_field="item_id",
-        genre_size=genres + 2,
-        max_genres=3,
+        item_field=ITEM,
+        multi_hot_fields=("tags",),
+        multi_hot_sizes=(tags + 2,),
+        multi_hot_length=3,
         history_length=history_length,
-        numeric_fields=("age", "year"),
+        numeric_fields=("n1", "n2"),
     )
 
 
@@ -47,13 +51,14 @@ def encoded_batch(spec: InputSpec, row_ids: np.ndarray, seed: int) -> dict[str, 
     cat = np.stack([2 + (rng.pareto(1.2, n) * s / 50).astype(np.int64) % (s - 2) for s in sizes], axis=1)
     history = 2 + (rng.pareto(1.2, (n, spec.history_length)) * sizes[item] / 50).astype(np.int64) % (sizes[item] - 2)
     history[rng.random((n, spec.history_length)) < 0.3] = 0  # shorter histories, padded
-    genres = rng.integers(2, spec.genre_size, (n, spec.max_genres))
+    multi_hot = np.concatenate([rng.integers(2, size, (n, spec.multi_hot_length)) for size in spec.multi_hot_sizes], axis=1) \
+        if spec.multi_hot_fields else np.zeros((n, 0), np.int64)
     numeric = rng.normal(0.0, 1.0, (n, len(spec.numeric_fields))).astype(np.float32)
     user_score, item_score = _latent(sizes[0], seed + 1), _latent(sizes[item], seed + 2)
     hist_score = np.where(history > 0, item_score[history], 0.0).sum(1) / np.maximum((history > 0).sum(1), 1)
     logit = 1.2 * user_score[cat[:, 0]] + 1.2 * item_score[cat[:, item]] + 0.5 * hist_score + 0.5 * numeric[:, 0] - 0.3
     label = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
-    return {"categorical": cat, "genres": genres, "history": history, "numeric": numeric, "label": label}
+    return {"categorical": cat, "multi_hot": multi_hot, "history": history, "numeric": numeric, "label": label}
 
 
 def synthetic_dataset(spec: InputSpec, rows: int, seed: int = 0, start: int = 0, blocks: int = 4):

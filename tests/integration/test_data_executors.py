@@ -16,13 +16,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mlsys.data.config import DataConfig, DataSource
+from mlsys.data.config import DataConfig
 from mlsys.data.datasets import RayExecutor
 from mlsys.data.executor import LocalExecutor
 from mlsys.data.ingest import ingest
 from mlsys.data.splits import split_statistics
 from mlsys.data.statistics import KLL_K
 from mlsys.data.transform import TransformUris, transform
+from tests.schemas import data_config
 
 PARQUET = ["events", "quarantine", "users.parquet", "items.parquet", "train", "eval", "users_latest.parquet", "items_out.parquet"]
 
@@ -39,12 +40,37 @@ def _csv_with_bad_rows(path: Path) -> Path:
     return path
 
 
+def _own_columns_csv(path: Path) -> Path:
+    """A click log with its own column names and event features of every kind, and an item table."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    n = 6000
+    tags = ["sale", "new", "eco", "kids"]
+    pd.DataFrame({
+        "sku": rng.integers(1, 300, n), "uid": rng.integers(1, 200, n), "ts": rng.integers(1_000, 90_000, n),
+        "clicked": rng.integers(0, 2, n), "device": rng.choice(["ios", "android", "web", ""], n),
+        "price": np.where(rng.random(n) < 0.05, np.nan, rng.gamma(2.0, 10.0, n).round(2)),
+        "tags": ["|".join(rng.choice(tags, rng.integers(0, 3), replace=False)) for _ in range(n)],
+    }).to_csv(path, index=False)
+    pd.DataFrame({"sku": np.arange(1, 250), "brand": rng.choice(["a", "b", "c"], 249)}).to_parquet(path.with_name("items.parquet"))
+    return path
+
+
 CASES = {
-    "movielens": lambda tmp: DataConfig(),
+    "movielens": lambda tmp: data_config("movielens"),
     # Several partitions (files) of users, several generated blocks.
-    "synthetic": lambda tmp: DataConfig(source=DataSource.synthetic, rows=30_000, users=300, items=500, blocks=4, partition_rows=8_000),
-    "csv with bad rows": lambda tmp: DataConfig(source=DataSource.csv, path=str(_csv_with_bad_rows(tmp / "clicks.csv")),
-                                             users_path=str(tmp / "users.parquet"), partition_rows=1_000),
+    "synthetic": lambda tmp: data_config("synthetic", "data.rows=30000", "data.users=300", "data.items=500", "data.blocks=4",
+                                         "data.partition_rows=8000"),
+    "csv with bad rows": lambda tmp: data_config(
+        "csv", f"data.path={_csv_with_bad_rows(tmp / 'clicks.csv')}", "data.columns.rating=rating", "data.partition_rows=1000",
+        f"data.user_table.path={tmp / 'users.parquet'}", "data.user_table.categorical=[gender,occupation]", "data.user_table.numeric=[age]"),
+    "csv with its own columns": lambda tmp: data_config(
+        "csv", f"data.path={_own_columns_csv(tmp / 'own.csv')}", "data.columns.user=uid", "data.columns.item=sku",
+        "data.columns.timestamp=ts", "data.columns.label=clicked", "data.features.categorical=[device]",
+        "data.features.numeric=[price]", "data.features.multi_hot=[tags]", "data.partition_rows=2000",
+        f"data.item_table.path={tmp / 'items.parquet'}", "data.item_table.categorical=[brand]"),
 }
 
 

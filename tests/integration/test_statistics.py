@@ -49,11 +49,11 @@ def test_adult_matches_pandas(ray_local):
 
 
 def test_movielens_events_match_pandas(ray_local, tmp_path):
-    from mlsys.data.config import DataConfig
     from mlsys.data.ingest import ingest
+    from tests.schemas import data_config
 
     path = tmp_path / "events"
-    ingest(DataConfig(), str(path), *(str(tmp_path / n) for n in ("users.parquet", "items.parquet", "quarantine")))
+    ingest(data_config("movielens"), str(path), *(str(tmp_path / n) for n in ("users.parquet", "items.parquet", "quarantine")))
     ds_ = read_any(str(path))
     kinds = infer_kinds(ds_.schema().base_schema, categorical=["user_id", "item_id"], timestamps=["timestamp"])
     stats = compute_statistics(ds_, kinds)

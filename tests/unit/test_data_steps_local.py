@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from mlsys.data import synthetic
-from mlsys.data.config import DataConfig, DataSource
+from mlsys.data.feature_schema import FeatureSchema, Table
+from tests.schemas import data_config
 from mlsys.data.executor import LocalExecutor
 from mlsys.data.ingest import ingest
 from mlsys.data.preprocessor import CtrPreprocessor
@@ -20,7 +21,8 @@ from mlsys.data.splits import part_files, split_statistics
 from mlsys.data.statistics import DatasetStatistics, compute_table, event_kinds
 from mlsys.data.transform import TransformUris, transform
 
-CFG = DataConfig(source=DataSource.synthetic, rows=6000, users=80, items=200, blocks=3, partition_rows=2000, history_length=5)
+CFG = data_config("synthetic", "data.rows=6000", "data.users=80", "data.items=200", "data.blocks=3", "data.partition_rows=2000",
+                  "data.history_length=5")
 KEY = ["user_id", "timestamp", "item_id", "label"]
 
 
@@ -37,7 +39,10 @@ def steps(tmp_path_factory):
 
 def _oracle_events() -> pd.DataFrame:
     events = pd.concat([synthetic.generate_block(CFG, b) for b in range(CFG.blocks)])
-    joined = events.merge(synthetic.synthetic_users(CFG), on="user_id", how="left").merge(synthetic.synthetic_items(CFG), on="item_id", how="left")
+    schema = FeatureSchema.of(CFG)  # side tables keep the key and the declared features, in declared order
+    users = synthetic.synthetic_users(CFG)[["user_id", *schema.table_features(Table.users)]]
+    items = synthetic.synthetic_items(CFG)[["item_id", *schema.table_features(Table.items)]]
+    joined = events.merge(users, on="user_id", how="left").merge(items, on="item_id", how="left")
     joined = joined.sort_values(KEY, kind="stable")
     n = joined.groupby("user_id")["item_id"].transform("size").to_numpy()
     rank = joined.groupby("user_id").cumcount().to_numpy()
@@ -102,7 +107,7 @@ def test_transform_histories_equal_per_user_strictly_earlier_clicks(steps):
 def test_transform_fits_the_preprocessor_on_the_train_rows_and_snapshots_latest_clicks(steps):
     _, _, _, _, out, transformed = steps
     train = pd.read_parquet(out.train)
-    expected = CtrPreprocessor(CFG.history_length, CFG.max_genres, CFG.vocab_min_count).fit_frame(train)
+    expected = CtrPreprocessor(FeatureSchema.of(CFG), CFG.vocab_min_count).fit_frame(train)
     assert json.loads(transformed.preprocessor.to_json()) == json.loads(expected.to_json())
     assert json.loads(open(out.preprocessor).read()) == json.loads(expected.to_json())
     users = pd.read_parquet(out.users).set_index("user_id")

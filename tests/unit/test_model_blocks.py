@@ -10,7 +10,8 @@ from mlsys.models import InputSpec
 from mlsys.models.blocks import CrossNetwork, PairLinear, SparseEmbeddings, TargetAttention, TransformerLayer, fm_interactions, table_segments
 
 
-SPEC = InputSpec(("user_id", "item_id"), (4, 6), "item_id", genre_size=6, max_genres=3, history_length=3, numeric_fields=("age",))
+SPEC = InputSpec(("user_id", "item_id"), (4, 6), "item_id", multi_hot_fields=("genres",), multi_hot_sizes=(6,),
+                 multi_hot_length=3, history_length=3, numeric_fields=("age",))
 
 
 def test_one_table_holds_a_block_per_input_and_the_history_shares_the_item_block():
@@ -27,7 +28,7 @@ def test_one_table_holds_a_block_per_input_and_the_history_shares_the_item_block
     user, item, genre = sparse.rows("user_id"), sparse.rows("item_id"), sparse.rows("genres")
     torch.testing.assert_close(x.fields[0], torch.stack([user[2, :3], item[5, :3]]))
     torch.testing.assert_close(x.target, x.fields[:, 1])
-    torch.testing.assert_close(x.genres[0], (genre[2, :3] + genre[5, :3]) / 2)  # the mean over real ids
+    torch.testing.assert_close(x.multi_hot[0, 0], (genre[2, :3] + genre[5, :3]) / 2)  # the mean over real ids
     torch.testing.assert_close(x.history_pooled[0], (item[3, :3] + item[1, :3]) / 2)  # from the item block
     linear = user[2, 3] + item[5, 3] + (genre[2, 3] + genre[5, 3]) / 2 + (item[3, 3] + item[1, 3]) / 2
     torch.testing.assert_close(x.linear[0, 0], linear)
@@ -39,7 +40,7 @@ def test_multi_hot_and_history_pool_to_zeros_when_empty_whatever_the_padding_row
     with torch.no_grad():
         sparse.table.weight[0] = 5.0
     x = sparse(torch.tensor([[1, 1]]), torch.zeros(1, 3, dtype=torch.int64), torch.zeros(1, 3, dtype=torch.int64), torch.zeros(1, 1))
-    torch.testing.assert_close(x.genres, torch.zeros(1, 3))
+    torch.testing.assert_close(x.multi_hot, torch.zeros(1, 1, 3))
     torch.testing.assert_close(x.history_pooled, torch.zeros(1, 3))
 
 

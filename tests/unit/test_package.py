@@ -16,6 +16,7 @@ from mlsys.errors import ArtifactIntegrityError, InvalidRequestError, ModelNotFo
 from mlsys.models import MODEL_INPUTS, ModelConfig, build_model
 from mlsys.registry.package import FORMAT, MANIFEST, ModelPackage, read_package, write_package
 from mlsys.serve.ranker import Ranking, RankingModel
+from tests.schemas import movielens_like
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 
@@ -81,7 +82,7 @@ def _model(pre: CtrPreprocessor) -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    pre = CtrPreprocessor(history_length=3, max_genres=2, min_count=1).fit_frame(_train_frame())
+    pre = CtrPreprocessor(movielens_like(history_length=3, multi_hot_length=2), min_count=1).fit_frame(_train_frame())
     model = _model(pre)
     directory = tmp_path_factory.mktemp("pkg") / "package"
     out = write_package(
@@ -150,7 +151,8 @@ def test_schema_describes_the_tensors(built, package):
     spec = package.spec
     assert set(schema["inputs"]) == set(MODEL_INPUTS)
     assert schema["inputs"]["history"]["shape"] == [-1, spec.history_length]
-    assert schema["inputs"]["genres"]["shape"] == [-1, spec.max_genres]
+    assert schema["inputs"]["multi_hot"]["shape"] == [-1, spec.multi_hot_length]
+    assert schema["feature_schema"] == built[1].schema.to_dict()
     assert schema["outputs"]["score"]["shape"] == [-1]
 
 

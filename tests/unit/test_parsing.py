@@ -401,3 +401,41 @@ def test_too_many_bad_rows_error_says_what_and_where_and_pickles():
 def test_too_many_bad_rows_error_keeps_small_fractions_readable():
     error = TooManyBadRowsError("s", bad=3, rows=20000, max_fraction=0.0001, by_reason={"wrong_type": 3}, quarantine="q")
     assert str(error).startswith("0.015% of the rows of 's' are malformed (3 of 20000: wrong_type 3), above data.max_bad_fraction=0.0001.")
+
+
+# -- a declared schema: own column names, event features of every kind --------------------
+
+OWN = EventFormat(header=False, columns=("sku", "uid", "ts", "clicked", "device", "price", "tags"),
+                  roles=(("user_id", "uid"), ("item_id", "sku"), ("timestamp", "ts"), ("label", "clicked")),
+                  features=(("device", "categorical"), ("price", "numeric"), ("tags", "multi_hot")), separator="|")
+
+
+def test_roles_are_renamed_and_features_parsed_by_kind():
+    good, bad = parse_events(["10,1,100,1,ios,9.5,sale|new", "11,2,200,0, NULL ,,", "12,3,300,0,web,null, eco |  | kids"], None, OWN)
+    assert len(bad) == 0
+    assert list(good.columns) == ["user_id", "item_id", "timestamp", "label", "device", "price", "tags"]
+    assert good.user_id.tolist() == [1, 2, 3] and good.item_id.tolist() == [10, 11, 12] and good.label.tolist() == [1.0, 0.0, 0.0]
+    assert good.device.tolist() == ["ios", None, "web"]  # a null marker is a missing value
+    assert good.price.dtype == np.float32 and good.price.iloc[0] == np.float32(9.5) and good.price.iloc[1:].isna().all()
+    assert good.tags.tolist() == [["sale", "new"], [], ["eco", "kids"]]
+
+
+@pytest.mark.parametrize("price, reason, detail", [
+    ("cheap", BadRowReason.unparseable, "price='cheap' is not a number"),
+    ("inf", BadRowReason.wrong_type, "price='inf' is not finite"),
+    ("1e39", BadRowReason.wrong_type, "price='1e39' is out of float32 range"),
+])
+def test_a_numeric_feature_of_the_wrong_kind_is_a_bad_row_naming_its_column(price, reason, detail):
+    assert _one_bad(f"10,1,100,1,ios,{price},sale", OWN) == (reason.value, detail)
+
+
+def test_bad_keys_are_named_by_the_files_own_columns():
+    assert _one_bad("x,1,100,1,ios,1,", OWN) == ("unparseable", "sku='x' is not an integer")
+    assert _one_bad("10,1,100,2,ios,1,", OWN) == ("wrong_type", "clicked='2' is not 0 or 1")
+    assert _one_bad("10,1,-4,1,ios,1,", OWN) == ("wrong_type", "ts='-4' is not positive")
+
+
+def test_a_format_names_the_declared_columns_the_file_lacks():
+    with pytest.raises(ValueError, match="lacks uid, price"):
+        EventFormat(columns=("sku", "ts", "clicked"), roles=(("user_id", "uid"), ("item_id", "sku"), ("timestamp", "ts"), ("label", "clicked")),
+                    features=(("price", "numeric"),))

@@ -9,16 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlsys.data.preprocessor import (
-    CATEGORICAL,
-    FORMAT,
-    NUMERIC,
-    OOV,
-    PAD,
-    CtrPreprocessor,
-    merge_stats,
-    partial_stats,
-)
+from mlsys.data.preprocessor import FORMAT, OOV, PAD, CtrPreprocessor, merge_stats
+from tests.schemas import CATEGORICAL, NUMERIC, movielens_like
+
+
+def partial_stats(frame):
+    return CtrPreprocessor(movielens_like()).partial_stats(frame)
+
+
+def _prep(history_length: int = 20, max_genres: int = 4, min_count: int = 1) -> CtrPreprocessor:
+    return CtrPreprocessor(movielens_like(history_length, max_genres), min_count)
 
 
 def _frame() -> pd.DataFrame:
@@ -64,7 +64,7 @@ def _random_frame(seed: int, n: int) -> pd.DataFrame:
 
 def _fit(df=None, **kw) -> CtrPreprocessor:
     kw = {"history_length": 3, "max_genres": 2, "min_count": 1, **kw}
-    return CtrPreprocessor(**kw).fit_frame(_frame() if df is None else df)
+    return _prep(**kw).fit_frame(_frame() if df is None else df)
 
 
 # -- vocabulary ---------------------------------------------------------------
@@ -112,7 +112,7 @@ def test_min_count_sends_rare_values_to_oov():
     assert out["categorical"][:, 0].tolist() == [3, 3, OOV, 2, 2, 2]
     assert out["categorical"][:, 1].tolist() == [2, 3, 2, OOV, 2, 3]
     assert out["categorical"][:, 3].tolist() == [3, 3, OOV, 2, 2, 2]
-    assert out["genres"][3].tolist() == [OOV, PAD]  # "z" is rare
+    assert out["multi_hot"][3].tolist() == [OOV, PAD]  # "z" is rare
 
 
 def test_unseen_and_null_values_map_to_oov():
@@ -189,7 +189,7 @@ def test_genres_keep_the_first_max_genres():
     p = _fit(max_genres=2)
     df = _frame().iloc[:4].copy()
     df["genres"] = [["z", "x", "y"], ["y"], [], ["nope", "x", "z"]]
-    genres = p.transform_batch(df)["genres"]
+    genres = p.transform_batch(df)["multi_hot"]
     assert genres.shape == (4, 2)
     # genre vocab [y, x, z] -> 2, 3, 4
     assert genres.tolist() == [[4, 3], [2, PAD], [PAD, PAD], [OOV, 3]]
@@ -199,7 +199,7 @@ def test_null_genres_are_all_padding():
     p = _fit()
     df = _frame().iloc[:2].copy()
     df["genres"] = [None, ["x"]]
-    assert p.transform_batch(df)["genres"].tolist() == [[PAD, PAD], [3, PAD]]
+    assert p.transform_batch(df)["multi_hot"].tolist() == [[PAD, PAD], [3, PAD]]
 
 
 def test_null_history_is_all_padding():
@@ -216,7 +216,7 @@ def test_history_length_zero_gives_empty_history():
 
 def test_max_genres_zero_gives_empty_genres():
     p = _fit(max_genres=0)
-    assert p.transform_batch(_frame())["genres"].shape == (6, 0)
+    assert p.transform_batch(_frame())["multi_hot"].shape == (6, 0)
 
 
 def test_null_integer_id_maps_to_oov():
@@ -236,7 +236,7 @@ def test_list_columns_match_bruteforce_on_random_data():
         exp_h = [item_rank.get(v, OOV) for v in hist[-4:]]
         assert out["history"][row].tolist() == exp_h + [PAD] * (4 - len(exp_h))
         exp_g = [genre_rank.get(v, OOV) for v in genres[:2]]
-        assert out["genres"][row].tolist() == exp_g + [PAD] * (2 - len(exp_g))
+        assert out["multi_hot"][row].tolist() == exp_g + [PAD] * (2 - len(exp_g))
 
 
 def test_label_passes_through_only_when_present():
@@ -245,12 +245,12 @@ def test_label_passes_through_only_when_present():
     assert out["label"].dtype == np.float32
     assert out["label"].tolist() == [1.0, 0.0, 1.0, 0.0, 1.0, 1.0]
     no_label = p.transform_batch(_frame().drop(columns="label"))
-    assert set(no_label) == {"categorical", "genres", "history", "numeric"}
+    assert set(no_label) == {"categorical", "multi_hot", "history", "numeric"}
 
 
 def test_transform_requires_fit():
     with pytest.raises(Exception, match="(?i)fit"):
-        CtrPreprocessor().transform_batch(_frame())
+        _prep().transform_batch(_frame())
 
 
 # -- contract and persistence ------------------------------------------------------
@@ -262,16 +262,16 @@ def test_input_spec_sizes():
     assert spec.categorical_fields == CATEGORICAL
     assert spec.categorical_sizes == tuple(len(p.vocabularies_[c]) + 2 for c in CATEGORICAL)
     assert spec.categorical_sizes == (4, 4, 4, 4)
-    assert spec.genre_size == len(p.vocabularies_["genres"]) + 2 == 4
+    assert spec.multi_hot_sizes == (len(p.vocabularies_["genres"]) + 2,) == (4,)
     assert spec.item_field == "item_id"
     assert spec.item_size == 4
-    assert (spec.max_genres, spec.history_length) == (3, 5)
+    assert (spec.multi_hot_fields, spec.multi_hot_length, spec.history_length) == (("genres",), 3, 5)
     assert spec.numeric_fields == NUMERIC
     out = p.transform_batch(_frame())
     # Every index fits its embedding table.
     for j, size in enumerate(spec.categorical_sizes):
         assert out["categorical"][:, j].max() < size
-    assert out["genres"].max() < spec.genre_size
+    assert out["multi_hot"].max() < spec.multi_hot_sizes[0]
     assert out["history"].max() < spec.item_size
 
 
@@ -282,7 +282,7 @@ def test_json_round_trip_gives_identical_transform(seed):
     text = p.to_json()
     json.loads(text)  # plain JSON
     q = CtrPreprocessor.from_json(text)
-    assert (q.history_length, q.max_genres, q.min_count) == (4, 3, 2)
+    assert (q.history_length, q.multi_hot_length, q.min_count, q.schema) == (4, 3, 2, p.schema)
     assert q.vocabularies_ == p.vocabularies_
     assert q.input_spec() == p.input_spec()
     new = _random_frame(seed + 50, 80)  # including unseen values
@@ -321,8 +321,8 @@ def test_merge_of_halves_equals_stats_of_whole(seed):
         assert halves["moments"][c][0] == whole["moments"][c][0]
         assert halves["moments"][c][1:] == pytest.approx(whole["moments"][c][1:], rel=1e-12)
     # And the fitted state is the same whichever way the data was split.
-    a = CtrPreprocessor(4, 2, 2)._set_state(halves)
-    b = CtrPreprocessor(4, 2, 2)._set_state(whole)
+    a = _prep(4, 2, 2)._set_state(halves)
+    b = _prep(4, 2, 2)._set_state(whole)
     assert a.vocabularies_ == b.vocabularies_
     for c in NUMERIC:
         assert a.scaling_[c] == pytest.approx(b.scaling_[c], rel=1e-9)

@@ -9,6 +9,7 @@ from mlsys.data.preprocessor import CtrPreprocessor
 from mlsys.errors import ConfigError
 from mlsys.models import InputSpec, ModelConfig, build_model
 from mlsys.train.warm_start import SPARSE_TABLE, WarmStart, check_compatible, grow_state_dict, resolve
+from tests.schemas import movielens_like
 
 
 def frame(users, items, ages) -> pd.DataFrame:
@@ -21,9 +22,9 @@ def frame(users, items, ages) -> pd.DataFrame:
 
 
 def test_continued_vocabulary_keeps_old_indices_and_appends_new_ids():
-    old = CtrPreprocessor(min_count=1).fit_frame(frame([1, 1, 2], [10, 11, 11], [20, 30, 40]))
+    old = CtrPreprocessor(movielens_like(), min_count=1).fit_frame(frame([1, 1, 2], [10, 11, 11], [20, 30, 40]))
     new_span = frame([2, 3, 3, 4], [11, 12, 12, 13], [60, 70, 80, 90])  # user 1 and item 10 are gone
-    new = CtrPreprocessor(min_count=1).continuing(old).fit_frame(new_span)
+    new = CtrPreprocessor(movielens_like(), min_count=1).continuing(old).fit_frame(new_span)
 
     for column in ("user_id", "item_id"):
         before = old.vocabularies_[column]
@@ -38,20 +39,20 @@ def test_continued_vocabulary_keeps_old_indices_and_appends_new_ids():
 
 
 def test_continued_vocabulary_applies_min_count_to_new_ids_only():
-    old = CtrPreprocessor(min_count=1).fit_frame(frame([1], [10], [20]))
-    new = CtrPreprocessor(min_count=2).continuing(old).fit_frame(frame([2, 2, 3], [11, 11, 12], [20, 20, 20]))
+    old = CtrPreprocessor(movielens_like(), min_count=1).fit_frame(frame([1], [10], [20]))
+    new = CtrPreprocessor(movielens_like(), min_count=2).continuing(old).fit_frame(frame([2, 2, 3], [11, 11, 12], [20, 20, 20]))
     assert new.vocabularies_["user_id"] == [1, 2]  # 1 kept though unseen, 3 seen once: OOV
     assert new.vocabularies_["item_id"] == [10, 11]
 
 
 def test_continued_vocabulary_survives_json_round_trip():
-    old = CtrPreprocessor.from_json(CtrPreprocessor(min_count=1).fit_frame(frame([5, 6], [10, 11], [1, 2])).to_json())
-    new = CtrPreprocessor(min_count=1).continuing(old).fit_frame(frame([7], [12], [3]))
+    old = CtrPreprocessor.from_json(CtrPreprocessor(movielens_like(), min_count=1).fit_frame(frame([5, 6], [10, 11], [1, 2])).to_json())
+    new = CtrPreprocessor(movielens_like(), min_count=1).continuing(old).fit_frame(frame([7], [12], [3]))
     assert new.vocabularies_["user_id"] == [5, 6, 7]
 
 
 def _spec(users: int, items: int, genres: int = 3):
-    return InputSpec(("user_id", "item_id"), (users, items), "item_id", genres, 2, 3, ("age",))
+    return InputSpec(("user_id", "item_id"), (users, items), "item_id", ("genres",), (genres,), 2, 3, ("age",))
 
 
 def test_grow_state_dict_keeps_every_blocks_old_rows_and_fresh_new_rows():
