@@ -29,6 +29,9 @@ from mlsys.features import FeaturesConfig  # noqa: E402
 from mlsys.features.materialize import materialize  # noqa: E402
 from mlsys.features.training import write_offline_sources  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
+from tests.schemas import movielens_like  # noqa: E402
+
+SCHEMA = movielens_like()  # the click log's side tables below: user age, gender, occupation; item year, genres
 
 
 def click_log(events: int, users: int, items: int, seed: int = 0):
@@ -44,7 +47,7 @@ def click_log(events: int, users: int, items: int, seed: int = 0):
 def one_run(home: str, base: FeaturesConfig, tables) -> float:
     """Offline rows/s of a full materialization of a fresh project."""
     cfg = FeaturesConfig(**{**base.__dict__, "project": f"b{uuid.uuid4().hex[:10]}"})
-    write_offline_sources(cfg, home, *tables, history_length=20)
+    write_offline_sources(cfg, home, SCHEMA, *tables)
     started = time.perf_counter()
     report = materialize(cfg, home)
     return report.rows / (time.perf_counter() - started)
@@ -60,11 +63,11 @@ def main() -> None:
     args = parser.parse_args()
     log, user_table, item_table = click_log(args.events, args.users, args.items)
     with tempfile.TemporaryDirectory(prefix="matbench-") as home, RedisServer.start() as server:
-        sqlite = FeaturesConfig(name="movielens")
-        redis = FeaturesConfig(name="movielens", online="redis", redis_host=server.host, redis_port=server.port)
+        sqlite = FeaturesConfig(name="feast")
+        redis = FeaturesConfig(name="feast", online="redis", redis_host=server.host, redis_port=server.port)
         tables = (log, user_table, item_table)
-        probe = FeaturesConfig(name="movielens", project="probe")
-        rows = write_offline_sources(probe, home, *tables, history_length=20)
+        probe = FeaturesConfig(name="feast", project="probe")
+        rows = write_offline_sources(probe, home, SCHEMA, *tables)
         offline_rows = sum(rows.values())
         c, b = harness.interleaved(lambda: one_run(home, redis, tables), lambda: one_run(home, sqlite, tables), args.repeats)
     entity_rows = 3 * args.users + args.items

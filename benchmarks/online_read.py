@@ -107,12 +107,13 @@ def main() -> None:
 
     from mlsys.features import FeaturesConfig, apply, build_definitions, store_paths
     from tests.redis_server import RedisServer
+    from tests.schemas import movielens_like
 
     out: list[Row] = []
     with tempfile.TemporaryDirectory() as home, RedisServer.start() as redis:
         for backend in ("sqlite", "redis"):
-            cfg = FeaturesConfig(name="movielens", online=backend, redis_port=redis.port, project=f"bench_{backend}")
-            store = apply(cfg, home, build_definitions(cfg, store_paths(cfg, home).sources))
+            cfg = FeaturesConfig(name="feast", online=backend, redis_port=redis.port, project=f"bench_{backend}")
+            store = apply(cfg, home, build_definitions(cfg, store_paths(cfg, home).sources, movielens_like()))
             fill(store, cfg, np.random.default_rng(0))
             c, b = measure(store, args.requests, np.random.default_rng(1))
             out += rows(backend, c, b)

@@ -40,8 +40,9 @@ SPEC = InputSpec(
     categorical_fields=("user_id", "item_id", "gender", "occupation"),
     categorical_sizes=(2_002, 5_002, 4, 8),
     item_field="item_id",
-    genre_size=20,
-    max_genres=4,
+    multi_hot_fields=("genres",),
+    multi_hot_sizes=(20,),
+    multi_hot_length=4,
     history_length=20,
     numeric_fields=("age", "year"),
 )
@@ -51,11 +52,11 @@ def make_data(rows: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Model inputs shaped like the transform step's output, with a learnable signal."""
     rng = np.random.default_rng(seed)
     cat = np.stack([rng.integers(1, n, rows) for n in SPEC.categorical_sizes], axis=1)
-    genres = rng.integers(0, SPEC.genre_size, (rows, SPEC.max_genres))
+    multi_hot = rng.integers(0, SPEC.multi_hot_sizes[0], (rows, SPEC.multi_hot_length))
     history = rng.integers(0, SPEC.item_size, (rows, SPEC.history_length))
     numeric = rng.normal(size=(rows, len(SPEC.numeric_fields))).astype(np.float32)
     label = ((cat[:, 0] + cat[:, 1]) % 3 == 0).astype(np.float32)
-    return {"categorical": cat, "genres": genres, "history": history, "numeric": numeric, "label": label}
+    return {"categorical": cat, "multi_hot": multi_hot, "history": history, "numeric": numeric, "label": label}
 
 
 def _model_and_optimizer():

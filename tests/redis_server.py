@@ -4,7 +4,7 @@
 the ``redis_server`` fixture of tests/conftest.py::
 
     with RedisServer.start() as server:
-        cfg = FeaturesConfig(name="movielens", online="redis", redis_port=server.port)
+        cfg = FeaturesConfig(name="feast", online="redis", redis_port=server.port)
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """DeepCTR-Torch (``pip install deepctr-torch==0.3.0``, the ``bench`` extra) on our arrays.
 
-The same inputs our models get: the four categorical fields (one embedding
-each), genres and the behaviour sequence as variable-length fields (index 0 =
+The same inputs our models get: the categorical fields (one embedding
+each), each multi-hot feature and the behaviour sequence as variable-length fields (index 0 =
 padding; the sequence shares the item table, as ours does), the numeric
 columns as dense features. ``PeerModel.fit`` is DeepCTR-Torch's own training
 loop (``BaseModel.fit``), the path a modeler using it would take.
@@ -18,7 +18,8 @@ def _columns(spec: InputSpec, dim: int, sequence_length: bool):
     from deepctr_torch.inputs import DenseFeat, SparseFeat, VarLenSparseFeat
 
     sparse = [SparseFeat(f, n, embedding_dim=dim) for f, n in zip(spec.categorical_fields, spec.categorical_sizes)]
-    genres = VarLenSparseFeat(SparseFeat("genres", spec.genre_size, embedding_dim=dim), maxlen=spec.max_genres, combiner="mean")
+    multi_hot = [VarLenSparseFeat(SparseFeat(f, n, embedding_dim=dim), maxlen=spec.multi_hot_length, combiner="mean")
+                 for f, n in zip(spec.multi_hot_fields, spec.multi_hot_sizes)]
     history = VarLenSparseFeat(
         SparseFeat(f"hist_{spec.item_field}", spec.item_size, embedding_dim=dim, embedding_name=spec.item_field),
         maxlen=spec.history_length,
@@ -26,13 +27,14 @@ def _columns(spec: InputSpec, dim: int, sequence_length: bool):
         length_name="seq_length" if sequence_length else None,
     )
     dense = [DenseFeat(f, 1) for f in spec.numeric_fields]
-    return [*sparse, genres, history, *dense]
+    return [*sparse, *multi_hot, history, *dense]
 
 
 def inputs(spec: InputSpec, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Our (categorical, genres, history, numeric) arrays as DeepCTR's feature dict."""
+    """Our (categorical, multi_hot, history, numeric) arrays as DeepCTR's feature dict."""
     x = {f: arrays["categorical"][:, i] for i, f in enumerate(spec.categorical_fields)}
-    x["genres"] = arrays["genres"]
+    w = spec.multi_hot_length
+    x.update({f: arrays["multi_hot"][:, k * w : (k + 1) * w] for k, f in enumerate(spec.multi_hot_fields)})
     x[f"hist_{spec.item_field}"] = arrays["history"]
     x["seq_length"] = (arrays["history"] != 0).sum(1)
     x.update({f: arrays["numeric"][:, i] for i, f in enumerate(spec.numeric_fields)})

@@ -32,6 +32,8 @@ def start_server(cfg: MlsysConfig, echo: Callable[[str], None] = print) -> str:
     model = resolve_model(cfg)
     app.check_port_free(cfg.serve.host, cfg.serve.port)
     store, log_dir = online_features(cfg)
+    if store is not None:
+        check_store_serves_model(cfg, model.source)
     connect(cfg.cluster)
     url = app.start(cfg.serve, model.source, model.name, model.version, store, log_dir)
     routes = "POST /v1/rank, POST /v1/events, GET /v1/metrics, GET /healthz" if store else "POST /v1/rank, GET /v1/metrics, GET /healthz"
@@ -51,4 +53,23 @@ def online_features(cfg: MlsysConfig):
 
     check_online_store(cfg.features, cfg.home.root)
     home = storage.absolute(cfg.home.root)  # replicas may run in another directory
-    return OnlineStoreSpec(cfg.features, home, cfg.data.history_length, cfg.data.click_threshold), log_dir
+    return OnlineStoreSpec(cfg.features, home), log_dir  # the store carries its own feature schema
+
+
+def check_store_serves_model(cfg: MlsysConfig, package_uri: str) -> None:
+    """The online store must hold the features the model was trained on (the same declared schema)."""
+    from mlsys.errors import ConfigError
+    from mlsys.features.store import stored_schema
+    from mlsys.registry.package import read_package
+
+    trained = read_package(package_uri).preprocessor.schema
+    store = stored_schema(cfg.features, cfg.home.root)
+    if (trained.features, trained.sources) != (store.features, store.sources):
+        def names(s):
+            return sorted(f.name for f in s.features)
+
+        raise ConfigError(
+            f"serve.model={cfg.serve.model} was trained on the features {names(trained)} but the feature store "
+            f"(features.project={cfg.features.project}) holds {names(store)}: serve it with features=none, or rebuild "
+            f"the store from the model's data (`mlsys run features={cfg.features.name.value} data=...`)"
+        )

@@ -1,9 +1,10 @@
-"""Feature store on Feast: MovieLens definitions, point-in-time training sets on Ray,
-materialization to the online store (SQLite or Redis). See docs/features.md."""
+"""Feature store on Feast: definitions generated from the data set's feature schema,
+point-in-time training sets on Ray, materialization to the online store (SQLite or Redis).
+See docs/features.md."""
 
 from mlsys.features.config import FeatureSet, FeaturesConfig, OnlineStoreKind
 from mlsys.features.definitions import RANKING_SERVICE, Definitions, build_definitions
-from mlsys.features.store import StorePaths, apply, open_store, store_paths, write_repo_config
+from mlsys.features.store import StorePaths, apply, open_store, store_paths, stored_schema, write_repo_config
 
 __all__ = [
     "FeatureSet",
@@ -16,5 +17,6 @@ __all__ = [
     "apply",
     "open_store",
     "store_paths",
+    "stored_schema",
     "write_repo_config",
 ]

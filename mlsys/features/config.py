@@ -11,7 +11,7 @@ from mlsys.config import require
 class FeatureSet(str, Enum):
     # Member names are the config values: OmegaConf validates enums by name.
     none = "none"  # the pipeline builds its own sequences (mlsys.data.events); no Feast store
-    movielens = "movielens"  # the MovieLens ranking views in mlsys.features.definitions
+    feast = "feast"  # Feast views generated from the data set's feature schema (mlsys.features.definitions)
 
 
 class OnlineStoreKind(str, Enum):
@@ -21,7 +21,7 @@ class OnlineStoreKind(str, Enum):
 
 @dataclass
 class FeaturesConfig:
-    """``features=movielens features.online=redis features.redis_port=6380``.
+    """``features=feast features.online=redis features.redis_port=6380``.
 
     The Feast repo (``feature_store.yaml`` equivalent, registry, online SQLite
     file, offline Parquet sources) is generated under ``$MLSYS_HOME/features/<project>``.

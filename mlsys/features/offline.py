@@ -10,7 +10,7 @@ label rows (no shuffle); a larger view costs one hash shuffle per join key:
 label blocks and view rows are split into ``partitions`` buckets by key and
 each bucket is joined in one task. Row order is not kept.
 
->>> ds = get_historical_features(events, view_specs(build_definitions(cfg, paths.sources)))  # doctest: +SKIP
+>>> ds = get_historical_features(events, view_specs(build_definitions(cfg, paths.sources, schema)))  # doctest: +SKIP
 """
 
 from __future__ import annotations

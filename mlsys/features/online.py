@@ -16,8 +16,8 @@ pushes decide what is online). A key with no row in a view reads as ``None``
 documented defaults.
 
 >>> reader = OnlineFeatureReader.from_store(open_store(cfg, home))           # doctest: +SKIP
->>> reader.read("item_profile", [1, 2, 99999])["year"]                       # doctest: +SKIP
-[1995.0, 1995.0, None]
+>>> reader.read("item_profile", [1, 2, 99999])["price"]                      # doctest: +SKIP
+[9.99, 4.5, None]
 """
 
 from __future__ import annotations

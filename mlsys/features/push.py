@@ -5,9 +5,9 @@
 writes both rows back through Feast's push sources
 (``store.push(..., to=PushMode.ONLINE)``); the next ranking request reads them.
 
-- behaviour sequence: a click (``rating >= data.click_threshold``, or an
-  explicit ``clicked``) appends the item; the last ``data.history_length``
-  items are kept, oldest first, as the offline view builds them;
+- behaviour sequence: a click (an explicit ``clicked``, else ``rating >= data.click_threshold``)
+  appends the item, or with ``data.history_of=events`` every event does; the last
+  ``data.history_length`` items are kept, oldest first, as the offline view builds them;
 - aggregates, for every window: ``events += 1``, ``clicks += clicked``, the
   mean rating takes the new rating in (weighted by the window's events), and
   the click-through rate is recomputed. Events leaving a window are not
@@ -16,7 +16,8 @@ writes both rows back through Feast's push sources
 A row is stamped at the event time, or just after the stored row's time if
 that is later (Feast's Redis store ignores writes older than what it holds).
 Updates of one user are serialised within a process; the serving app pushes
-from its replica.
+from its replica. The threshold, the length and what the sequence holds are the store's
+feature schema (:func:`~mlsys.features.store.stored_schema`), the one its views were built from.
 
 >>> push_event(cfg, home, Interaction(user_id=7, item_id=50, rating=5.0))  # doctest: +SKIP
 PushResult(user_id=7, clicked=True, history=[..., 50], aggregates={'clicks_7d': 3.0, ...})
@@ -30,6 +31,8 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
+from mlsys.data.config import HistoryOf
+from mlsys.data.feature_schema import FeatureSchema
 from mlsys.features.config import FeaturesConfig
 from mlsys.features.definitions import HISTORY, PUSH_SOURCES, TIMESTAMP, USER_AGGREGATES, USER_KEY, USER_SEQUENCE
 from mlsys.features.online import OnlineFeatureReader
@@ -75,13 +78,14 @@ def updated_aggregates(current: dict, windows: list[int], ctr_window: int, click
 
 
 class FeaturePusher:
-    """Applies interactions to the online store of ``store`` (a ``feast.FeatureStore``)."""
+    """Applies interactions to the online store of ``store`` (a ``feast.FeatureStore`` built from ``schema``)."""
 
-    def __init__(self, store, cfg: FeaturesConfig, history_length: int, click_threshold: float = 4.0, reader: OnlineFeatureReader | None = None):
+    def __init__(self, store, cfg: FeaturesConfig, schema: FeatureSchema, reader: OnlineFeatureReader | None = None):
         self.store = store
         self.cfg = cfg
-        self.history_length = history_length
-        self.click_threshold = click_threshold
+        self.history_length = schema.history_length
+        self.click_threshold = schema.click_threshold
+        self.every_event = HistoryOf(schema.history_of) is HistoryOf.events
         self.reader = reader or OnlineFeatureReader.from_store(store)
         self._lock = threading.Lock()
 
@@ -96,7 +100,7 @@ class FeaturePusher:
         with self._lock:
             sequence, aggregates = self.reader.read_many([(USER_SEQUENCE, [event.user_id]), (USER_AGGREGATES, [event.user_id])])
             history = list(sequence[HISTORY][0] or [])
-            if clicked:
+            if clicked or self.every_event:
                 history = (history + [int(event.item_id)])[-self.history_length :]
             current = {k: v[0] for k, v in aggregates.items() if k != "_found"}
             new = updated_aggregates(current, list(self.cfg.window_days), self.cfg.ctr_window_days, clicked, event.rating)
@@ -112,8 +116,8 @@ class FeaturePusher:
         return pd.Timestamp(at)
 
 
-def push_event(cfg: FeaturesConfig, home: str, event: Interaction, history_length: int = 20, click_threshold: float = 4.0) -> PushResult:
-    """The Python call: apply one interaction to the online store under ``home``."""
-    from mlsys.features.store import open_store
+def push_event(cfg: FeaturesConfig, home: str, event: Interaction) -> PushResult:
+    """The Python call: apply one interaction to the online store under ``home`` (its own schema)."""
+    from mlsys.features.store import open_store, stored_schema
 
-    return FeaturePusher(open_store(cfg, home), cfg, history_length, click_threshold).push(event)
+    return FeaturePusher(open_store(cfg, home), cfg, stored_schema(cfg, home)).push(event)

@@ -1,5 +1,5 @@
 """Request features from the online store: the ranker's :class:`~mlsys.serve.ranker.FeatureSource`
-for ``features=movielens``.
+for ``features=feast``.
 
 One request (a user, candidate items) is one :meth:`OnlineFeatureReader.read_many`
 over every view of the ranking service: the user views for one key, the item
@@ -15,15 +15,16 @@ missing value of a          becomes
 ==========================  ==========================================================
 string feature              ``None``: the out-of-vocabulary bucket
 number feature              ``NaN``: the training mean after scaling
-list feature                ``[]``: all padding (no genres, no behaviour history)
+list feature                ``[]``: all padding (no multi-hot values, no behaviour history)
 ==========================  ==========================================================
 
 A user with no row in any user view is *unknown*, an item with no row in any
-item view likewise; both are scored and counted, never an error.
+item view likewise; both are scored and counted, never an error. A schema without
+item-table features has no item view: then no item is looked up and none is unknown.
 
 >>> source = OnlineFeatures(OnlineFeatureReader.from_store(store))     # doctest: +SKIP
 >>> source.fetch(1, [50, 172]).frame.columns.tolist()                 # doctest: +SKIP
-['user_id', 'item_id', 'age', 'gender', 'occupation', 'clicks_7d', ..., 'history', 'year', 'genres']
+['user_id', 'item_id', <user features>, 'clicks_7d', ..., 'history', <item features>]
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class OnlineFeatures:
         n = len(candidates)
         answers = self.reader.read_many([*((v.name, [user_id]) for v in self.user_views), *((v.name, candidates) for v in self.item_views)])
         columns: dict = {USER_KEY: np.full(n, user_id, dtype=np.int64), ITEM_KEY: np.asarray(candidates, dtype=np.int64)}
-        user_found, items_found = False, np.zeros(n, dtype=bool)
+        user_found, items_found = False, np.full(n, not self.item_views)  # no item view: nothing to miss
         for view, answer in zip(self.user_views, answers[: len(self.user_views)]):
             user_found |= answer["_found"][0]
             for feature, value_type in zip(view.features, view.value_types):
@@ -79,20 +80,22 @@ class OnlineFeatures:
 
 @dataclass(frozen=True)
 class OnlineStoreSpec:
-    """What a serving replica needs to open the store: picklable, opened in the replica."""
+    """What a serving replica needs to open the store: picklable, opened in the replica.
+
+    The pusher follows the store's own feature schema (saved beside it when it was applied),
+    so pushed events update the views exactly as the offline sources built them.
+    """
 
     features: FeaturesConfig
     home: str
-    history_length: int
-    click_threshold: float
 
     def open(self) -> tuple[OnlineFeatures, FeaturePusher]:
         """The request feature source and the event pusher, sharing one reader."""
-        from mlsys.features.store import open_store
+        from mlsys.features.store import open_store, stored_schema
 
         store = open_store(self.features, self.home)
         reader = OnlineFeatureReader.from_store(store)
-        return OnlineFeatures(reader), FeaturePusher(store, self.features, self.history_length, self.click_threshold, reader)
+        return OnlineFeatures(reader), FeaturePusher(store, self.features, stored_schema(self.features, self.home), reader)
 
 
 def check_online_store(cfg: FeaturesConfig, home: str) -> None:
@@ -102,11 +105,12 @@ def check_online_store(cfg: FeaturesConfig, home: str) -> None:
 
     from mlsys.errors import ConfigError
     from mlsys.features.config import OnlineStoreKind
-    from mlsys.features.store import store_paths
+    from mlsys.features.store import store_paths, stored_schema
 
     paths = store_paths(cfg, home)
     if not os.path.exists(paths.registry):
         raise ConfigError(f"features={cfg.name.value}: no feature store at {paths.root}; build it first with `mlsys run features={cfg.name.value}` (same home.root)")
+    stored_schema(cfg, home)  # a store built before schemas were saved: the same one-line fix
     if OnlineStoreKind(cfg.online) is OnlineStoreKind.redis:
         try:
             socket.create_connection((cfg.redis_host, cfg.redis_port), timeout=2).close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from mlsys.data.feature_schema import KEY_OF, FeatureSchema, Kind, Table
 from mlsys.features.definitions import HISTORY, ITEM_KEY, TIMESTAMP, USER_KEY
 
 DAY_S = 86_400
@@ -22,13 +23,41 @@ def to_timestamp(seconds) -> pd.Series:
     return pd.to_datetime(np.asarray(seconds, dtype=np.int64), unit="s", utc=True)
 
 
-def profile_rows(table: pd.DataFrame, valid_from_s: int) -> pd.DataFrame:
-    """A static attribute table (users or items) stamped at ``valid_from_s``.
+def _text(value):
+    """A categorical value as text: ``7``, ``7.0`` (an int column with nulls) and ``"7"`` are ``"7"``."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        value = int(value)
+    return str(value)
 
-    >>> profile_rows(pd.DataFrame({"item_id": [1], "year": [1995.0]}), 0).event_timestamp.iloc[0].year
-    1970
+
+def profile_column(values: pd.Series, kind: Kind):
+    """A side-table column as its view stores it: categorical values as text (one Feast dtype
+    whatever the file held), numbers as float32, multi-hot values as lists of text; nulls stay null."""
+    if kind is Kind.numeric:
+        return values.to_numpy(dtype=np.float32, na_value=np.nan)
+    if kind is Kind.multi_hot:
+        return [None if v is None or (np.ndim(v) == 0 and pd.isna(v)) else [str(x) for x in v] for v in values]
+    return [_text(v) for v in values]
+
+
+def profile_rows(attributes: pd.DataFrame, schema: FeatureSchema, table: Table, valid_from_s: int) -> pd.DataFrame:
+    """A side table (users or items, keyed by ``user_id``/``item_id``) as its profile view's rows:
+    the key, the schema's features of that table, all stamped at ``valid_from_s``.
+
+    >>> from mlsys.data.feature_schema import Feature
+    >>> s = FeatureSchema((Feature("brand", Kind.categorical, Table.items),), {})
+    >>> rows = profile_rows(pd.DataFrame({"item_id": [1], "brand": [7]}), s, Table.items, 0)
+    >>> rows.brand.tolist(), rows.event_timestamp.iloc[0].year
+    (['7'], 1970)
     """
-    return table.assign(**{TIMESTAMP: to_timestamp(np.full(len(table), valid_from_s))})
+    key = KEY_OF[table]
+    out = {key: attributes[key].to_numpy(dtype=np.int64)}
+    for name in schema.table_features(table):
+        out[name] = profile_column(attributes[name], schema.kind(name))
+    out[TIMESTAMP] = to_timestamp(np.full(len(attributes), valid_from_s))
+    return pd.DataFrame(out)
 
 
 def _sorted_events(events: pd.DataFrame) -> pd.DataFrame:
@@ -75,15 +104,17 @@ def user_aggregate_rows(events: pd.DataFrame, window_days: list[int], ctr_window
     return frame.astype({c: np.float32 for c in frame.columns if c not in (USER_KEY, TIMESTAMP)})
 
 
-def user_sequence_rows(events: pd.DataFrame, length: int) -> pd.DataFrame:
-    """One row per (user, distinct click second): ``history``, the last ``length`` clicks up to then.
+def user_sequence_rows(events: pd.DataFrame, length: int, every_event: bool = False) -> pd.DataFrame:
+    """One row per (user, distinct click second): ``history``, the last ``length`` clicks up to then;
+    with ``every_event``, per distinct event second, the items of the last ``length`` events.
 
     >>> e = pd.DataFrame({"user_id": [1, 1, 1], "item_id": [5, 6, 7], "timestamp": [1, 2, 3], "label": [1.0, 0.0, 1.0]})
-    >>> user_sequence_rows(e, 2)["history"].tolist()
-    [[5], [5, 7]]
+    >>> user_sequence_rows(e, 2)["history"].tolist(), user_sequence_rows(e, 2, every_event=True)["history"].tolist()
+    ([[5], [5, 7]], [[5], [5, 6], [6, 7]])
     """
     df = _sorted_events(events)
-    df = df[df["label"].to_numpy() > 0]
+    if not every_event:
+        df = df[df["label"].to_numpy() > 0]
     key = _combined_key(df[USER_KEY].to_numpy(), df["timestamp"].to_numpy())
     last = np.flatnonzero(np.r_[key[1:] != key[:-1], True]) if len(key) else np.array([], dtype=np.int64)
     user_start = np.searchsorted(key, (key[last] // _SHIFT) * _SHIFT, side="left")

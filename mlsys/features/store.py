@@ -2,10 +2,15 @@
 
 The repo config (Feast's ``feature_store.yaml``) is written from
 :class:`FeaturesConfig`, never by hand; the registry, the online SQLite file,
-the offline Parquet sources and the materialization watermark sit beside it::
+the offline Parquet sources, the materialization watermark and the feature schema the
+definitions were generated from (:func:`stored_schema`) sit beside it::
 
     $MLSYS_HOME/features/<project>/
         feature_store.yaml   registry.db   online.db   watermark-<online>.json   sources/<view>.parquet
+        feature_schema.json
+
+The schema file is what readers without the data config (serving, pushes) rebuild the
+store's semantics from: the views, the click threshold, the sequence length and what it holds.
 
 The watermark is per online store (``sqlite``, ``redis-<host>-<port>``): switching
 ``features.online`` in the same home materializes the new store from the start.
@@ -19,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from mlsys.data.feature_schema import FeatureSchema
 from mlsys.features.config import FeaturesConfig, OnlineStoreKind
 
 
@@ -46,6 +52,10 @@ class StorePaths:
     @property
     def watermark(self) -> str:
         return os.path.join(self.root, f"watermark-{self.online}.json")
+
+    @property
+    def schema(self) -> str:
+        return os.path.join(self.root, "feature_schema.json")
 
 
 def store_paths(cfg: FeaturesConfig, home: str) -> StorePaths:
@@ -106,13 +116,51 @@ def open_store(cfg: FeaturesConfig, home: str):
     return FeatureStore(repo_path=paths.root)
 
 
+def stored_schema(cfg: FeaturesConfig, home: str) -> FeatureSchema:
+    """The feature schema the store under ``home`` was applied with (see :func:`apply`)."""
+    from mlsys import storage
+    from mlsys.errors import ConfigError
+
+    path = store_paths(cfg, home).schema
+    if not os.path.exists(path):
+        raise ConfigError(f"features={cfg.name.value}: the feature store at {os.path.dirname(path)} has no feature_schema.json "
+                          f"(never built, or built by an older mlsys); build it with `mlsys run features={cfg.name.value}` (same home.root)")
+    return FeatureSchema.from_dict(storage.read_json(path))
+
+
 def apply(cfg: FeaturesConfig, home: str, definitions):
-    """``feast apply`` of ``definitions``: registers them and creates the online tables."""
+    """``feast apply`` of ``definitions``: registers them, creates the online tables and saves their schema.
+
+    Definitions that differ from the registered ones (another schema: other views or fields,
+    another click threshold or sequence) replace them whole: the old views, their online rows
+    and the watermarks go, so the next materialization writes everything again.
+    """
+    from mlsys import storage
+
     store = open_store(cfg, home)
+    paths = store_paths(cfg, home)
+    registered = _signature(store.list_feature_views())
+    previous = storage.read_json(paths.schema) if os.path.exists(paths.schema) else None
+    if (registered and registered != _signature(definitions.views)) or previous not in (None, definitions.schema.to_dict()):
+        _drop(store, paths)
     store.apply(definitions.objects())
+    storage.write_json(paths.schema, definitions.schema.to_dict())
     if OnlineStoreKind(cfg.online) is OnlineStoreKind.sqlite:
-        _enable_wal(store_paths(cfg, home).online_db)
+        _enable_wal(paths.online_db)
     return store
+
+
+def _signature(views) -> dict:
+    return {v.name: (tuple((f.name, str(f.dtype)) for f in v.features), v.ttl) for v in views}
+
+
+def _drop(store, paths: StorePaths) -> None:
+    """Unregister every view, service and source (tearing down their online tables) and forget the watermarks."""
+    old = [*store.list_feature_services(), *store.list_feature_views(), *store.list_data_sources()]
+    store.apply([], objects_to_delete=old, partial=False)
+    for name in os.listdir(paths.root):
+        if name.startswith("watermark-") and name.endswith(".json"):
+            os.remove(os.path.join(paths.root, name))
 
 
 def _enable_wal(path: str) -> None:

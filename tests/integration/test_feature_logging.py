@@ -27,7 +27,7 @@ def logging_service(trained, tmp_path_factory):
     cfg = compose_config(
         [
             *overrides,
-            "features=movielens",
+            "features=feast",
             "features.project=feature_logging",
             f"serve.port={free_port()}",
             "serve.model=ctr/1",

@@ -1,5 +1,5 @@
 """The point-in-time join on Ray against the brute-force oracle, and the pipeline's
-PIT training set (features=movielens) against the pipeline's own sequence logic."""
+PIT training set (features=feast) against the pipeline's own sequence logic."""
 
 import json
 
@@ -44,7 +44,7 @@ def test_missing_join_key_is_a_clear_error(ray_local):
 
 
 def test_pipeline_trains_from_the_pit_training_set(ray_local, tmp_path):
-    """features=movielens on a small synthetic log: the training set's inputs come from the views,
+    """features=feast on a small synthetic log: the training set's inputs come from the views,
     equal to the pipeline's own strictly-before sequences, and the aggregates to a brute-force count."""
     import mlsys
     from mlsys import storage
@@ -52,7 +52,7 @@ def test_pipeline_trains_from_the_pit_training_set(ray_local, tmp_path):
     from mlsys.data.preprocessor import CtrPreprocessor
 
     overrides = [f"home.root={tmp_path}", "data=synthetic", "data.rows=4000", "data.users=60", "data.items=300",
-                 "data.blocks=2", "features=movielens", "pipeline.until=transform"]
+                 "data.blocks=2", "features=feast", "pipeline.until=transform"]
     result = mlsys.run_pipeline(overrides)
     assert [r.name for r in result.steps][-3:] == ["features", "materialize", "transform"]
     training = pd.read_parquet(result.output("features").training_set)
@@ -77,3 +77,33 @@ def test_pipeline_trains_from_the_pit_training_set(ray_local, tmp_path):
 
     pre = CtrPreprocessor.from_json(json.dumps(storage.read_json(result.output("transform").preprocessor)))
     assert pre.input_spec().numeric_fields[:3] == ("age", "year", "clicks_7d")  # the aggregates are model inputs
+
+
+def test_own_columns_feature_store_follows_the_declared_schema(ray_local, tmp_path):
+    """features=feast on a click log with its own columns and no user table: the views are the
+    declared item features (no user profile), the label events keep the request context."""
+    import mlsys
+    from mlsys import storage
+    from mlsys.api.config import compose_config
+    from mlsys.data.feature_schema import FeatureSchema
+    from mlsys.data.preprocessor import CtrPreprocessor
+    from mlsys.features import open_store, stored_schema
+    from mlsys.features.definitions import aggregate_columns
+    from tests.integration.test_own_data import write_click_log
+
+    declared = [o for o in write_click_log(tmp_path) if not o.startswith("data.user_table.")]
+    overrides = [f"home.root={tmp_path / 'home'}", *declared, "features=feast", "pipeline.until=transform"]
+    result = mlsys.run_pipeline(overrides)
+    cfg = compose_config(overrides)
+    training = pd.read_parquet(result.output("features").training_set)
+    aggregates = aggregate_columns(cfg.features)
+    assert {"user_id", "item_id", "timestamp", "label", "split", "device", "price", "tags", "brand", "history", *aggregates} \
+        == set(training.columns) - {"event_timestamp"}
+    assert set(training.brand.dropna()) == {"acme", "globex", "initech"}
+    assert len(training) == len(pd.read_parquet(result.output("ingest").events))
+
+    store = open_store(cfg.features, cfg.home.root)
+    assert sorted(v.name for v in store.list_feature_views()) == ["item_profile", "user_aggregates", "user_sequence"]
+    assert stored_schema(cfg.features, cfg.home.root) == FeatureSchema.of(cfg.data)
+    pre = CtrPreprocessor.from_json(json.dumps(storage.read_json(result.output("transform").preprocessor)))
+    assert pre.input_spec().numeric_fields == ("price", *aggregates)

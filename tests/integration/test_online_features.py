@@ -20,16 +20,20 @@ from tests.conftest import free_port
 
 
 def fill_online_store(cfg, home: str, package) -> None:
-    """Apply the definitions and write the package's users (profile, history) and items with Feast."""
-    store = apply(cfg, home, build_definitions(cfg, store_paths(cfg, home).sources))
+    """Apply the definitions of the package's feature schema and write its users (profile, history)
+    and items with Feast, as the offline sources hold them."""
+    from mlsys.data.feature_schema import Table
+    from mlsys.features.definitions import profile_views
+    from mlsys.features.sources import profile_rows
+
+    schema = package.preprocessor.schema
+    store = apply(cfg, home, build_definitions(cfg, store_paths(cfg, home).sources, schema))
     at = pd.Timestamp("1998-04-23", tz="UTC")
     users, items = package.users, package.items
-    store.write_to_online_store("user_profile", users[["user_id", "age", "gender", "occupation"]].assign(event_timestamp=at, age=users.age.astype("float32")))
+    for view, table, frame in (("user_profile", Table.users, users), ("item_profile", Table.items, items)):
+        if view in profile_views(schema):
+            store.write_to_online_store(view, profile_rows(frame, schema, table, 0).assign(event_timestamp=at))
     store.write_to_online_store("user_sequence", users[["user_id"]].assign(event_timestamp=at, history=[[int(i) for i in h] for h in users.history]))
-    store.write_to_online_store(
-        "item_profile",
-        items[["item_id"]].assign(event_timestamp=at, year=items.year.astype("float32"), genres=[list(g) if g is not None else [] for g in items.genres]),
-    )
 
 
 @pytest.fixture(scope="module", params=["sqlite", "redis"])
@@ -41,7 +45,7 @@ def online(request, trained):
     if request.param == "redis":
         backend.append(f"features.redis_port={request.getfixturevalue('redis_server').port}")
     port = free_port()
-    cfg = compose_config([*overrides, "features=movielens", *backend, f"serve.port={port}", "serve.model=ctr/1"])
+    cfg = compose_config([*overrides, "features=feast", *backend, f"serve.port={port}", "serve.model=ctr/1"])
     offline = mlsys.load_model("models:/ctr/1", tracking_uri=f"sqlite:///{home}/mlflow.db")
     fill_online_store(cfg.features, str(home), offline.package)
     serve.shutdown()  # Serve keeps the HTTP port of its first start
@@ -136,9 +140,9 @@ def test_python_push_event_is_seen_over_http(online):
     url, cfg, _, result = online
     user, candidates = next(_eval_requests(result, 2))
     before = _rank(url, user, candidates)
-    pushed = push_event(cfg.features, cfg.home.root, Interaction(user, candidates[0], rating=1.0), history_length=cfg.data.history_length)
+    pushed = push_event(cfg.features, cfg.home.root, Interaction(user, candidates[0], rating=1.0))
     assert pushed.clicked is False  # a low rating: aggregates move, the sequence does not
-    events = push_event(cfg.features, cfg.home.root, Interaction(user, candidates[1], clicked=True), history_length=cfg.data.history_length)
+    events = push_event(cfg.features, cfg.home.root, Interaction(user, candidates[1], clicked=True))
     assert events.history[-1] == candidates[1] and events.aggregates["events_30d"] == pushed.aggregates["events_30d"] + 1
     assert _rank(url, user, candidates)["items"] != before["items"]
 
@@ -152,12 +156,12 @@ def test_events_need_a_rating_or_click(online):
 # Redis end to end is slow (a second pipeline run); Redis reads, pushes and parity run above on every suite.
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("redis", marks=pytest.mark.slow)])
 def from_pipeline(request, ray_local, tmp_path_factory):
-    """features=movielens end to end on a small synthetic log: PIT training set, materialize, register, serve."""
+    """features=feast end to end on a small synthetic log: PIT training set, materialize, register, serve."""
     from ray import serve
 
     home = tmp_path_factory.mktemp(f"pipeline_{request.param}")
     overrides = [f"home.root={home}", "data=synthetic", "data.rows=4000", "data.users=60", "data.items=300", "data.blocks=2",
-                 "features=movielens", f"features.online={request.param}", "train.max_epochs=1"]
+                 "features=feast", f"features.online={request.param}", "train.max_epochs=1"]
     if request.param == "redis":
         overrides.append(f"features.redis_port={request.getfixturevalue('redis_server').port}")
     result = mlsys.run_pipeline(overrides)

@@ -9,6 +9,7 @@ equal the in-process model's.
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -20,35 +21,8 @@ from mlsys.api import serving as commands
 from mlsys.api.config import compose_config
 from tests.conftest import MLSYS, REPO, free_port
 
-TAGS = ["sale", "new", "eco", "kids", "gift"]
-
-
-def write_click_log(folder) -> list[str]:
-    """A click log with a planted signal in its own columns, and its item and user tables; the overrides declaring it."""
-    rng = np.random.default_rng(11)
-    users, items, n = 150, 240, 12_000
-    brand = rng.choice(["acme", "globex", "initech"], items)
-    item_tags = [list(rng.choice(TAGS, rng.integers(0, 3), replace=False)) for _ in range(items)]
-    segment = rng.choice(["new", "loyal"], users)
-    uid, sku = rng.integers(0, users, n), rng.integers(0, items, n)
-    device = rng.choice(["ios", "android", "web"], n)
-    price = rng.gamma(2.0, 10.0, n).round(2)
-    # Clicks: loyal users like acme, phones like sale items, cheap items sell.
-    logit = (-0.5 + 1.5 * ((segment[uid] == "loyal") & (brand[sku] == "acme"))
-             + 1.0 * ((device != "web") & np.array(["sale" in item_tags[s] for s in sku])) - 0.03 * price)
-    clicked = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    events = pd.DataFrame({"ts": 1_600_000_000 + rng.integers(0, 90 * 86_400, n), "uid": uid + 1, "sku": sku + 1,
-                           "clicked": clicked, "device": device, "price": price,
-                           "tags": ["|".join(item_tags[s]) for s in sku]})
-    events.loc[rng.random(n) < 0.03, "price"] = np.nan  # missing values: the training mean
-    events.to_csv(folder / "clicks.csv", index=False)
-    pd.DataFrame({"product": np.arange(1, items + 1), "brand": brand}).to_csv(folder / "items.csv", index=False)
-    pd.DataFrame({"uid": np.arange(1, users + 1), "segment": segment}).to_parquet(folder / "users.parquet")
-    return ["data=csv", f"data.path={folder / 'clicks.csv'}", "data.columns.user=uid", "data.columns.item=sku",
-            "data.columns.timestamp=ts", "data.columns.label=clicked", "data.features.categorical=[device]",
-            "data.features.numeric=[price]", "data.features.multi_hot=[tags]",
-            f"data.item_table.path={folder / 'items.csv'}", "data.item_table.key=product", "data.item_table.categorical=[brand]",
-            f"data.user_table.path={folder / 'users.parquet'}", "data.user_table.categorical=[segment]"]
+sys.path.insert(0, str(REPO / "scripts"))
+from example_click_log import TAGS, write_click_log  # noqa: E402  (the example docs/data.md walks through)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from mlsys.models import InputSpec, ModelConfig, build_model
 from mlsys.train.config import TrainConfig
 from tests.integration.test_training_strategies import STRATEGIES
 
-SPEC = InputSpec(("user_id", "item_id"), (20, 30), "item_id", genre_size=5, max_genres=2, history_length=3, numeric_fields=("age",))
+SPEC = InputSpec(("user_id", "item_id"), (20, 30), "item_id", multi_hot_fields=("tags",), multi_hot_sizes=(5,), multi_hot_length=2,
+                 history_length=3, numeric_fields=("n1",))
 MODEL = ModelConfig(embed_dim=4, mlp_dims=[8], dropout=0.0)
 
 
@@ -36,9 +37,9 @@ def process_group():
 def _batch(seed: int):
     g = torch.Generator().manual_seed(seed)
     categorical = torch.stack([torch.randint(1, n, (16,), generator=g) for n in SPEC.categorical_sizes], dim=1)
-    genres = torch.randint(0, SPEC.genre_size, (16, SPEC.max_genres), generator=g)
+    multi_hot = torch.randint(0, SPEC.multi_hot_sizes[0], (16, SPEC.multi_hot_length), generator=g)
     history = torch.randint(0, SPEC.item_size, (16, SPEC.history_length), generator=g)
-    return categorical, genres, history, torch.randn(16, 1, generator=g), torch.randint(0, 2, (16,), generator=g).float()
+    return categorical, multi_hot, history, torch.randn(16, 1, generator=g), torch.randint(0, 2, (16,), generator=g).float()
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
