@@ -30,7 +30,7 @@ class AnomalyKind(str, Enum):
 
 @dataclass(frozen=True)
 class Anomaly:
-    """``Anomaly("gender", AnomalyKind.drift, "linf", 0.21, 0.1, Severity.error, "...")``."""
+    """``Anomaly("device", AnomalyKind.drift, "linf", 0.21, 0.1, Severity.error, "...")``."""
 
     feature: str
     kind: AnomalyKind

@@ -113,8 +113,11 @@ class DataConfig:
     eval_fraction: float = 0.2
     # The behaviour sequence: the user's last L items strictly before each event ...
     history_length: int = 20
-    # ... of their earlier clicks (a click log) or of all their earlier events (a purchase log).
+    # ... of their earlier clicks (a click log) or of all their earlier events (a purchase log);
     history_of: HistoryOf = HistoryOf.clicks
+    # ... or given: a column of the event file holding each event's sequence (item ids separated by
+    # data.separator, oldest first), used as it is instead of derived.
+    history_column: Optional[str] = None
     # Categorical values seen fewer times than this in train map to the OOV bucket.
     vocab_min_count: int = 2
     # A multi-hot feature keeps its first this many values.

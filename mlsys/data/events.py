@@ -157,6 +157,14 @@ def last_clicks_table(events: pa.Table, length: int, every_event: bool = False) 
     return pa.table({"user_id": pa.array(users[first]), "history": _list_column(items, lo, hi)})
 
 
+def latest_given_table(events: pa.Table) -> pa.Table:
+    """Each user's given behaviour sequence (a ``history`` column) at their last event: ``user_id``, ``history``."""
+    events = _in_order(events)
+    users = _users(events)
+    last = np.flatnonzero(np.r_[users[1:] != users[:-1], True]) if len(users) else np.zeros(0, dtype=np.int64)
+    return pa.table({"user_id": pa.array(users[last]), "history": events.column("history").take(pa.array(last))})
+
+
 def _attach(events: pa.Table, key: str, attributes: pa.Table) -> pa.Table:
     index = pd.Index(attributes.column(key).to_numpy(zero_copy_only=False))
     if not index.is_unique:

@@ -70,6 +70,8 @@ class FeatureSchema:
     multi_hot_length: int = 4
     # Side tables' key columns as the source names them ({"users": "uid", "items": "sku"}).
     keys: dict[str, str] = field(default_factory=dict)
+    # The event file's column holding each event's behaviour sequence, when given rather than derived.
+    history_column: str | None = None
 
     # -- views ---------------------------------------------------------------
     def _names(self, kind: Kind | None = None, table: Table | None = None) -> tuple[str, ...]:
@@ -123,6 +125,7 @@ class FeatureSchema:
             "history_of": HistoryOf(self.history_of).value,
             "multi_hot_length": self.multi_hot_length,
             "keys": dict(self.keys),
+            "history_column": self.history_column,
         }
 
     @classmethod
@@ -137,6 +140,7 @@ class FeatureSchema:
             history_of=HistoryOf(d["history_of"]),
             multi_hot_length=int(d["multi_hot_length"]),
             keys=dict(d.get("keys") or {}),
+            history_column=d.get("history_column"),
         )
 
     # -- from the config ---------------------------------------------------------
@@ -178,8 +182,12 @@ class FeatureSchema:
             if declared and not cls._has_source(cfg, table):
                 raise ConfigError(f"{prefix} declares {list(declared)} but the data set has no {table.value} table; "
                                   f"set {prefix}.path=<file.parquet|file.csv>")
+        if cfg.history_column is not None and (cfg.history_column in seen or cfg.history_column in sources.values()
+                                               or cfg.history_column in RESERVED):
+            raise ConfigError(f"data.history_column={cfg.history_column!r} is also a role, a declared feature or a name "
+                              f"mlsys derives; name the event file's sequence column")
         return cls(tuple(features), sources, float(cfg.click_threshold), int(cfg.history_length), HistoryOf(cfg.history_of),
-                   int(cfg.multi_hot_length), keys)
+                   int(cfg.multi_hot_length), keys, cfg.history_column)
 
     @staticmethod
     def _names_of(features: list[Feature], table: Table) -> tuple[str, ...]:

@@ -111,13 +111,15 @@ def event_format(schema: FeatureSchema, columns: tuple[str, ...], delimiter: str
                 LABEL: "data.columns.label", RATING: "data.columns.rating"}
     wanted = [(settings[role], column) for role, column in schema.sources.items()]
     wanted += [(f"data.features.{schema.kind(name).value}", name) for name in schema.context]
+    sequence = [(schema.history_column, "sequence")] if schema.history_column else []
+    wanted += [("data.history_column", column) for column, _ in sequence]
     for setting, column in wanted:
         if column not in columns:
             raise DataFormatError(f"{setting} names the column {column!r}, but the header of {path} has {_listing(columns)}; "
                                   f"set {setting} to one of them")
     return EventFormat(delimiter=delimiter, header=True, columns=columns, click_threshold=schema.click_threshold,
                        roles=tuple(schema.sources.items()), separator=separator,
-                       features=tuple((name, schema.kind(name).value) for name in schema.context))
+                       features=(*((name, schema.kind(name).value) for name in schema.context), *sequence))
 
 
 def _listing(columns) -> str:

@@ -59,7 +59,8 @@ class EventFormat:
     ``roles`` maps each role (``user_id``, ``item_id``, ``timestamp``, and ``label`` or
     ``rating``) to the file's column for it (default: the column named like the role);
     ``features`` are the event features to parse, ``(column, kind)`` with kind one of
-    ``categorical``, ``numeric``, ``multi_hot`` (values separated by ``separator``). Other
+    ``categorical``, ``numeric``, ``multi_hot`` (values separated by ``separator``), or
+    ``sequence`` (a given behaviour sequence of item ids, parsed into ``history``). Other
     columns are only counted. Parsed events name the roles by role, features by column.
     """
 
@@ -268,7 +269,23 @@ _PARSERS = {
     "rating": _parse_rating,
     "label": _parse_label,
 }
-_FEATURE_PARSERS = {"categorical": _parse_categorical, "numeric": _parse_numeric, "multi_hot": _parse_multi_hot}
+def _parse_sequence(name: str, col: list[str], separator: str):
+    """A given behaviour sequence: item ids separated by ``separator`` (oldest first); no value: ``[]``."""
+    out = np.empty(len(col), dtype=object)
+    problems: dict[int, Problem] = {}
+    for i, v in enumerate(col):
+        items = [x.strip() for x in v.split(separator)]
+        items = [x for x in items if x and x.lower() not in NULL_MARKERS]
+        bad = next((x for x in items if not (x.isascii() and x.isdigit() and len(x) <= _SHORT)), None)
+        if bad is not None:
+            problems[i] = (BadRowReason.unparseable, f"{name}={v.strip()!r} holds {bad!r}, not an item id")
+            items = []
+        out[i] = [int(x) for x in items]
+    return out, problems
+
+
+_FEATURE_PARSERS = {"categorical": _parse_categorical, "numeric": _parse_numeric, "multi_hot": _parse_multi_hot,
+                    "sequence": _parse_sequence}
 
 
 def _is_header(line: str, number: int, fmt: EventFormat) -> bool:
@@ -353,7 +370,8 @@ def _parse_columns(lines: list[str], fmt: EventFormat) -> tuple[dict[str, np.nda
     typed["label"] = (values["label"] if "label" in values else values["rating"] >= fmt.click_threshold).astype(np.float32)
     if "rating" in values:
         typed["rating"] = values["rating"].astype(np.float32)
-    typed.update({column: values[column] for column, _ in fmt.features})
+    # A given behaviour sequence is the ``history`` column; features keep their names.
+    typed.update({"history" if kind == "sequence" else column: values[column] for column, kind in fmt.features})
     return typed, {k: (reason, detail) for k, (_, reason, detail) in sorted(found.items())}
 
 

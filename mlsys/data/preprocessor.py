@@ -40,7 +40,7 @@ from mlsys.data.feature_schema import HISTORY, ITEM, LABEL, FeatureSchema
 from mlsys.models.config import InputSpec
 
 PAD, OOV = 0, 1
-# /2: inputs named by the declared schema (multi-hot features, not one genres column).
+# /2: inputs named by the declared schema (multi-hot features, not one fixed list column).
 FORMAT = "mlsys.ctr-preprocessor/2"
 
 

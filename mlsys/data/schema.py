@@ -6,8 +6,8 @@
 A curated file overrides only the fields it names::
 
     features:
-      gender: {domain: [F, M], presence: 1.0}
-      age: {min: 0, max: 120}
+      device: {domain: [android, ios, web], presence: 1.0}
+      price: {min: 0, max: 10000}
       legacy_column: {drop: true}        # not expected any more
 """
 

@@ -9,7 +9,7 @@ sketch (Apache DataSketches). The sketches travel inside the JSON, so two
 statistics files can still be compared or merged later.
 
     stats = finalize(merge_all([block_accumulators(table, kinds) for table in blocks]))
-    stats.features["age"].quantiles["p50"]
+    stats.features["price"].quantiles["p50"]
 """
 
 from __future__ import annotations

@@ -66,7 +66,8 @@ def transform(
     if base is not None:
         preprocessor.continuing(base)
     write = {"train": storage.absolute(out.train), "eval": storage.absolute(out.eval)}
-    sequence = {"length": cfg.history_length, "every_event": schema.history_of.value == "events"}
+    sequence = {"length": cfg.history_length, "every_event": schema.history_of.value == "events",
+                "given": schema.history_column is not None}
     parts = executor.generate(len(labelled), _transform_file, files=labelled, out=write, preprocessor=preprocessor,
                               histories=not training_set_uri, **sequence).collect()
     if training_set_uri:  # the latest histories still come from the events
@@ -100,20 +101,25 @@ def _ipc_table(data: bytes) -> pa.Table:
 
 
 def _transform_file(index: int, files: list[str], out: dict[str, str], preprocessor: CtrPreprocessor, histories: bool,
-                    length: int, every_event: bool) -> pa.Table:
-    """File ``index``: with ``histories``, its events' behaviour sequences derived and its train and eval
-    files written; returns the preprocessor's partial statistics of its train rows and (with histories)
-    its users' latest sequences."""
+                    length: int, every_event: bool, given: bool) -> pa.Table:
+    """File ``index``: with ``histories``, its events' behaviour sequences derived (unless ``given`` in the
+    events) and its train and eval files written; returns the preprocessor's partial statistics of its
+    train rows and (with histories) its users' latest sequences."""
     table = splits.read_part(files[index]).replace_schema_metadata(None)
-    if histories:
+    if histories and not given:
         table = ev.history_table(table, length, every_event)
     rows = {split: splits.split_rows(table, split) for split in out}
     for split, uri in out.items():
         splits.write_part(rows[split], splits.part_file(uri, index))
     stats = json.dumps(preprocessor.partial_stats(rows["train"]))
-    latest = _ipc(ev.last_clicks_table(table, length, every_event)) if histories else b""
+    if histories:
+        latest = _ipc(ev.latest_given_table(table) if given else ev.last_clicks_table(table, length, every_event))
+    else:
+        latest = b""
     return pa.table({"index": [index], "stats": [stats], "latest": [latest]})
 
 
-def _latest_items_file(index: int, files: list[str], length: int, every_event: bool) -> pa.Table:
+def _latest_items_file(index: int, files: list[str], length: int, every_event: bool, given: bool) -> pa.Table:
+    if given:
+        return ev.latest_given_table(splits.read_part(files[index], columns=[USER, ITEM, TIME, HISTORY]))
     return ev.last_clicks_table(splits.read_part(files[index], columns=[USER, ITEM, TIME, LABEL]), length, every_event)

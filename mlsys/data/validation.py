@@ -7,7 +7,7 @@ Distribution distances (TFDV's choices, plus PSI):
   the population stability index, over the baseline's deciles as bins.
 
 Thresholds are per measure with per-feature overrides
-(``validation.features.gender.linf=0.05``).
+(``validation.features.device.linf=0.05``).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class ValidationConfig:
     drift_severity: Severity = Severity.error
     skew: Thresholds = field(default_factory=Thresholds)
     skew_severity: Severity = Severity.warning
-    # Per-feature threshold overrides: {"gender": {"linf": 0.05}}.
+    # Per-feature threshold overrides: {"device": {"linf": 0.05}}.
     features: dict[str, dict[str, float]] = field(default_factory=dict)
     # Features never compared for drift (ids, times move by design).
     ignore_drift: list[str] = field(default_factory=lambda: ["timestamp", "user_id", "item_id"])

@@ -37,6 +37,11 @@ def label_columns(schema: FeatureSchema) -> list[str]:
 def build_features(cfg: FeaturesConfig, home: str, schema: FeatureSchema, events_uri: str, users_uri: str, items_uri: str,
                    training_set_uri: str) -> dict[str, float]:
     """The offline sources and ``feast apply`` under ``home``, then the PIT training set; returns metrics."""
+    if schema.history_column:
+        from mlsys.errors import ConfigError
+
+        raise ConfigError(f"data.history_column={schema.history_column!r} (a given behaviour sequence) works with "
+                          "features=none only: the feature store derives sequences from the events; unset one of the two")
     rows = write_offline_sources(cfg, home, schema, pd.read_parquet(events_uri), pd.read_parquet(users_uri),
                                  pd.read_parquet(items_uri))
     labels = build_training_set(cfg, home, schema, events_uri, training_set_uri)

@@ -31,7 +31,7 @@ from mlsys.data.preprocessor import CtrPreprocessor
 from mlsys.errors import ArtifactIntegrityError, ModelNotFoundError
 from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig, Scorer, build_model
 
-# /3: inputs named by the data set's declared feature schema (``multi_hot``, not ``genres``);
+# /3: inputs named by the data set's declared feature schema (``multi_hot`` features, not one fixed list column);
 # /2: one embedding table for all sparse inputs (``sparse.table.weight``); /1 had a table per input.
 FORMAT = "mlsys.model-package/3"
 OLDER_FORMATS = {"mlsys.model-package/1": "one embedding table per input",

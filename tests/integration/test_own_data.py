@@ -139,3 +139,26 @@ def test_a_declared_column_the_data_lacks_is_named_with_its_setting(tmp_path, re
     with pytest.raises(DataFormatError) as e:
         read_source(compose_config([*overrides, override]).data)
     assert says in str(e.value)
+
+
+def test_a_given_behaviour_sequence_is_used_as_it_is(tmp_path):
+    """data.history_column: each event's sequence comes from the file, not derived; serving gets the last one."""
+    from mlsys.data.executor import LocalExecutor
+    from mlsys.data.ingest import ingest
+    from mlsys.data.transform import TransformUris, transform
+
+    rows = ["uid,sku,ts,clicked,prev", "1,10,100,1,", "1,11,200,0,10", "1,12,300,1,10|11", "1,13,400,0,7|10|12",
+            "2,10,100,0,", "2,12,200,1,5", "2,11,300,1,5|12", "2,13,400,1,5|12|11", "2,14,500,0,12|11|13"]
+    (tmp_path / "clicks.csv").write_text("\n".join(rows) + "\n")
+    cfg = compose_config(["data=csv", f"data.path={tmp_path / 'clicks.csv'}", "data.columns.user=uid", "data.columns.item=sku",
+                          "data.columns.timestamp=ts", "data.columns.label=clicked", "data.history_column=prev",
+                          "data.vocab_min_count=1"]).data
+    d = str(tmp_path)
+    ingest(cfg, f"{d}/events", f"{d}/users.parquet", f"{d}/items.parquet", f"{d}/q", executor=LocalExecutor())
+    out = TransformUris(f"{d}/train", f"{d}/eval", f"{d}/pre.json", f"{d}/u.parquet", f"{d}/i.parquet")
+    transform(cfg, f"{d}/events", f"{d}/users.parquet", f"{d}/items.parquet", out, executor=LocalExecutor())
+    both = pd.concat([pd.read_parquet(out.train), pd.read_parquet(out.eval)]).sort_values(["user_id", "timestamp"])
+    given = [[int(x) for x in r.split(",")[4].split("|") if x] for r in rows[1:]]
+    assert [list(h) for h in both["history"]] == given  # not the derived clicks (user 1's last would be [10, 12])
+    latest = pd.read_parquet(out.users).set_index("user_id")["history"]
+    assert list(latest[1]) == [7, 10, 12] and list(latest[2]) == [12, 11, 13]

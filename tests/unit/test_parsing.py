@@ -439,3 +439,12 @@ def test_a_format_names_the_declared_columns_the_file_lacks():
     with pytest.raises(ValueError, match="lacks uid, price"):
         EventFormat(columns=("sku", "ts", "clicked"), roles=(("user_id", "uid"), ("item_id", "sku"), ("timestamp", "ts"), ("label", "clicked")),
                     features=(("price", "numeric"),))
+
+
+def test_a_given_behaviour_sequence_is_parsed_into_history():
+    fmt = EventFormat(header=False, columns=("uid", "sku", "ts", "clicked", "prev"),
+                      roles=(("user_id", "uid"), ("item_id", "sku"), ("timestamp", "ts"), ("label", "clicked")),
+                      features=(("prev", "sequence"),), separator=";")
+    good, bad = parse_events(["1,10,100,1,3;4; 5", "1,11,200,0,", "2,12,300,1,7;x"], [2, 3, 4], fmt)
+    assert good.history.tolist() == [[3, 4, 5], []] and "prev" not in good.columns
+    assert bad.reason.tolist() == ["unparseable"] and bad.detail.tolist() == ["prev='7;x' holds 'x', not an item id"]
