@@ -68,7 +68,7 @@ def _csv_with_bad_rows(tmp_path, good: int):
 def test_bad_rows_are_quarantined_with_reasons(tmp_path, ray_local):
     path, n_bad = _csv_with_bad_rows(tmp_path, 5000)
     home = tmp_path / "home"
-    result = mlsys.run_pipeline([f"home.root={home}", "data=csv", f"data.path={path}", "pipeline.until=ingest"])
+    result = mlsys.run_pipeline([f"home.root={home}", "data=csv", f"data.path={path}", "data.columns.rating=rating", "pipeline.until=ingest"])
     out = result.output("ingest")
     quarantined = pd.read_parquet(out.quarantine)
     assert len(quarantined) == n_bad
@@ -82,6 +82,6 @@ def test_bad_rows_are_quarantined_with_reasons(tmp_path, ray_local):
 def test_too_many_bad_rows_stop_ingestion(tmp_path, ray_local):
     path, _ = _csv_with_bad_rows(tmp_path, 200)
     with pytest.raises(StepFailedError) as failure:
-        mlsys.run_pipeline([f"home.root={tmp_path / 'home'}", "data=csv", f"data.path={path}", "pipeline.until=ingest"])
+        mlsys.run_pipeline([f"home.root={tmp_path / 'home'}", "data=csv", f"data.path={path}", "data.columns.rating=rating", "pipeline.until=ingest"])
     message = str(failure.value)
     assert "malformed" in message and "data.max_bad_fraction=0.01" in message and "quarantine" in message
