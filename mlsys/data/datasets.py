@@ -109,26 +109,6 @@ def read_parquet(path: str, **kwargs) -> ray.data.Dataset:
         ctx.use_datasource_v2 = previous
 
 
-def encoded(preprocessor, path: str, max_rows: int) -> ray.data.Dataset:
-    """The split at ``path`` encoded by ``preprocessor``: the model inputs, for training.
-
-    At most ``max_rows`` rows (from the Parquet footers): read and encoded in this process with
-    the very ``transform_batch`` serving runs, in file order, and put in the object store once (a
-    materialized dataset: none of Ray Data's per-task and planning costs, which dominate a small
-    split). More: the lazy ``preprocessor.transform(read_parquet(path))``, streamed on Ray Data.
-    """
-    from ray.data.extensions import ArrowTensorArray
-
-    from mlsys.data.splits import parquet_rows, read_part
-
-    files = part_files(path)
-    if parquet_rows(files) > max_rows:
-        return preprocessor.transform(read_parquet(path))
-    table = pa.concat_tables([read_part(f).replace_schema_metadata(None) for f in files])
-    arrays = preprocessor.transform_batch(table.to_pandas())
-    return ray.data.from_arrow(pa.table({k: ArrowTensorArray.from_numpy(v) if v.ndim > 1 else pa.array(v) for k, v in arrays.items()}))
-
-
 def read_any(path: str) -> ray.data.Dataset:
     """Parquet or CSV (by extension; a folder is read as Parquet)."""
     if path.endswith((".csv", ".csv.gz", ".tsv")):

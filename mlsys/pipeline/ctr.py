@@ -200,16 +200,16 @@ def transform(
 
 @step()
 def train(ctx: StepContext, data: TransformOutput, model: ModelConfig, cfg: TrainConfig, warm: WarmStart) -> TrainOutput:
-    from mlsys.data.datasets import encoded
+    from mlsys.data.datasets import read_parquet
     from mlsys.data.preprocessor import CtrPreprocessor
     from mlsys.train import trainer
 
     preprocessor = CtrPreprocessor.load(data.preprocessor)
-    # A small split is encoded here, in-process, and put in the object store once; a larger one
-    # streams (read_parquet: a read task per file). docs/benchmarks.md, "Train step fixed costs".
+    # read_parquet: a read task per file (Ray 2.60's default reader starts 32 footer readers per read:
+    # 5.6-6.1 s to materialize the train split against 2.5 s, docs/benchmarks.md, train step)
     result = trainer.fit(
-        encoded(preprocessor, storage.absolute(data.train), trainer.SMALL_ROWS),
-        encoded(preprocessor, storage.absolute(data.eval), trainer.SMALL_ROWS),
+        preprocessor.transform(read_parquet(data.train)),
+        preprocessor.transform(read_parquet(data.eval)),
         preprocessor.input_spec(),
         model,
         cfg,
