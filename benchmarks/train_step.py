@@ -1,7 +1,7 @@
 """The train step's fixed costs at MovieLens-100K: where its wall time goes, before and after.
 
 Runs ``mlsys.train.trainer.fit`` as the pipeline's train step calls it, on the transform
-step's output (``preprocessor.transform(ray.data.read_parquet(...))``, DeepFM, 2 Ray Train
+step's output (``preprocessor.transform(mlsys.data.datasets.read_parquet(...))``, DeepFM, 2 Ray Train
 workers x 1 CPU over gloo, ``train.max_epochs=2``, the embedded Ray with 4 logical CPUs),
 three ways side by side in one process, interleaved, medians:
 
@@ -85,6 +85,7 @@ def main() -> None:
     from mlsys import storage
     from mlsys.cluster import connect
     from mlsys.config import ClusterConfig
+    from mlsys.data.datasets import read_parquet
     from mlsys.data.preprocessor import CtrPreprocessor
     from mlsys.models import ModelConfig
     from mlsys.train import trainer
@@ -103,8 +104,8 @@ def main() -> None:
     storage_path = tempfile.mkdtemp(prefix="mlsys-train-step-")
     cfg = TrainConfig(max_epochs=args.epochs)  # configs/train/default.yaml: 2 workers x 1 CPU, DDP, batch 512
 
-    def lazy(split: str):  # as the train step builds them
-        return preprocessor.transform(ray.data.read_parquet(str(data / split)))
+    def lazy(split: str):  # as the train step builds them (a read task per file)
+        return preprocessor.transform(read_parquet(str(data / split)))
 
     def in_process(split: str):
         import pandas as pd
@@ -172,7 +173,7 @@ def main() -> None:
     notes = (
         f"MovieLens-100K transform output ({data.name}), DeepFM defaults, {args.epochs} epochs, 2 Ray Train workers x 1 CPU "
         f"(DDP, gloo), batch 512, embedded Ray with num_cpus=4. after and before: the datasets built as the train step "
-        f"builds them (`preprocessor.transform(ray.data.read_parquet(...))`); in-process: `pd.read_parquet` + "
+        f"builds them (`preprocessor.transform(mlsys.data.datasets.read_parquet(...))`); in-process: `pd.read_parquet` + "
         f"`preprocessor.transform_batch` + `ray.data.from_arrow` before `fit` (counted in its start-up). Medians of {n} "
         f"runs per side, interleaved; compute and data waits are rank 0's. Where the time went:\n\n{table}\n\n"
         f"Target (train step wall <= 3x compute + <= 15 s start-up): {verdict('after')}; {verdict('in-process')}; "
