@@ -24,7 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from mlsys.data.config import DataConfig, HistoryOf
+import pandas as pd
+
+from mlsys.data.config import DataConfig, DataSource, HistoryOf
 from mlsys.errors import ConfigError
 
 USER, ITEM, TIME, LABEL, RATING, HISTORY = "user_id", "item_id", "timestamp", "label", "rating", "history"
@@ -48,6 +50,22 @@ class Table(str, Enum):
 
 
 KEY_OF = {Table.users: USER, Table.items: ITEM}
+# Where each table's features are declared (the config keys errors name).
+SETTING = {Table.events: "data.features", Table.users: "data.user_table", Table.items: "data.item_table"}
+
+
+def as_text(value) -> str | None:
+    """A categorical value as ingestion reads it from text, the form vocabularies compare:
+    ``7``, ``7.0`` (an integer column with nulls) and ``" 7"`` are ``"7"``; a null is None.
+
+    >>> as_text(7.0), as_text(" ios "), as_text(float("nan"))
+    ('7', 'ios', None)
+    """
+    if value is None or (not isinstance(value, (str, list, tuple)) and pd.isna(value)):  # None, NaN, pd.NA
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
 
 
 @dataclass(frozen=True)
@@ -162,8 +180,8 @@ class FeatureSchema:
         keys = {Table.users.value: cfg.user_table.key or cols.user, Table.items.value: cfg.item_table.key or cols.item}
         features: list[Feature] = []
         seen: dict[str, str] = {}
-        for table, prefix, kinds in ((Table.events, "data.features", cfg.features), (Table.users, "data.user_table", cfg.user_table),
-                                     (Table.items, "data.item_table", cfg.item_table)):
+        for table, kinds in ((Table.events, cfg.features), (Table.users, cfg.user_table), (Table.items, cfg.item_table)):
+            prefix = SETTING[table]
             for kind in Kind:
                 for name in getattr(kinds, kind.value):
                     key = f"{prefix}.{kind.value}"
@@ -177,25 +195,14 @@ class FeatureSchema:
                                           f"derives ({', '.join(RESERVED)}); rename the column in the data")
                     seen[name] = key
                     features.append(Feature(name, kind, table))
-        for table, prefix in ((Table.users, "data.user_table"), (Table.items, "data.item_table")):
-            declared = cls._names_of(features, table)
-            if declared and not cls._has_source(cfg, table):
-                raise ConfigError(f"{prefix} declares {list(declared)} but the data set has no {table.value} table; "
-                                  f"set {prefix}.path=<file.parquet|file.csv>")
+        for table, given in ((Table.users, cfg.user_table.path), (Table.items, cfg.item_table.path)):
+            declared = [f.name for f in features if f.table is table]
+            if declared and not (given or DataSource(cfg.source) in (DataSource.movielens, DataSource.synthetic)):
+                raise ConfigError(f"{SETTING[table]} declares {declared} but the data set has no {table.value} table; "
+                                  f"set {SETTING[table]}.path=<file.parquet|file.csv>")
         if cfg.history_column is not None and (cfg.history_column in seen or cfg.history_column in sources.values()
                                                or cfg.history_column in RESERVED):
             raise ConfigError(f"data.history_column={cfg.history_column!r} is also a role, a declared feature or a name "
                               f"mlsys derives; name the event file's sequence column")
         return cls(tuple(features), sources, float(cfg.click_threshold), int(cfg.history_length), HistoryOf(cfg.history_of),
                    int(cfg.multi_hot_length), keys, cfg.history_column)
-
-    @staticmethod
-    def _names_of(features: list[Feature], table: Table) -> tuple[str, ...]:
-        return tuple(f.name for f in features if f.table is table)
-
-    @staticmethod
-    def _has_source(cfg: DataConfig, table: Table) -> bool:
-        from mlsys.data.config import DataSource
-
-        path = (cfg.user_table if table is Table.users else cfg.item_table).path
-        return bool(path) or DataSource(cfg.source) in (DataSource.movielens, DataSource.synthetic)

@@ -25,8 +25,8 @@ from mlsys.data import events as ev
 from mlsys.data import instacart, movielens, splits, synthetic
 from mlsys.data.config import DataConfig, DataSource
 from mlsys.data.executor import Blocks, Executor, ExecutorKind, executor_for, text_lines
-from mlsys.data.feature_schema import KEY_OF, LABEL, RATING, TIME, FeatureSchema, Kind, Table
-from mlsys.data.parsing import BAD_COLUMNS, NULL_MARKERS, EventFormat, QuarantineSummary, header_columns, parse_events
+from mlsys.data.feature_schema import KEY_OF, LABEL, RATING, SETTING, TIME, FeatureSchema, Kind, Table
+from mlsys.data.parsing import BAD_COLUMNS, NULL_MARKERS, EventFormat, QuarantineSummary, header_columns, parse_events, split_values
 from mlsys.errors import DataFormatError, TooManyBadRowsError
 
 HEAD_BYTES = 1 << 16  # read to find the header and estimate a text file's rows
@@ -110,7 +110,7 @@ def event_format(schema: FeatureSchema, columns: tuple[str, ...], delimiter: str
     settings = {"user_id": "data.columns.user", "item_id": "data.columns.item", TIME: "data.columns.timestamp",
                 LABEL: "data.columns.label", RATING: "data.columns.rating"}
     wanted = [(settings[role], column) for role, column in schema.sources.items()]
-    wanted += [(f"data.features.{schema.kind(name).value}", name) for name in schema.context]
+    wanted += [(f"{SETTING[Table.events]}.{schema.kind(name).value}", name) for name in schema.context]
     sequence = [(schema.history_column, "sequence")] if schema.history_column else []
     wanted += [("data.history_column", column) for column, _ in sequence]
     for setting, column in wanted:
@@ -132,8 +132,7 @@ def _side_table(given: pd.DataFrame | None, path: str | None, schema: FeatureSch
     attributes are then null (the OOV path)."""
     if path:
         if not storage.exists(path):
-            prefix = "data.user_table" if table is Table.users else "data.item_table"
-            raise DataFormatError(f"{prefix}.path={path!r}: no such file; set it to the {table.value} table (CSV or Parquet)")
+            raise DataFormatError(f"{SETTING[table]}.path={path!r}: no such file; set it to the {table.value} table (CSV or Parquet)")
         given = pd.read_csv(path) if path.endswith(".csv") else pd.read_parquet(path)
     if given is None:
         return pd.DataFrame({KEY_OF[table]: pd.Series(dtype="int64"), **{c: pd.Series(dtype=_EMPTY[schema.kind(c)])
@@ -149,7 +148,7 @@ def attribute_table(df: pd.DataFrame, schema: FeatureSchema, table: Table, name:
     ``item_id``), then the declared features, each as its kind (numeric float32, multi-hot lists);
     undeclared columns are left out. A missing column or a value of the wrong kind is a
     :class:`~mlsys.errors.DataFormatError` naming it."""
-    prefix = "data.user_table" if table is Table.users else "data.item_table"
+    prefix = SETTING[table]
     key = schema.keys.get(table.value) or schema.sources[KEY_OF[table]]
     if key not in df.columns:
         role = "data.columns.user" if table is Table.users else "data.columns.item"
@@ -187,7 +186,7 @@ def _as_kind(values: pd.Series, kind: Kind, name: str, column: str, setting: str
     if kind is Kind.multi_hot:
         def as_list(v):
             if isinstance(v, str):
-                return [x.strip() for x in v.split(separator) if x.strip() and x.strip().lower() not in NULL_MARKERS]
+                return split_values(v, separator)
             if v is None or (isinstance(v, float) and np.isnan(v)):
                 return []
             if isinstance(v, (list, tuple, np.ndarray)):

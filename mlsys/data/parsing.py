@@ -253,13 +253,36 @@ def _parse_categorical(name: str, col: list[str], separator: str):
     return np.array([None if v.lower() in NULL_MARKERS else v for v in stripped], dtype=object), {}
 
 
+def split_values(text: str, separator: str) -> list[str]:
+    """A multi-valued text field's values: split at ``separator``, stripped, empty and null ones dropped.
+
+    >>> split_values(" sale | | new|NA", "|")
+    ['sale', 'new']
+    """
+    items = (x.strip() for x in text.split(separator))
+    return [x for x in items if x and x.lower() not in NULL_MARKERS]
+
+
 def _parse_multi_hot(name: str, col: list[str], separator: str):
-    """A multi-hot feature: ``separator``-separated values, stripped, empty ones dropped (no value: ``[]``)."""
+    """A multi-hot feature: :func:`split_values` of each field (no value: ``[]``)."""
     out = np.empty(len(col), dtype=object)
-    for i, v in enumerate(col):
-        items = [x.strip() for x in v.split(separator)]
-        out[i] = [x for x in items if x and x.lower() not in NULL_MARKERS]
+    for i, v in enumerate(col):  # one by one: numpy would make equal-length lists a 2-D array
+        out[i] = split_values(v, separator)
     return out, {}
+
+
+def _parse_sequence(name: str, col: list[str], separator: str):
+    """A given behaviour sequence: item ids separated by ``separator`` (oldest first); no value: ``[]``."""
+    out = np.empty(len(col), dtype=object)
+    problems: dict[int, Problem] = {}
+    for i, v in enumerate(col):
+        items = split_values(v, separator)
+        bad = next((x for x in items if not (x.isascii() and x.isdigit() and len(x) <= _SHORT)), None)
+        if bad is not None:
+            problems[i] = (BadRowReason.unparseable, f"{name}={v.strip()!r} holds {bad!r}, not an item id")
+            items = []
+        out[i] = [int(x) for x in items]
+    return out, problems
 
 
 _PARSERS = {
@@ -269,21 +292,6 @@ _PARSERS = {
     "rating": _parse_rating,
     "label": _parse_label,
 }
-def _parse_sequence(name: str, col: list[str], separator: str):
-    """A given behaviour sequence: item ids separated by ``separator`` (oldest first); no value: ``[]``."""
-    out = np.empty(len(col), dtype=object)
-    problems: dict[int, Problem] = {}
-    for i, v in enumerate(col):
-        items = [x.strip() for x in v.split(separator)]
-        items = [x for x in items if x and x.lower() not in NULL_MARKERS]
-        bad = next((x for x in items if not (x.isascii() and x.isdigit() and len(x) <= _SHORT)), None)
-        if bad is not None:
-            problems[i] = (BadRowReason.unparseable, f"{name}={v.strip()!r} holds {bad!r}, not an item id")
-            items = []
-        out[i] = [int(x) for x in items]
-    return out, problems
-
-
 _FEATURE_PARSERS = {"categorical": _parse_categorical, "numeric": _parse_numeric, "multi_hot": _parse_multi_hot,
                     "sequence": _parse_sequence}
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 import pandas as pd
 
-from mlsys.data.feature_schema import FeatureSchema, Kind
+from mlsys.data.feature_schema import FeatureSchema, Kind, as_text
 from mlsys.errors import InvalidRequestError
 
 
@@ -82,18 +82,12 @@ def _context_value(name: str, kind: Kind, value: Any):
     if kind is Kind.multi_hot:
         if not isinstance(value, (list, tuple)) or not all(_scalar(v) for v in value):
             raise InvalidRequestError(f"context.{name} must be a list of values (text or numbers), got {value!r}")
-        return [_text(v) for v in value]
+        return [as_text(v) for v in value]
     if not _scalar(value):
         raise InvalidRequestError(f"context.{name} must be one value (text or a number), got {value!r}")
-    return _text(value)
+    return as_text(value)
 
 
 def _scalar(v: Any) -> bool:
     return isinstance(v, (str, int, float)) and not isinstance(v, bool)
 
-
-def _text(v: Any) -> str:
-    """A value as ingestion reads it from text: ``2``, ``2.0`` and ``"2"`` are ``"2"``."""
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    return str(v).strip()

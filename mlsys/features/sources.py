@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mlsys.data.feature_schema import KEY_OF, FeatureSchema, Kind, Table
+from mlsys.data.feature_schema import KEY_OF, FeatureSchema, Kind, Table, as_text
 from mlsys.features.definitions import HISTORY, ITEM_KEY, TIMESTAMP, USER_KEY
 
 DAY_S = 86_400
@@ -23,15 +23,6 @@ def to_timestamp(seconds) -> pd.Series:
     return pd.to_datetime(np.asarray(seconds, dtype=np.int64), unit="s", utc=True)
 
 
-def _text(value):
-    """A categorical value as text: ``7``, ``7.0`` (an int column with nulls) and ``"7"`` are ``"7"``."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        value = int(value)
-    return str(value)
-
-
 def profile_column(values: pd.Series, kind: Kind):
     """A side-table column as its view stores it: categorical values as text (one Feast dtype
     whatever the file held), numbers as float32, multi-hot values as lists of text; nulls stay null."""
@@ -39,7 +30,7 @@ def profile_column(values: pd.Series, kind: Kind):
         return values.to_numpy(dtype=np.float32, na_value=np.nan)
     if kind is Kind.multi_hot:
         return [None if v is None or (np.ndim(v) == 0 and pd.isna(v)) else [str(x) for x in v] for v in values]
-    return [_text(v) for v in values]
+    return [as_text(v.item() if isinstance(v, np.generic) else v) for v in values]
 
 
 def profile_rows(attributes: pd.DataFrame, schema: FeatureSchema, table: Table, valid_from_s: int) -> pd.DataFrame:
