@@ -6,6 +6,9 @@ A package is a folder::
     model.json           model class name (from a closed table), config, input spec
     model.safetensors    torch weights
     model.onnx           the scoring graph (probabilities), weights embedded
+    sparse.safetensors   the sparse half: the embedding table and the lookup plan's arrays (NumPy)
+    sparse.json          the lookup plan (mlsys.registry.halves)
+    dense.onnx           the dense half: SparseOutput tensors in, probabilities out
     preprocessor.json    the fitted CtrPreprocessor (with the data set's declared feature schema)
     schema.json          the feature schema, request columns and the tensor signature
     tables/users.parquet user attributes and their latest behaviour sequence
@@ -30,12 +33,16 @@ from mlsys import storage
 from mlsys.data.preprocessor import CtrPreprocessor
 from mlsys.errors import ArtifactIntegrityError, ModelNotFoundError
 from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig, Scorer, build_model
+from mlsys.registry.halves import export_halves
+from mlsys.registry.onnx_graphs import example_inputs, export_graph
 
+# /4: the sparse (NumPy embedding table) and dense (ONNX) halves beside the fused graph;
 # /3: inputs named by the data set's declared feature schema (``multi_hot`` features, not one fixed list column);
 # /2: one embedding table for all sparse inputs (``sparse.table.weight``); /1 had a table per input.
-FORMAT = "mlsys.model-package/3"
+FORMAT = "mlsys.model-package/4"
 OLDER_FORMATS = {"mlsys.model-package/1": "one embedding table per input",
-                 "mlsys.model-package/2": "MovieLens' inputs, not a declared feature schema"}
+                 "mlsys.model-package/2": "MovieLens' inputs, not a declared feature schema",
+                 "mlsys.model-package/3": "one fused ONNX graph, without the sparse and dense halves"}
 MANIFEST = "manifest.json"
 
 
@@ -61,39 +68,9 @@ class ModelPackage:
         return model.eval()
 
 
-def _example_inputs(spec: InputSpec, batch: int = 2) -> tuple[torch.Tensor, ...]:
-    return (
-        torch.ones(batch, len(spec.categorical_fields), dtype=torch.int64),
-        torch.ones(batch, len(spec.multi_hot_fields) * spec.multi_hot_length, dtype=torch.int64),
-        torch.ones(batch, spec.history_length, dtype=torch.int64),
-        torch.zeros(batch, len(spec.numeric_fields), dtype=torch.float32),
-    )
-
-
 def export_onnx(model: torch.nn.Module, spec: InputSpec, path: Path) -> None:
-    """Export the probability graph with a dynamic batch axis, weights in the one file."""
-    import logging
-    import warnings
-
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" x4
-    batch = torch.export.Dim("batch", min=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _export(model, spec, path, batch)
-
-
-def _export(model: torch.nn.Module, spec: InputSpec, path: Path, batch) -> None:
-    torch.onnx.export(
-        Scorer(model).eval(),
-        _example_inputs(spec),
-        str(path),
-        input_names=list(MODEL_INPUTS),
-        output_names=["score"],
-        dynamic_shapes={name: {0: batch} for name in MODEL_INPUTS},
-        external_data=False,
-        dynamo=True,
-        verbose=False,
-    )
+    """The fused probability graph (the four model inputs in, ``score`` out)."""
+    export_graph(Scorer(model).eval(), example_inputs(spec), path, list(MODEL_INPUTS))
 
 
 def write_package(
@@ -132,6 +109,7 @@ def write_package(
     users.to_parquet(directory / "tables" / "users.parquet", index=False)
     items.to_parquet(directory / "tables" / "items.parquet", index=False)
     export_onnx(model, spec, directory / "model.onnx")
+    export_halves(model, directory)
     files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
     manifest = {
         "format": FORMAT,

@@ -25,6 +25,9 @@ EXPECTED_FILES = {
     "model.json",
     "model.onnx",
     "model.safetensors",
+    "sparse.safetensors",
+    "sparse.json",
+    "dense.onnx",
     "preprocessor.json",
     "schema.json",
     "tables/users.parquet",
@@ -363,14 +366,21 @@ def test_too_many_candidates_raise(package):
         ranker.rank(1, [1, 2, 3, 4, 5])
 
 
+def test_split_engine_ranks_as_the_fused_graph(package, rankers):
+    split = RankingModel(package, engine="split")
+    for user_id, candidates in ((1, [1, 2, 3, 4, 5, 6]), (4, [7, 8, 9, 10]), (10**6, [1, 10**6])):
+        np.testing.assert_allclose(split.rank(user_id, candidates).scores, rankers[0].rank(user_id, candidates).scores, atol=1e-5)
+
+
 def test_unknown_engine_is_rejected(package):
     with pytest.raises(ValueError, match="engine"):
         RankingModel(package, engine="tensorrt")
 
 
-def test_a_package_from_before_the_one_table_layout_says_to_retrain(copy):
+@pytest.mark.parametrize("older", ["mlsys.model-package/1", "mlsys.model-package/3"])
+def test_a_package_of_an_older_format_says_to_retrain(copy, older):
     manifest = json.loads((copy / MANIFEST).read_text())
-    manifest["format"] = "mlsys.model-package/1"
+    manifest["format"] = older
     (copy / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ModelNotFoundError, match="older mlsys.*retrain and register the model again"):
         read_package(str(copy))
