@@ -1,0 +1,101 @@
+"""The inference graph's stages as plain Python: what each Serve deployment holds and runs.
+
+``mlsys/serve/app.py`` wraps these in deployments; here they are tested without a cluster.
+
+- :class:`EmbeddingStage`: the package's sparse half (the embedding table, NumPy), encoded
+  model inputs -> :class:`Embedded` (SparseOutput tensors tagged with the package's identity);
+- :class:`DenseStage`: the dense half (``dense.onnx``), a batch of :class:`Embedded` -> scores,
+  refusing rows embedded by another package (the halves of a version move together);
+- :class:`FusedStage`: the fused graph, a batch of encoded inputs -> scores (one replica).
+
+Batches are lists of requests (what ``@serve.batch`` hands a method): their rows are
+concatenated, scored in one ONNX Runtime call, and split back per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlsys.errors import VersionMismatchError
+from mlsys.registry.package import ModelPackage
+from mlsys.registry.scoring import PackageScorer
+
+
+def package_identity(package: ModelPackage) -> str:
+    """A short digest of every file of the package (from its verified manifest): two packages with
+    the same identity score identically."""
+    return hashlib.sha256(json.dumps(package.manifest["files"], sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """What the embedding deployment sends the dense one: SparseOutput tensors of some rows, and
+    the identity of the package whose table embedded them."""
+
+    package: str
+    tensors: dict[str, np.ndarray]
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+
+def concat_rows(parts: list[dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], list[int]]:
+    """Requests' arrays stacked along the row axis, and each request's row count."""
+    sizes = [len(next(iter(p.values()))) for p in parts]
+    if len(parts) == 1:
+        return parts[0], sizes
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}, sizes
+
+
+def split_rows(scores: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """``scores`` of stacked requests, back per request."""
+    return np.split(scores, np.cumsum(sizes)[:-1]) if len(sizes) > 1 else [scores]
+
+
+class EmbeddingStage:
+    """``EmbeddingStage(package)(inputs) -> Embedded``: the sparse half on a CPU replica."""
+
+    def __init__(self, package: ModelPackage):
+        from mlsys.models import MODEL_INPUTS
+        from mlsys.registry.halves import SparseLookup
+
+        self.identity = package_identity(package)
+        self._inputs = MODEL_INPUTS
+        self._lookup = SparseLookup.load(package.path)
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> Embedded:
+        return Embedded(self.identity, self._lookup(*(inputs[k] for k in self._inputs)))
+
+
+class DenseStage:
+    """``DenseStage(package).score([Embedded, ...]) -> [scores, ...]``: the dense half, batched."""
+
+    def __init__(self, package: ModelPackage, threads: int = 1, providers: list[str] | None = None):
+        from mlsys.registry.halves import DenseScorer
+
+        self.identity = package_identity(package)
+        self._dense = DenseScorer(package.path, threads, providers)
+        self.providers = self._dense.session.get_providers()
+
+    def score(self, batch: list[Embedded]) -> list[np.ndarray]:
+        for part in batch:
+            if part.package != self.identity:
+                raise VersionMismatchError("dense", self.identity, part.package)
+        tensors, sizes = concat_rows([part.tensors for part in batch])
+        return split_rows(self._dense.score(tensors), sizes)
+
+
+class FusedStage:
+    """``FusedStage(scorer).score([inputs, ...]) -> [scores, ...]``: the fused graph, batched."""
+
+    def __init__(self, scorer: PackageScorer):
+        self._scorer = scorer
+
+    def score(self, batch: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+        inputs, sizes = concat_rows(batch)
+        return split_rows(self._scorer.score_inputs(inputs), sizes)
