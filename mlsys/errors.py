@@ -106,15 +106,16 @@ class InvalidRequestError(MlsysError):
 
 
 class TooManyBadRowsError(MlsysError):
-    """More malformed rows in a source than ``data.max_bad_fraction`` allows."""
+    """More malformed rows in a source than ``data.max_bad_fraction`` (or ``predict.max_bad_fraction``) allows."""
 
-    def __init__(self, source: str, bad: int, rows: int, max_fraction: float, by_reason: dict[str, int], quarantine: str):
+    def __init__(self, source: str, bad: int, rows: int, max_fraction: float, by_reason: dict[str, int], quarantine: str,
+                 setting: str = "data.max_bad_fraction"):
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0])))
         percent = 100.0 * bad / rows if rows else 0.0
         super().__init__(
             f"{percent:.3g}% of the rows of {source!r} are malformed ({bad} of {rows}: {reasons}), "
-            f"above data.max_bad_fraction={max_fraction}. The rows and their reasons are in {quarantine}; "
-            "fix the source or raise data.max_bad_fraction."
+            f"above {setting}={max_fraction}. The rows and their reasons are in {quarantine}; "
+            f"fix the source or raise {setting}."
         )
         self.source, self.bad, self.rows = source, bad, rows
         self.max_fraction, self.by_reason, self.quarantine = max_fraction, dict(by_reason), quarantine

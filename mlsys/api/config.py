@@ -22,6 +22,7 @@ from mlsys.config import ClusterConfig, HomeConfig
 from mlsys.pipeline.config import PipelineConfig
 from mlsys.registry.config import RegistryConfig
 from mlsys.serve.config import ServeConfig
+from mlsys.serve.predict_config import PredictConfig
 from mlsys.train.config import TrainConfig
 from mlsys.train.loggers import LoggerConfig
 
@@ -36,6 +37,7 @@ class MlsysConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     home: HomeConfig = field(default_factory=HomeConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)

@@ -49,6 +49,14 @@ def stop_serving(cfg: MlsysConfig) -> None:
     ray.shutdown()
 
 
+def predict(cfg: MlsysConfig, model: str | None, input: str | None, output: str | None) -> None:
+    """``mlsys predict``: the flags, where given, replace ``predict.model``/``input``/``output`` (paths need no Hydra quoting)."""
+    from mlsys.api.predict import predict as run_predict
+
+    given = {k: v for k, v in (("model", model), ("input", input), ("output", output)) if v is not None}
+    run_predict(dataclasses.replace(cfg, predict=dataclasses.replace(cfg.predict, **given)))
+
+
 def post_json(url: str, body: dict, timeout: float = 30.0) -> dict:
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=timeout) as resp:

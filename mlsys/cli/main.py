@@ -5,6 +5,8 @@
     mlsys serve [key=value ...]             serve serve.model on 127.0.0.1:8000 until Ctrl-C
     mlsys demo [key=value ...]              run, serve, send a few requests, stop
     mlsys lineage [key=value ...]           walk serve.model back to its data
+    mlsys predict --model M --input P --output O [key=value ...]
+                                            score a Parquet/CSV file of (user, item) rows on Ray Data
     mlsys stats compute PATH --out F.json   statistics of any Parquet/CSV path
     mlsys stats show F.json|RUN_ID          a compact table
     mlsys schema infer F.json --out S.yaml  a schema from training statistics
@@ -26,7 +28,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="serve a registered model over HTTP until Ctrl-C")
     sub.add_parser("demo", help="run the pipeline, serve it, send a few ranking requests, stop")
     sub.add_parser("lineage", help="walk a registered model (serve.model) back to the data it came from")
-    for name in ("run", "serve", "demo", "lineage"):
+    predict = sub.add_parser("predict", help="score a Parquet/CSV file of (user, item[, context]) rows with a registered model")
+    predict.add_argument("--model", help="a registered model (name@alias, name/version) or a package folder; "
+                                         "default predict.model (ctr@champion)")
+    predict.add_argument("--input", help="Parquet file or folder, or CSV file, of user_id, item_id[, context] rows")
+    predict.add_argument("--output", help="folder for the scored rows (Parquet: the input's columns, row_id, score)")
+    for name in ("run", "serve", "demo", "lineage", "predict"):
         sub.choices[name].add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.embed_dim=32")
     from mlsys.cli import data_commands
 
@@ -65,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             from mlsys.api.serving import lineage
 
             print(lineage(cfg))
+        elif args.command == "predict":
+            commands.predict(cfg, args.model, args.input, args.output)
         return 0
     except MlsysError as e:
         print(f"mlsys: error: {e}", file=sys.stderr)

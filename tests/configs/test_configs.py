@@ -20,6 +20,7 @@ from mlsys.config import ClusterConfig, HomeConfig
 from mlsys.pipeline.config import PipelineConfig
 from mlsys.registry.config import RegistryConfig
 from mlsys.serve.config import ServeConfig
+from mlsys.serve.predict_config import PredictConfig
 from mlsys.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +33,7 @@ SECTION_TYPES = {
     "train": TrainConfig,
     "registry": RegistryConfig,
     "serve": ServeConfig,
+    "predict": PredictConfig,
     "pipeline": PipelineConfig,
     "cluster": ClusterConfig,
     "home": HomeConfig,
@@ -49,7 +51,7 @@ def _clean_env(monkeypatch):
 
 def test_every_group_has_options():
     groups = {g for g, _ in OPTIONS}
-    assert groups == {"data", "validation", "features", "model", "train", "logger", "registry", "serve", "pipeline", "cluster"}
+    assert groups == {"data", "validation", "features", "model", "train", "logger", "registry", "serve", "predict", "pipeline", "cluster"}
     assert ("data", "movielens") in OPTIONS and ("data", "synthetic") in OPTIONS
     assert config_dir() == CONFIGS.resolve()
 
@@ -126,6 +128,7 @@ def test_environment_interpolations(monkeypatch):
         (["train.learning_rate=0.1", "train.use_gpu=true"], lambda c: c.train.learning_rate == 0.1 and c.train.use_gpu is True),
         (["registry.alias=null"], lambda c: c.registry.alias is None),
         (["serve.port=9001"], lambda c: c.serve.port == 9001),
+        (["predict.batch_size=5000", "predict.input=rows.csv"], lambda c: (c.predict.batch_size, c.predict.input) == (5000, "rows.csv")),
     ],
 )
 def test_overrides_are_applied(overrides, check):
@@ -143,6 +146,7 @@ def test_overrides_are_applied(overrides, check):
         ("data.source=bogus", ["bogus"]),
         ("model.name=transformer", ["transformer"]),
         ("serve.port=1.5", ["port"]),
+        ("predict.batch_size=0", ["predict.batch_size=0", ">= 1"]),
         ("nosuchsection.x=1", ["nosuchsection"]),
     ],
 )
