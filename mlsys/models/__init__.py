@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from mlsys.models.blocks import CtrModel, SparseEmbeddings, SparseOutput
+from mlsys.models.blocks import CtrModel, SparseEmbeddings, SparseOutput, UserSide
 from mlsys.models.bst import BST
-from mlsys.models.config import MODEL_INPUTS, InputSpec, ModelConfig, ModelName
+from mlsys.models.bst_cached import BSTCached
+from mlsys.models.config import MODEL_INPUTS, InputSpec, ModelConfig, ModelName, UserFields
 from mlsys.models.dcnv2 import DCNv2
 from mlsys.models.deepfm import DeepFM
 from mlsys.models.din import DIN
@@ -24,6 +25,7 @@ MODELS: dict[ModelName, type[CtrModel]] = {
     ModelName.dcnv2: DCNv2,
     ModelName.din: DIN,
     ModelName.bst: BST,
+    ModelName.bst_cached: BSTCached,
 }
 
 
@@ -49,5 +51,5 @@ class Scorer(torch.nn.Module):
 
 __all__ = [
     "MODELS", "MODEL_INPUTS", "CtrModel", "InputSpec", "ModelConfig", "ModelName", "Scorer",
-    "SparseEmbeddings", "SparseOutput", "build_model",
+    "SparseEmbeddings", "SparseOutput", "UserFields", "UserSide", "build_model",
 ]

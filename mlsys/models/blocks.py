@@ -12,12 +12,13 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlsys.models.config import InputSpec
+from mlsys.models.config import InputSpec, UserFields
 
 
 @dataclass
@@ -117,18 +118,9 @@ class SparseEmbeddings(nn.Module):
     def forward(self, categorical, multi_hot, history, numeric) -> SparseOutput:
         out = SparseOutput(numeric=numeric)
         ids = torch.cat([categorical, multi_hot, history], dim=1)  # (B, F + K W + L)
-        if not torch.onnx.is_in_onnx_export():  # an id past its block would read another input's rows
-            torch._assert_async(((ids >= 0) & (ids < self.limits)).all(),
-                                "an input id is outside its vocabulary: encode inputs with the model's own preprocessor")
-        real = ids != 0
-        e = self.table(torch.where(real, ids + self.offsets, 0))  # (B, F + K W + L, D + first order)
-        e = e * real.unsqueeze(-1).to(e.dtype)  # padding contributes zeros, whatever row 0 holds
+        e = self._lookup(ids, self.offsets, self.limits)  # (B, F + K W + L, D + first order)
         fields, hot_rows, history_rows = e.split(self.widths, dim=1)
-        (k, w), b, width = self.multi_hot_shape, e.shape[0], e.shape[-1]
-        if k:  # each feature's mean over its real ids
-            hot_mean = _mean_over_real(hot_rows.reshape(b * k, w, width), multi_hot.reshape(b * k, w)).reshape(b, k, width)
-        else:  # no multi-hot feature in the schema
-            hot_mean = e.new_zeros(b, 0, width)  # (B, K, D + first order)
+        hot_mean = self._multi_hot_mean(hot_rows, multi_hot)  # (B, K, D + first order)
         history_mean = None if self.sequence else _mean_over_real(history_rows, history)
         d = self.dim
         if d:
@@ -145,6 +137,73 @@ class SparseEmbeddings(nn.Module):
             assert history_mean is not None
             out.linear = fields[..., d:].sum(1) + hot_mean[..., d:].sum(1) + history_mean[:, d:]  # (B, 1)
         return out
+
+    def embed_user(self, history: torch.Tensor, categorical: torch.Tensor, numeric: torch.Tensor,
+                   user: UserFields) -> SparseOutput:
+        """The user side of a sequence model, from one row: ``history`` (1, L) -> ``history`` (1, L, D) and
+        ``history_mask``; the ``user`` fields of ``categorical`` (1, F) -> ``fields`` (1, F_u, D) and of
+        ``numeric`` (1, N) -> ``numeric`` (1, N_u). The rows :meth:`forward` gives for those inputs."""
+        assert self.sequence and not self.first_order, "only sequence models without first-order terms split by user"
+        start, picks = self.widths[0] + self.widths[1], list(user.categorical)
+        e = self._lookup(history, self.offsets[start:], self.limits[start:])  # (1, L, D)
+        fields = self._lookup(categorical[:, picks], self.offsets[picks], self.limits[picks]) if picks \
+            else e.new_zeros(1, 0, e.shape[-1])  # (1, F_u, D)
+        numeric = numeric[:, list(user.numeric)] if user.numeric else numeric.new_zeros(1, 0)  # (1, N_u)
+        return SparseOutput(numeric=numeric, fields=fields, history=e, history_mask=history != 0)
+
+    def embed_candidates(self, categorical: torch.Tensor, multi_hot: torch.Tensor, numeric: torch.Tensor,
+                         user: UserFields) -> SparseOutput:
+        """The candidate side, N rows: :meth:`forward`'s ``fields`` (N, F_c, D) of the categorical fields that are
+        not ``user``'s, ``multi_hot``, ``target`` and the non-user ``numeric`` (N, N_c); no history."""
+        assert self.sequence and not self.first_order, "only sequence models without first-order terms split by user"
+        f, end = self.widths[0], self.widths[0] + self.widths[1]
+        picks = [i for i in range(f) if i not in user.categorical]
+        assert self.item_index in picks, "the item is the candidate's, never a user field"
+        ids = categorical[:, picks] if user.categorical else categorical  # (N, F_c)
+        if torch.onnx.is_in_onnx_export():
+            # Padding reads an appended zero row (the concatenation is constant, folded when the graph
+            # loads) instead of being multiplied by a mask, and each multi-hot sum is a matmul: the
+            # broadcast multiply and the middle-axis reduction cost more than the rest of the lookup.
+            weight = self.table.weight
+            table = torch.cat([weight, weight.new_zeros(1, weight.shape[1])])
+            zero = table.shape[0] - 1
+
+            def rows(ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+                return table.index_select(0, torch.where(ids != 0, ids + offsets, zero).flatten()).view(*ids.shape, -1)
+
+            fields = rows(ids, self.offsets[picks])  # (N, F_c, D)
+            (k, w), b, d = self.multi_hot_shape, ids.shape[0], weight.shape[1]
+            if k:
+                hot_rows = rows(multi_hot, self.offsets[f:end])  # (N, K W, D)
+                summed = hot_rows.reshape(b * k, w * d) @ torch.eye(d, dtype=weight.dtype).repeat(w, 1)  # (N K, D)
+                count = (multi_hot != 0).view(b * k, w).sum(1, keepdim=True).clamp(min=1).to(weight.dtype)
+                hot_mean = (summed / count).view(b, k, d)
+            else:
+                hot_mean = weight.new_zeros(b, 0, d)
+        else:
+            offsets, limits = self.offsets[[*picks, *range(f, end)]], self.limits[[*picks, *range(f, end)]]
+            e = self._lookup(torch.cat([ids, multi_hot], dim=1), offsets, limits)
+            fields, hot_rows = e.split([len(picks), self.widths[1]], dim=1)  # (N, F_c, D), (N, K W, D)
+            hot_mean = self._multi_hot_mean(hot_rows, multi_hot)  # (N, K, D)
+        if user.numeric:
+            numeric = numeric[:, [i for i in range(numeric.shape[1]) if i not in user.numeric]]  # (N, N_c)
+        return SparseOutput(numeric=numeric, fields=fields, multi_hot=hot_mean, target=fields[:, picks.index(self.item_index)])
+
+    def _lookup(self, ids: torch.Tensor, offsets: torch.Tensor, limits: torch.Tensor) -> torch.Tensor:
+        """(B, C) ids of the inputs whose blocks ``offsets`` start -> (B, C, width), zeros at padding."""
+        if not torch.onnx.is_in_onnx_export():  # an id past its block would read another input's rows
+            torch._assert_async(((ids >= 0) & (ids < limits)).all(),
+                                "an input id is outside its vocabulary: encode inputs with the model's own preprocessor")
+        real = ids != 0
+        e = self.table(torch.where(real, ids + offsets, 0))  # (B, C, width)
+        return e * real.unsqueeze(-1).to(e.dtype)  # padding contributes zeros, whatever row 0 holds
+
+    def _multi_hot_mean(self, hot_rows: torch.Tensor, multi_hot: torch.Tensor) -> torch.Tensor:
+        """(B, K W, width) rows, (B, K W) ids -> (B, K, width): each feature's mean over its real ids."""
+        (k, w), b, width = self.multi_hot_shape, hot_rows.shape[0], hot_rows.shape[-1]
+        if not k:  # no multi-hot feature in the schema
+            return hot_rows.new_zeros(b, 0, width)
+        return _mean_over_real(hot_rows.reshape(b * k, w, width), multi_hot.reshape(b * k, w)).reshape(b, k, width)
 
 
 class RowTable(nn.Module):
@@ -170,8 +229,35 @@ def _mean_over_real(rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return rows.sum(1) / (ids != 0).sum(1, keepdim=True).clamp(min=1).to(rows.dtype)
 
 
+@runtime_checkable
+class UserSide(Protocol):
+    """A dense part that scores many candidates against one user's history and fields, encoded once.
+
+    ``score_candidates(encode_user(xu, user), xc, user)`` equals ``dense(x)`` on the N rows of one
+    user, where ``xu`` is :meth:`SparseEmbeddings.embed_user` of the user's row and ``xc``
+    :meth:`SparseEmbeddings.embed_candidates` of the N rows, both split by the same
+    :class:`~mlsys.models.config.UserFields`. The state is a tuple of tensors without a batch
+    axis, named by ``state_names`` (the ONNX user graph's outputs).
+    """
+
+    state_names: tuple[str, ...]
+
+    def encode_user(self, x: SparseOutput, user: UserFields) -> tuple[torch.Tensor, ...]: ...
+
+    def score_candidates(self, state: tuple[torch.Tensor, ...], x: SparseOutput, user: UserFields) -> torch.Tensor: ...
+
+
 class CtrModel(nn.Module):
-    """``model(categorical, multi_hot, history, numeric) -> logits (B,)`` = ``dense(sparse(...))``."""
+    """``model(categorical, multi_hot, history, numeric) -> logits (B,)`` = ``dense(sparse(...))``.
+
+    Models whose dense part is :class:`UserSide` (DIN, BST-cached) also score in two parts::
+
+        state = model.encode_user(history[:1], categorical[:1], numeric[:1], user)   # once per user
+        logits = model.score_candidates(state, categorical, multi_hot, numeric, user)  # (N,)
+
+    ``user`` (:class:`~mlsys.models.config.UserFields`): which fields are the same in every row
+    (encoded once with the history); the default, none, reads every field per candidate.
+    """
 
     def __init__(self, sparse: SparseEmbeddings, dense: nn.Module):
         super().__init__()
@@ -180,6 +266,33 @@ class CtrModel(nn.Module):
 
     def forward(self, categorical, multi_hot, history, numeric) -> torch.Tensor:
         return self.dense(self.sparse(categorical, multi_hot, history, numeric))
+
+    @property
+    def supports_user_side(self) -> bool:
+        return isinstance(self.dense, UserSide)
+
+    def encode_user(self, history: torch.Tensor, categorical: torch.Tensor, numeric: torch.Tensor,
+                    user: UserFields = UserFields()) -> tuple[torch.Tensor, ...]:
+        """One user's row: ``history`` (1, L), ``categorical`` (1, F), ``numeric`` (1, N) -> the user state
+        (``dense.state_names``); only ``user``'s fields of the row are read."""
+        assert isinstance(self.dense, UserSide), f"{type(self).__name__} does not score by user side"
+        assert history.shape[0] == 1, "one user's row, (1, L)"
+        return self.dense.encode_user(self.sparse.embed_user(history, categorical, numeric, user), user)
+
+    def score_candidates(self, state: tuple[torch.Tensor, ...], categorical, multi_hot, numeric,
+                         user: UserFields = UserFields()) -> torch.Tensor:
+        """Logits (N,) of N candidate rows against one user's state; ``user``'s fields of the rows are not read."""
+        assert isinstance(self.dense, UserSide), f"{type(self).__name__} does not score by user side"
+        return self.dense.score_candidates(state, self.sparse.embed_candidates(categorical, multi_hot, numeric, user), user)
+
+
+def first_layer_columns(start: int, width: int, picks) -> list[int]:
+    """Input columns of the fields at positions ``picks`` of a block of ``width``-wide fields at ``start``.
+
+    >>> first_layer_columns(10, 2, [0, 2])
+    [10, 11, 14, 15]
+    """
+    return [start + p * width + j for p in picks for j in range(width)]
 
 
 class MLP(nn.Sequential):

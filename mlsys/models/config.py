@@ -16,6 +16,7 @@ class ModelName(str, Enum):
     dcnv2 = "dcnv2"
     din = "din"
     bst = "bst"
+    bst_cached = "bst_cached"
 
 
 @dataclass
@@ -24,7 +25,7 @@ class ModelConfig:
 
     Shared: ``embed_dim``, ``mlp_dims`` (the deep tower; unused by lr, fm), ``dropout``.
     dcnv2: ``cross_layers``. din: ``attention_dims`` (the activation unit's MLP).
-    bst: ``attention_heads`` (must divide embed_dim), ``transformer_layers``.
+    bst, bst_cached: ``attention_heads`` (must divide embed_dim), ``transformer_layers``.
     """
 
     name: ModelName = ModelName.deepfm
@@ -49,7 +50,8 @@ class ModelConfig:
         )
         require(1 <= self.transformer_layers <= 8, "model.transformer_layers", self.transformer_layers, "in [1, 8]")
         require(
-            self.attention_heads >= 1 and (ModelName(self.name) is not ModelName.bst or self.embed_dim % self.attention_heads == 0),
+            self.attention_heads >= 1
+            and (ModelName(self.name) not in (ModelName.bst, ModelName.bst_cached) or self.embed_dim % self.attention_heads == 0),
             "model.attention_heads", self.attention_heads, f">= 1 and dividing model.embed_dim={self.embed_dim}",
         )
 
@@ -94,6 +96,35 @@ class InputSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "InputSpec":
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+@dataclass(frozen=True)
+class UserFields:
+    """The inputs that are the user's own, the same in every row of one user's request: positions
+    among ``spec.categorical_fields`` and ``spec.numeric_fields``. Scoring by user side encodes them
+    once with the history; every other input (item, context, multi-hot) is read per candidate.
+
+    >>> UserFields.of(InputSpec(("user_id", "item_id", "gender"), (3, 5, 4), "item_id", (), (), 0, 2, ("age",)),
+    ...               ("user_id", "gender", "age"))
+    UserFields(categorical=(0, 2), numeric=(0,))
+    """
+
+    categorical: tuple[int, ...] = ()
+    numeric: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, spec: InputSpec, names) -> "UserFields":
+        """The positions of those of ``names`` that are categorical or numeric inputs of ``spec`` (others ignored)."""
+        names = set(names)
+        assert spec.item_field not in names, "the item is the candidate's, never a user field"
+        return cls(tuple(i for i, f in enumerate(spec.categorical_fields) if f in names),
+                   tuple(i for i, f in enumerate(spec.numeric_fields) if f in names))
+
+    def candidate_categorical(self, spec: InputSpec) -> tuple[int, ...]:
+        return tuple(i for i in range(len(spec.categorical_fields)) if i not in self.categorical)
+
+    def candidate_numeric(self, spec: InputSpec) -> tuple[int, ...]:
+        return tuple(i for i in range(len(spec.numeric_fields)) if i not in self.numeric)
 
 
 MODEL_INPUTS = ("categorical", "multi_hot", "history", "numeric")

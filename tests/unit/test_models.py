@@ -22,7 +22,7 @@ SPEC = InputSpec(
 # A data set with neither multi-hot nor numeric features (only ids and the behaviour sequence).
 BARE = InputSpec(("user_id", "item_id", "device"), (7, 11, 3), "item_id", (), (), 3, 5, ())
 NAMES = list(ModelName)
-SEQUENCE = {ModelName.din, ModelName.bst}
+SEQUENCE = {ModelName.din, ModelName.bst, ModelName.bst_cached}
 ITEM = SPEC.categorical_fields.index("item_id")
 
 
@@ -143,7 +143,7 @@ def test_padding_positions_do_not_change_the_output(name):
     torch.testing.assert_close(after, before, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n is not ModelName.bst])
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in {ModelName.bst, ModelName.bst_cached}])  # positions
 def test_pooled_history_ignores_where_padding_sits(name):
     model = _model(name, 6)
     cat, multi_hot, _, numeric = _inputs(1, seed=6)
