@@ -93,10 +93,10 @@ def merge_stats(parts: list[dict]) -> dict:
 
 
 def _numeric_column(batch: dict[str, np.ndarray], column: str) -> np.ndarray:
-    """A numeric input as float64; a column the batch lacks is all null (the train mean)."""
+    """A numeric input; a column the batch lacks is all null (the train mean)."""
     if column not in batch:
         return np.full(len(next(iter(batch.values()))), np.nan)
-    return batch[column].astype(np.float64)
+    return batch[column]
 
 
 def _encode(values: np.ndarray, index: pd.Index) -> np.ndarray:
@@ -218,23 +218,36 @@ class CtrPreprocessor(Preprocessor):
             self._indexes[column] = pd.Index(self.vocabularies_[column])
         return self._indexes[column]
 
+    def encode(self, column: str, values: np.ndarray) -> np.ndarray:
+        """One raw input column's encoding, as :meth:`transform_batch` encodes it: a categorical
+        field (B,) int64, a multi-hot feature (B, multi_hot_length) int64, the behaviour sequence
+        (``history``) (B, history_length) int64, a numeric input (B,) float32 (NaN: the mean).
+
+        Each column is encoded on its own, so serving encodes a table's columns once and a
+        request's context for one row:
+
+        >>> p.encode("device", np.array(["ios", None], dtype=object))  # doctest: +SKIP
+        array([2, 1])
+        """
+        if column == HISTORY:
+            return _pad_lists(values, self._index(ITEM), self.history_length, keep_last=True)
+        if column in self.scaling_:
+            m, s = self.scaling_[column]
+            return np.nan_to_num((values.astype(np.float64) - m) / s, nan=0.0).astype(np.float32)
+        if column in self.multi_hot:
+            return _pad_lists(values, self._index(column), self.multi_hot_length, keep_last=False)
+        return _encode(values, self._index(column))
+
     def _transform_numpy(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = len(next(iter(batch.values())))
-        w = self.multi_hot_length
         out = {
-            "categorical": np.stack([_encode(batch[c], self._index(c)) for c in self.categorical], axis=1)
+            "categorical": np.stack([self.encode(c, batch[c]) for c in self.categorical], axis=1)
             if self.categorical else np.zeros((rows, 0), np.int64),
-            "multi_hot": np.concatenate(
-                [_pad_lists(batch[c], self._index(c), w, keep_last=False) for c in self.multi_hot], axis=1
-            ) if self.multi_hot else np.zeros((rows, 0), np.int64),
-            "history": _pad_lists(batch[HISTORY], self._index(ITEM), self.history_length, keep_last=True),
-            "numeric": np.stack(
-                [
-                    np.nan_to_num((_numeric_column(batch, c) - m) / s, nan=0.0).astype(np.float32)
-                    for c, (m, s) in ((c, self.scaling_[c]) for c in self.numeric)
-                ],
-                axis=1,
-            ) if self.numeric else np.zeros((rows, 0), np.float32),
+            "multi_hot": np.concatenate([self.encode(c, batch[c]) for c in self.multi_hot], axis=1)
+            if self.multi_hot else np.zeros((rows, 0), np.int64),
+            "history": self.encode(HISTORY, batch[HISTORY]),
+            "numeric": np.stack([self.encode(c, _numeric_column(batch, c)) for c in self.numeric], axis=1)
+            if self.numeric else np.zeros((rows, 0), np.float32),
         }
         if LABEL in batch:
             out["label"] = batch[LABEL].astype(np.float32)

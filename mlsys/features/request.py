@@ -1,21 +1,27 @@
-"""What a ranking request's features are: one raw feature row per candidate (no Ray, no Feast).
+"""What a ranking request's features are (no Ray, no Feast): one raw feature row per candidate
+(:class:`RequestFeatures`), and the model inputs they encode to (:class:`EncodedRequest`).
 
-:class:`mlsys.serve.ranker.PackageTables` reads them from a model package,
-:class:`mlsys.features.serving.OnlineFeatures` from the online store.
+:class:`mlsys.serve.ranker.PackageTables` reads them from a model package (and encodes a
+request from its tables encoded once), :class:`mlsys.features.serving.OnlineFeatures` from the
+online store (its raw rows go through the fitted preprocessor, :class:`FrameEncoder`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from numbers import Real
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 
 from mlsys.data.feature_schema import FeatureSchema, Kind, as_text
 from mlsys.errors import InvalidRequestError
+from mlsys.models import MODEL_INPUTS
+
+if TYPE_CHECKING:
+    from mlsys.data.preprocessor import CtrPreprocessor
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,53 @@ class FeatureSource(Protocol):
     """Where a request's raw features come from."""
 
     def fetch(self, user_id: int, candidates: Sequence[int]) -> RequestFeatures: ...
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedRequest:
+    """One request as the model reads it: ``inputs`` keyed by :data:`mlsys.models.MODEL_INPUTS`,
+    ``categorical`` (N, F) int64, ``multi_hot`` (N, K*W) int64, ``history`` (N, L) int64,
+    ``numeric`` (N, num) float32, one row per candidate of ``item_ids`` (N,) int64, in request order.
+
+    :meth:`features` builds the raw feature rows the inputs encode (for the feature log) on
+    first call, not before:
+
+    >>> request = ranker.encode(1, [50, 172])                    # doctest: +SKIP
+    >>> request.inputs["categorical"].shape, request.features().columns[:2].tolist()  # doctest: +SKIP
+    ((2, 4), ['user_id', 'item_id'])
+    """
+
+    inputs: dict[str, np.ndarray]
+    item_ids: np.ndarray
+    unknown_user: bool
+    unknown_items: int
+    raw: Callable[[], pd.DataFrame] = field(repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def features(self) -> pd.DataFrame:
+        """The raw feature rows (one per candidate, request order), as the preprocessor reads them."""
+        if "frame" not in self._cache:
+            self._cache["frame"] = self.raw()
+        return self._cache["frame"]
+
+
+class FrameEncoder:
+    """A :class:`FeatureSource`'s raw rows (with the request's context) through the fitted
+    preprocessor's ``transform_batch``: how a source without encoded tables (the online store)
+    encodes a request, and the reference the encoded tables are tested against.
+
+    >>> FrameEncoder(OnlineFeatures(reader), package.preprocessor).encode(1, np.array([50, 172]), None)  # doctest: +SKIP
+    """
+
+    def __init__(self, source: FeatureSource, preprocessor: "CtrPreprocessor"):
+        self.source = source
+        self.preprocessor = preprocessor
+
+    def encode(self, user_id: int, item_ids: np.ndarray, context: dict | None) -> EncodedRequest:
+        got = self.source.fetch(user_id, item_ids.tolist())
+        frame = with_context(got.frame, self.preprocessor.schema, context)
+        inputs = self.preprocessor.transform_batch(frame)
+        return EncodedRequest({k: inputs[k] for k in MODEL_INPUTS}, item_ids, got.unknown_user, got.unknown_items, lambda: frame)
 
 
 def repeated(value: Any, kind: Kind, n: int):
@@ -59,17 +112,29 @@ def with_context(frame: pd.DataFrame, schema: FeatureSchema, context: dict | Non
     (``2`` and ``"2"`` are the same value). An unknown name or a value of the wrong kind is an
     :class:`~mlsys.errors.InvalidRequestError` naming it.
     """
-    context = dict(context or {})
+    values = context_values(schema, context)
+    out = frame.copy() if schema.context else frame
+    n = len(frame)
+    for name in schema.context:
+        out[name] = repeated(values.get(name), schema.kind(name), n)
+    return out
+
+
+def context_values(schema: FeatureSchema, context: dict | None) -> dict[str, Any]:
+    """The request's context values checked against their kinds (see :func:`with_context`), as the
+    raw rows hold them: text for categorical values, lists of text, floats; only the names given.
+
+    >>> context_values(schema, {"device": 2, "price": 3})  # doctest: +SKIP
+    {'device': '2', 'price': 3.0}
+    """
+    if not context:
+        return {}
     allowed = schema.context
     unknown = sorted(set(context) - set(allowed))
     if unknown:
         raise InvalidRequestError(f"context has {unknown[0]!r}, not a request feature of this model; "
                                   f"its context features are {list(allowed) or 'none'}")
-    out = frame.copy() if allowed else frame
-    n = len(frame)
-    for name in allowed:
-        out[name] = repeated(_context_value(name, schema.kind(name), context.get(name)), schema.kind(name), n)
-    return out
+    return {name: _context_value(name, schema.kind(name), value) for name, value in context.items()}
 
 
 def _context_value(name: str, kind: Kind, value: Any):
