@@ -121,6 +121,14 @@ class TooManyBadRowsError(MlsysError):
         self.max_fraction, self.by_reason, self.quarantine = max_fraction, dict(by_reason), quarantine
 
 
+class OutputExistsError(MlsysError):
+    """A command would write into an output that is already there."""
+
+    def __init__(self, flag: str, path: str, setting: str):
+        super().__init__(f"{flag} {path} already exists: remove it, choose another path, or pass {setting}=true to replace it")
+        self.path = path
+
+
 class DataFormatError(MlsysError):
     """A data file does not hold what the declared schema says (a missing column, a value of the wrong kind)."""
 

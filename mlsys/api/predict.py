@@ -31,7 +31,7 @@ def predict(cfg: MlsysConfig, echo: Callable[[str], None] = print):
     the model, the input's columns against the model's schema."""
     from mlsys import storage
     from mlsys.cluster import connect
-    from mlsys.errors import ConfigError
+    from mlsys.errors import ConfigError, OutputExistsError
     from mlsys.registry.package import read_package
     from mlsys.serve import batch
     from mlsys.serve.predict import input_columns
@@ -41,9 +41,8 @@ def predict(cfg: MlsysConfig, echo: Callable[[str], None] = print):
         raise ConfigError("predict.input is not set: pass --input PATH (a Parquet file or folder, or a CSV file)")
     if not p.output:
         raise ConfigError("predict.output is not set: pass --output PATH (a folder for the scored Parquet files)")
-    for name, uri in (("--output", p.output), ("predict.quarantine", p.quarantine_uri)):
-        if storage.exists(uri) and not p.overwrite:
-            raise ConfigError(f"{name} {uri} already exists: remove it, choose another path, or pass predict.overwrite=true")
+    if storage.exists(p.output) and not p.overwrite:
+        raise OutputExistsError("--output", p.output, "predict.overwrite")
     package_uri, name = resolve_package(cfg)
     plan = batch.plan_input(p.input, p.batch_size)
     schema = read_package(package_uri).preprocessor.schema
@@ -55,7 +54,6 @@ def predict(cfg: MlsysConfig, echo: Callable[[str], None] = print):
              "every row scores them as missing (as a /v1/rank request without them)")
     if p.overwrite:
         storage.remove(p.output)
-        storage.remove(p.quarantine_uri)
     connect(cfg.cluster)
     result = batch.predict(p, package_uri, plan, local=cfg.cluster.address == "local", echo=echo)
     line = (f"[predict] scored {result.rows - result.summary.bad:,} of {result.rows:,} rows in {result.seconds:.1f}s "
@@ -66,4 +64,6 @@ def predict(cfg: MlsysConfig, echo: Callable[[str], None] = print):
         line += (f"; {result.unknown_user_rows:,} rows of unknown users, {result.unknown_item_rows:,} of unknown items "
                  "(scored with default features)")
     echo(line)
+    if p.stats:
+        echo(result.stats)
     return result

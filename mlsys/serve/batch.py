@@ -44,7 +44,7 @@ class InputPlan:
     path: str
     rows: int
     types: dict[str, pa.DataType]
-    pieces: list[dict] = field(default_factory=list)  # Parquet: {"file", "groups", "offset"}, a read task each
+    pieces: list[dict] = field(default_factory=list)  # Parquet: {"file", "groups", "start", "rows", "offset"}, a read task each
     table: pa.Table | None = None  # CSV: parsed once by the driver, with row_id
 
 
@@ -88,14 +88,34 @@ def plan_input(path: str, batch_size: int) -> InputPlan:
         elif set(schema.names) != set(types):
             raise DataFormatError(f"--input {path}: {name} has the columns {schema.names}, the first file {list(types)}; "
                                   "give files of one schema")
-        groups: list[int] = []
-        for g in range(meta.num_row_groups):  # consecutive row groups up to about batch_size rows per read task
-            groups.append(g)
-            rows = sum(meta.row_group(i).num_rows for i in groups)
-            if rows >= batch_size or g == meta.num_row_groups - 1:
-                pieces.append({"file": _uri(path, name), "groups": json.dumps(groups), "offset": offset})
-                offset, groups = offset + rows, []
+        pieces += _pieces(_uri(path, name), [meta.row_group(g).num_rows for g in range(meta.num_row_groups)], offset, batch_size)
+        offset += meta.num_rows
     return InputPlan(path, offset, types or {}, pieces)
+
+
+def _pieces(file: str, group_rows: list[int], offset: int, batch_size: int) -> list[dict]:
+    """Read tasks of at most ``batch_size`` rows: small consecutive row groups together, a big one in slices
+    (each slice's task reads its whole row group: cheap beside scoring it, and every actor gets work)."""
+    pieces: list[dict] = []
+    groups: list[int] = []
+    for g, rows in enumerate(group_rows):
+        if rows > batch_size:
+            for start in range(0, rows, batch_size):
+                pieces.append({"file": file, "groups": json.dumps([g]), "start": start, "rows": min(batch_size, rows - start),
+                               "offset": offset + sum(group_rows[:g]) + start})
+            continue
+        if groups and sum(group_rows[i] for i in groups) + rows > batch_size:
+            pieces.append(_together(file, groups, group_rows, offset))
+            groups = []
+        groups.append(g)
+    if groups:
+        pieces.append(_together(file, groups, group_rows, offset))
+    return sorted(pieces, key=lambda p: p["offset"])
+
+
+def _together(file: str, groups: list[int], group_rows: list[int], offset: int) -> dict:
+    return {"file": file, "groups": json.dumps(groups), "start": 0, "rows": sum(group_rows[i] for i in groups),
+            "offset": offset + sum(group_rows[: groups[0]])}
 
 
 def _plan_csv(path: str, fs, where: str) -> InputPlan:
@@ -125,10 +145,10 @@ def _uri(given: str, name: str) -> str:
 def _read_pieces(batch: dict[str, np.ndarray]) -> pa.Table:
     """A read task: its pieces' row groups, with their row ids."""
     tables = []
-    for file, groups, offset in zip(batch["file"], batch["groups"], batch["offset"]):
+    for file, groups, start, rows, offset in zip(batch["file"], batch["groups"], batch["start"], batch["rows"], batch["offset"]):
         fs, where = _filesystem(str(file))
         with fs.open_input_file(where) as f:
-            t = pq.ParquetFile(f).read_row_groups(json.loads(str(groups)))
+            t = pq.ParquetFile(f).read_row_groups(json.loads(str(groups))).slice(int(start), int(rows))
         tables.append(t.append_column(ROW_ID, pa.array(np.arange(int(offset), int(offset) + t.num_rows), pa.int64())))
     return pa.concat_tables(tables)
 
@@ -188,6 +208,7 @@ def predict(cfg: PredictConfig, package_uri: str, plan: InputPlan, local: bool =
     _quiet_ray_data()
     output, quarantine = storage.absolute(cfg.output), storage.absolute(cfg.quarantine_uri)
     parts = storage.join(quarantine, "parts")
+    storage.remove(parts)  # a failed run's leftovers; bad_rows.parquet is replaced at the end
     actors, gpus = pool_size(cfg, local)
     actors = min(actors, max(1, -(-plan.rows // cfg.batch_size)))  # no more actors than batches
     providers = ["CUDAExecutionProvider"] if gpus else None
@@ -198,7 +219,8 @@ def predict(cfg: PredictConfig, package_uri: str, plan: InputPlan, local: bool =
         ds = ray.data.from_arrow([plan.table.slice(i, size) for i in range(0, max(plan.rows, 1), size)])
     else:
         ds = ray.data.from_items(plan.pieces, override_num_blocks=max(1, len(plan.pieces)))
-        ds = ds.map_batches(_read_pieces, batch_size=1, batch_format="numpy")
+        # Its own (light) tasks, not fused into the actors: fused, Ray Data bundles batch_size *pieces* per actor call.
+        ds = ds.map_batches(_read_pieces, batch_size=1, batch_format="numpy", num_cpus=0.25)
     counts = ds.map_batches(PredictActor, fn_constructor_kwargs={"package_uri": package_uri, "cfg": cfg, "source": plan.path,
                                                                   "output": output, "parts": parts, "providers": providers},
                             batch_size=cfg.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),

@@ -16,7 +16,7 @@ class PredictConfig:
     input: str = ""
     # A folder of Parquet part files: the input's rows, their row_id and score.
     output: str = ""
-    # Where bad rows go (bad_rows.parquet); empty: `<output>.quarantine`.
+    # Where bad rows go (bad_rows.parquet, replaced by every run); empty: `<output>.quarantine`.
     quarantine: str = ""
     # Rows per map_batches call: big batches amortise the per-user feature lookups and the ONNX call.
     batch_size: int = 100_000
@@ -30,8 +30,10 @@ class PredictConfig:
     separator: str = "|"
     # A progress line every this many rows scored (0: none).
     progress_rows: int = 1_000_000
-    # Replace an existing output folder (and its quarantine) instead of refusing.
+    # Replace an existing output folder instead of refusing.
     overwrite: bool = False
+    # Print Ray Data's Dataset.stats() at the end: where the time went, per operator.
+    stats: bool = False
 
     def __post_init__(self):
         from mlsys.config import require

@@ -213,7 +213,9 @@ def test_parquet_plan_reads_every_row_once_with_its_row_id(tmp_path):
     pq.write_table(pa.table({"user_id": np.arange(25, 40), "item_id": np.arange(15)}), folder / "b.parquet", row_group_size=10)
     plan = batch.plan_input(str(folder), batch_size=8)
     assert plan.rows == 40 and set(plan.types) == {"user_id", "item_id"}
-    assert len(plan.pieces) == 6  # a: 4+4, 4+4, 4+4, 1; b: 10, 5
+    # a: row groups of 4 two at a time, then the last 1; b: its group of 10 in slices of 8 and 2, then its 5
+    assert [p["rows"] for p in plan.pieces] == [8, 8, 8, 1, 8, 2, 5]
+    assert all(p["rows"] <= 8 for p in plan.pieces)
     read = batch._read_pieces({k: np.array([p[k] for p in plan.pieces]) for k in plan.pieces[0]})
     assert read.column("user_id").to_pylist() == list(range(40)) and read.column(ROW_ID).to_pylist() == list(range(40))
 
