@@ -34,13 +34,15 @@ PIP_CHECK = $(BIN)/python -m pip check | grep -v -E '^(No broken requirements fo
 # (the default pipeline, DDP, never does): `make demo` skips them, the suite builds them ahead.
 DS_OPS := $(TORCH_EXTENSIONS_DIR)/.built
 
-.PHONY: setup install-uv install-pip redis-server demo test test-fast bench bench-models clean
+.PHONY: setup install-uv install-pip test-servers demo test test-fast bench bench-models clean
 
 setup: $(VENV)/.installed
 
-# The Redis online store's tests start a real redis-server (Debian's package); the demo needs none.
-redis-server:
-	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+# Tests start real servers from Debian's packages: redis-server (the Redis online store) and prometheus
+# (scraping a live app's metrics); the demo needs neither.
+test-servers:
+	@command -v redis-server >/dev/null && command -v prometheus >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server prometheus >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -69,10 +71,10 @@ $(DS_OPS): $(VENV)/.installed mlsys/train/deepspeed_ops.py
 demo: setup
 	$(BIN)/mlsys demo
 
-test: setup redis-server $(DS_OPS)
+test: setup test-servers $(DS_OPS)
 	$(BIN)/python -m pytest tests --durations=25
 
-test-fast: setup redis-server $(DS_OPS)
+test-fast: setup test-servers $(DS_OPS)
 	$(BIN)/python -m pytest tests -m "not slow"
 
 bench: setup

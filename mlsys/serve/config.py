@@ -1,24 +1,114 @@
-"""Typed configuration of the online service."""
+"""Typed configuration of the online service: the graph, its deployments, batching, limits."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 from mlsys.features.feature_log import FeatureLoggingConfig
 
 
+class Graph(str, Enum):
+    """``serve.graph``: how a model version is laid out on Serve (docs/serving.md, "The graph").
+
+    split: ingress -> embedding deployment (CPU replicas holding the table) -> dense deployment (batched; a GPU where given).
+    fused: the same code in the ingress replica. auto: split when the dense deployment is given a GPU, else fused.
+    """
+
+    auto = "auto"
+    split = "split"
+    fused = "fused"
+
+
+@dataclass
+class AutoscalingConfig:
+    """Ray Serve's ``autoscaling_config`` for one deployment; off unless ``max_replicas`` is set
+    (``serve.dense.autoscaling.max_replicas=4``), when it replaces ``num_replicas``."""
+
+    min_replicas: int = 1
+    max_replicas: int = 0  # 0: autoscaling off
+    target_ongoing_requests: float = 8.0
+    upscale_delay_s: float = 5.0
+    downscale_delay_s: float = 60.0
+
+    def check(self, name: str) -> None:
+        from mlsys.config import require
+
+        if self.max_replicas:
+            require(1 <= self.min_replicas <= self.max_replicas, f"serve.{name}.autoscaling.min_replicas", self.min_replicas,
+                    f"in [1, serve.{name}.autoscaling.max_replicas={self.max_replicas}]")
+            require(self.target_ongoing_requests > 0, f"serve.{name}.autoscaling.target_ongoing_requests",
+                    self.target_ongoing_requests, "> 0")
+
+
+@dataclass
+class DeploymentConfig:
+    """One deployment's replicas and resources: ``serve.dense.num_gpus=1 serve.embedding.num_replicas=2``."""
+
+    num_replicas: int = 1
+    num_cpus: float = 0.5
+    num_gpus: float = 0.0
+    max_ongoing_requests: int = 64
+    autoscaling: AutoscalingConfig = field(default_factory=AutoscalingConfig)
+
+    def check(self, name: str) -> None:
+        from mlsys.config import require
+
+        require(self.num_replicas >= 1, f"serve.{name}.num_replicas", self.num_replicas, ">= 1")
+        require(self.num_cpus >= 0, f"serve.{name}.num_cpus", self.num_cpus, ">= 0")
+        require(self.num_gpus >= 0, f"serve.{name}.num_gpus", self.num_gpus, ">= 0")
+        require(self.max_ongoing_requests >= 1, f"serve.{name}.max_ongoing_requests", self.max_ongoing_requests, ">= 1")
+        self.autoscaling.check(name)
+
+    def options(self) -> dict:
+        """``Deployment.options(**...)``."""
+        from dataclasses import asdict
+
+        scale = {"autoscaling_config": asdict(self.autoscaling)} if self.autoscaling.max_replicas else {"num_replicas": self.num_replicas}
+        return {**scale, "max_ongoing_requests": self.max_ongoing_requests,
+                "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}}
+
+
+@dataclass
+class BatchingConfig:
+    """Dynamic batching of the scoring deployment (``@serve.batch``): requests arriving within
+    ``wait_s`` of each other are scored in one call, up to ``max_batch_size`` requests."""
+
+    enabled: bool = True
+    max_batch_size: int = 16
+    wait_s: float = 0.002
+
+    def __post_init__(self):
+        from mlsys.config import require
+
+        require(self.max_batch_size >= 1, "serve.batching.max_batch_size", self.max_batch_size, ">= 1")
+        require(0 <= self.wait_s <= 1, "serve.batching.wait_s", self.wait_s, "in [0, 1] seconds")
+
+
 @dataclass
 class ServeConfig:
-    """``mlsys serve serve.model=ctr@champion serve.port=8000``."""
+    """``mlsys serve serve.model=ctr@champion serve.port=8000 serve.graph=split``."""
 
     # A registered model `name@alias` or `name/version`, or a package URI.
     model: str = "ctr@champion"
     app_name: str = "ranking"
+    # Where the app's routes live on the Serve proxy ("/": /v1/rank; "/b": /b/v1/rank beside another app).
+    route_prefix: str = "/"
     # Bound to loopback by default: Ray's own ports listen on every interface.
     host: str = "127.0.0.1"
     port: int = 8000
-    num_replicas: int = 1
+    graph: Graph = Graph.auto
+    ingress: DeploymentConfig = field(default_factory=DeploymentConfig)
+    embedding: DeploymentConfig = field(default_factory=DeploymentConfig)
+    dense: DeploymentConfig = field(default_factory=DeploymentConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    # ONNX Runtime execution providers for the dense part, best first; those not installed are skipped, CPU is last.
+    providers: list[str] = field(default_factory=lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider"])
     max_candidates: int = 1000
+    # v2 infer: at most this many (user, item) rows per call.
+    max_rows: int = 10000
+    # A request body above this many bytes is refused (413) before it is read whole.
+    max_body_bytes: int = 4 * 1024 * 1024
     # Serve's log level; INFO includes one access-log line per request.
     log_level: str = "INFO"
     # What serving used (features, model version, scores), sampled, to Parquet (docs/serving.md).
@@ -27,8 +117,20 @@ class ServeConfig:
     def __post_init__(self):
         from mlsys.config import require
 
+        self.graph = Graph(self.graph)
         require(1 <= self.port <= 65535, "serve.port", self.port, "a TCP port (1-65535)")
-        require(self.num_replicas >= 1, "serve.num_replicas", self.num_replicas, ">= 1")
+        require(self.route_prefix.startswith("/"), "serve.route_prefix", self.route_prefix, "a path starting with /")
+        for name in ("ingress", "embedding", "dense"):
+            getattr(self, name).check(name)
         require(self.max_candidates >= 1, "serve.max_candidates", self.max_candidates, ">= 1")
+        require(self.max_rows >= 1, "serve.max_rows", self.max_rows, ">= 1")
+        require(self.max_body_bytes >= 1024, "serve.max_body_bytes", self.max_body_bytes, ">= 1024")
         levels = ("DEBUG", "INFO", "WARNING", "ERROR")
         require(self.log_level in levels, "serve.log_level", self.log_level, f"one of {levels}")
+
+    def resolved_graph(self) -> Graph:
+        """What ``auto`` means here: split only when the dense deployment has a GPU; on CPU the hops only cost
+        (docs/serving.md has the measurement)."""
+        if self.graph is not Graph.auto:
+            return self.graph
+        return Graph.split if self.dense.num_gpus > 0 else Graph.fused

@@ -1,6 +1,11 @@
-"""The registered model served by Ray Serve over HTTP: scores equal the offline model's."""
+"""The registered model served by Ray Serve over HTTP: scores equal the offline model's, through
+either graph, over /v1/rank and the KServe v2 protocol (driven by the stock tritonclient);
+bad input is a 4xx naming the field (and a schemathesis fuzz of both APIs finds no 5xx).
+
+One fused app (the default graph on CPU) and one split app share the module's Serve instance."""
 
 import subprocess
+import time
 
 import numpy as np
 import pandas as pd
@@ -25,6 +30,28 @@ def served(trained):
     serve.delete(cfg.serve.app_name)
 
 
+@pytest.fixture(scope="module")
+def split_url(served, trained):
+    """The same model as a split graph (ingress -> embedding -> batched dense) beside the fused app."""
+    from mlsys.serve import app
+
+    url, home, _ = served
+    port = int(url.rsplit(":", 1)[1])
+    cfg = compose_config([*trained[1], f"serve.port={port}", "serve.model=ctr/1", "serve.graph=split",
+                          "serve.app_name=ranking-split", "serve.route_prefix=/split"])
+    model = commands.resolve_model(cfg)
+    yield app.start(cfg.serve, model.source, model.name, model.version)
+    from ray import serve
+
+    serve.delete(cfg.serve.app_name)
+
+
+@pytest.fixture(scope="module")
+def offline(served):
+    _, home, _ = served
+    return mlsys.load_model("models:/ctr/1", engine="torch", tracking_uri=f"sqlite:///{home}/mlflow.db")
+
+
 def _requests(result, n_users=5):
     frame = pd.read_parquet(result.output("transform").eval, columns=["user_id", "item_id"])
     for user, group in list(frame.groupby("user_id"))[:n_users]:
@@ -34,7 +61,7 @@ def _requests(result, n_users=5):
 def test_healthz(served):
     url, _, _ = served
     body = requests.get(f"{url}/healthz", timeout=10).json()
-    assert body == {"status": "ok", "model": "ctr", "version": "1"}
+    assert body == {"status": "ok", "model": "ctr", "version": "1", "graph": "fused"}  # auto on CPU: fused
 
 
 def test_served_scores_equal_offline_model(served):
@@ -73,3 +100,127 @@ def test_port_in_use_is_one_clear_line(served, trained):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("mlsys: error: Port") and "Traceback" not in proc.stderr
+
+
+def test_the_split_graph_scores_as_the_fused_one(served, split_url, offline):
+    url, _, result = served
+    assert requests.get(f"{split_url}/healthz", timeout=10).json()["graph"] == "split"
+    for user, candidates in _requests(result, n_users=3):
+        fused = requests.post(f"{url}/v1/rank", json={"user_id": user, "candidates": candidates}, timeout=30).json()
+        split = requests.post(f"{split_url}/v1/rank", json={"user_id": user, "candidates": candidates}, timeout=30).json()
+        assert [i["item_id"] for i in split["items"]] == [i["item_id"] for i in fused["items"]]
+        np.testing.assert_allclose([i["score"] for i in split["items"]], [i["score"] for i in fused["items"]], atol=1e-5)
+
+
+def _pairs(result, n_users=4):
+    users, items = [], []
+    for user, candidates in _requests(result, n_users):
+        users += [user] * len(candidates)
+        items += candidates
+    users += [10**9, 10**9]  # an unknown user, one known and one unknown item
+    items += [items[0], 10**9]
+    return np.array(users, dtype=np.int64), np.array(items, dtype=np.int64)
+
+
+def _expected(offline, users, items):
+    out = np.empty(len(users), dtype=np.float32)
+    for user in dict.fromkeys(users.tolist()):
+        rows = np.flatnonzero(users == user)
+        out[rows] = offline.rank(user, items[rows].tolist()).scores
+    return out
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("app", ["fused", "split"])
+def test_tritonclient_scores_several_users_candidates_in_one_call(served, split_url, offline, binary, app):
+    import tritonclient.http as triton
+
+    url = served[0] if app == "fused" else split_url
+    client = triton.InferenceServerClient(url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("ctr")
+    meta = client.get_model_metadata("ctr")
+    assert meta["versions"] == ["1"] and [i["name"] for i in meta["inputs"]][:2] == ["user_id", "item_id"]
+    users, items = _pairs(served[2])
+    inputs = [triton.InferInput("user_id", [len(users)], "INT64"), triton.InferInput("item_id", [len(items)], "INT64")]
+    inputs[0].set_data_from_numpy(users, binary_data=binary)
+    inputs[1].set_data_from_numpy(items, binary_data=binary)
+    result = client.infer("ctr", inputs, model_version="1", outputs=[triton.InferRequestedOutput("score", binary_data=binary)])
+    scores = result.as_numpy("score")
+    assert scores.dtype == np.float32 and scores.shape == (len(users),)
+    np.testing.assert_allclose(scores, _expected(offline, users, items), atol=1e-5)
+    with pytest.raises(triton.InferenceServerException, match="version '2' is not served"):
+        client.infer("ctr", inputs, model_version="2")
+
+
+@pytest.mark.parametrize("route,body,status,field", [
+    ("/v1/rank", b'{"user_id": 1, "candidates": [1, 2]', 422, "json"),
+    ("/v1/rank", b'{"user_id": "one", "candidates": [1]}', 422, "user_id"),
+    ("/v1/rank", b'{"candidates": [1]}', 422, "user_id"),
+    ("/v1/rank", b'{"user_id": 1, "candidates": [1, true]}', 422, "candidates"),
+    ("/v1/rank", b'{"user_id": 1, "candidates": [1, "2"]}', 422, "candidates"),
+    ("/v1/rank", b'{"user_id": 1, "candidates": [1, 2.5]}', 422, "candidates"),
+    ("/v1/rank", b'{"user_id": 100000000000000000000000, "candidates": [1]}', 422, "user_id"),
+    ("/v1/rank", b'{"user_id": 1, "candidates": [1], "k": 0}', 422, "k"),
+    ("/v1/rank", b'{"user_id": 1, "candidates": [1], "context": {"nope": 1}}', 400, "nope"),
+    ("/v2/models/ctr/infer", b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "FP32", "data": [1.0]}]}', 400, "FP32"),
+    ("/v2/models/ctr/infer", b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [NaN]}]}', 400, "user_id"),
+    ("/v2/models/ctr/infer", b'not json', 400, "JSON"),
+    ("/v2/models/nope/infer", b'{}', 404, "nope"),
+])
+def test_bad_input_is_a_4xx_naming_the_field(served, route, body, status, field):
+    url = served[0]
+    answer = requests.post(f"{url}{route}", data=body, headers={"content-type": "application/json"}, timeout=30)
+    assert answer.status_code == status, answer.text
+    assert field in answer.text
+    if route.startswith("/v2"):
+        assert set(answer.json()) == {"error"}
+
+
+def test_too_many_candidates_and_oversized_bodies_are_refused(served):
+    url = served[0]
+    answer = requests.post(f"{url}/v1/rank", json={"user_id": 1, "candidates": list(range(1, 1002))}, timeout=30)
+    assert answer.status_code == 400 and "limit 1000" in answer.json()["detail"]
+    huge = b'{"user_id": 1, "candidates": [' + b"1, " * 2_000_000 + b"1]}"
+    answer = requests.post(f"{url}/v1/rank", data=huge, headers={"content-type": "application/json"}, timeout=30)
+    assert answer.status_code == 413 and "serve.max_body_bytes" in answer.text
+
+
+def test_the_openapi_docs_cover_both_protocols(served):
+    paths = requests.get(f"{served[0]}/openapi.json", timeout=10).json()["paths"]
+    assert {"/v1/rank", "/v2/health/live", "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"} <= set(paths)
+    assert requests.get(f"{served[0]}/docs", timeout=10).status_code == 200
+
+
+def test_a_fuzz_of_both_apis_finds_no_server_error(served):
+    """schemathesis generates valid and invalid requests for every operation of the live OpenAPI schema:
+    never a 5xx, never a response slower than 5 s."""
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import GenerationMode
+
+    url = served[0]
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+    failures: list[str] = []
+    calls = {"n": 0}
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(max_examples=15, deadline=None, database=None, phases=[Phase.generate],
+                      suppress_health_check=list(HealthCheck))
+            def fuzz(case):
+                start = time.perf_counter()
+                response = case.call(base_url=url, timeout=10)
+                elapsed = time.perf_counter() - start
+                calls["n"] += 1
+                if response.status_code >= 500 or elapsed > 5:
+                    failures.append(f"{case.method} {case.formatted_path} ({mode.value}) -> {response.status_code} "
+                                    f"in {elapsed:.1f}s: {response.text[:200]}")
+
+            try:
+                fuzz()
+            except Unsatisfiable:  # no invalid request exists for an operation without inputs (GET /healthz)
+                assert mode is GenerationMode.NEGATIVE
+    assert calls["n"] > 100
+    assert not failures, "\n".join(failures[:10])

@@ -1,0 +1,84 @@
+"""mlsys.serve.graph and mlsys.serve.config: the graph's stages without a cluster, and what `auto` picks."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from mlsys.data.preprocessor import CtrPreprocessor
+from mlsys.errors import ConfigError, VersionMismatchError
+from mlsys.registry.package import read_package, write_package
+from mlsys.registry.scoring import PackageScorer
+from mlsys.serve.config import AutoscalingConfig, DeploymentConfig, Graph, ServeConfig
+from mlsys.serve.graph import DenseStage, Embedded, EmbeddingStage, FusedStage, concat_rows, package_identity, split_rows
+from tests.schemas import movielens_like
+from tests.unit.test_package import ITEMS, MODEL_CONFIG, USERS, _model, _train_frame
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning", "ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    pre = CtrPreprocessor(movielens_like(history_length=3, multi_hot_length=2), min_count=1).fit_frame(_train_frame())
+    directory = write_package(tmp_path_factory.mktemp("pkg") / "p", model=_model(pre), model_config=MODEL_CONFIG,
+                              preprocessor=pre, users=USERS, items=ITEMS, lineage={})
+    return read_package(str(directory))
+
+
+def _requests(package, n=3):
+    frame = _train_frame(40)
+    pre = package.preprocessor
+    return [pre.transform_batch(frame.iloc[i * 7 : i * 7 + 3 + i]) for i in range(n)]
+
+
+def test_split_stages_score_a_batch_of_requests_as_the_fused_graph(package):
+    requests = _requests(package)
+    embedded = [EmbeddingStage(package)(r) for r in requests]
+    split = DenseStage(package).score(embedded)
+    fused = FusedStage(PackageScorer(package)).score(requests)
+    assert [len(s) for s in split] == [len(next(iter(r.values()))) for r in requests]
+    for a, b in zip(split, fused):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    one_by_one = [FusedStage(PackageScorer(package)).score([r])[0] for r in requests]
+    for a, b in zip(fused, one_by_one):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_the_dense_half_refuses_rows_embedded_by_another_version(package, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(package.path, other)
+    manifest = dict(package.manifest, files={**package.manifest["files"], "x": "0" * 64})
+    assert package_identity(package) != package_identity(type(package)(**{**package.__dict__, "manifest": manifest}))
+    embedded = EmbeddingStage(package)(_requests(package, 1)[0])
+    stranger = Embedded("0123456789abcdef", embedded.tensors)
+    with pytest.raises(VersionMismatchError, match="move together"):
+        DenseStage(package).score([embedded, stranger])
+
+
+def test_rows_stack_and_split_back():
+    parts = [{"a": np.arange(2)}, {"a": np.arange(3)}, {"a": np.arange(1)}]
+    stacked, sizes = concat_rows(parts)
+    assert sizes == [2, 3, 1] and stacked["a"].tolist() == [0, 1, 0, 1, 2, 0]
+    assert [s.tolist() for s in split_rows(stacked["a"], sizes)] == [[0, 1], [0, 1, 2], [0]]
+
+
+def test_auto_is_split_only_with_a_gpu_for_the_dense_part():
+    assert ServeConfig().resolved_graph() is Graph.fused
+    assert ServeConfig(dense=DeploymentConfig(num_gpus=1)).resolved_graph() is Graph.split
+    assert ServeConfig(graph="split").resolved_graph() is Graph.split
+    assert ServeConfig(graph="fused", dense=DeploymentConfig(num_gpus=1)).resolved_graph() is Graph.fused
+
+
+def test_deployment_options_come_from_config():
+    assert DeploymentConfig(num_replicas=2, num_cpus=1).options() == {
+        "num_replicas": 2, "max_ongoing_requests": 64, "ray_actor_options": {"num_cpus": 1, "num_gpus": 0.0}}
+    auto = DeploymentConfig(autoscaling=AutoscalingConfig(min_replicas=1, max_replicas=4)).options()
+    assert auto["autoscaling_config"]["max_replicas"] == 4 and "num_replicas" not in auto
+    with pytest.raises(ConfigError, match="serve.embedding.autoscaling.min_replicas"):
+        ServeConfig(embedding=DeploymentConfig(autoscaling=AutoscalingConfig(min_replicas=5, max_replicas=2)))
+    with pytest.raises(ConfigError, match="serve.dense.num_gpus"):
+        ServeConfig(dense=DeploymentConfig(num_gpus=-1))
+    with pytest.raises(ValueError):
+        ServeConfig(graph="sideways")
