@@ -36,8 +36,11 @@ def start_server(cfg: MlsysConfig, echo: Callable[[str], None] = print) -> str:
         check_store_serves_model(cfg, model.source)
     connect(cfg.cluster)
     url = app.start(cfg.serve, model.source, model.name, model.version, store, log_dir)
-    routes = "POST /v1/rank, POST /v1/events, GET /v1/metrics, GET /healthz" if store else "POST /v1/rank, GET /v1/metrics, GET /healthz"
-    echo(f"[serve] {model.name} version {model.version} at {url}  ({routes})")
+    events = "POST /v1/events, " if store else ""
+    graph = cfg.serve.resolved_graph().value
+    echo(f"[serve] {model.name} version {model.version} at {url}, graph {graph} (serve.graph={cfg.serve.graph.value})")
+    echo(f"[serve] routes: POST /v1/rank, {events}GET /v1/metrics, GET /healthz; KServe v2: POST "
+         f"/v2/models/{model.name}/infer, GET /v2/models/{model.name}, /v2/health/live|ready; docs at {url}/docs")
     return url
 
 

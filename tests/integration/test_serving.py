@@ -224,3 +224,26 @@ def test_a_fuzz_of_both_apis_finds_no_server_error(served):
                 assert mode is GenerationMode.NEGATIVE
     assert calls["n"] > 100
     assert not failures, "\n".join(failures[:10])
+
+
+def test_prometheus_reads_the_per_stage_metrics(served, split_url):
+    """A real prometheus server scrapes this Ray node's metrics endpoint and reads every stage's series back."""
+    import ray
+
+    from tests.prometheus_server import PrometheusServer
+
+    url, _, result = served
+    node = ray._private.worker.global_worker.node
+    with PrometheusServer.start([f"{node.node_ip_address}:{node.metrics_export_port}"]) as prom:
+        for user, candidates in _requests(result, n_users=3):
+            for base in (url, split_url):
+                assert requests.post(f"{base}/v1/rank", json={"user_id": user, "candidates": candidates}, timeout=30).ok
+        latency = 'sum by (stage) (ray_mlsys_stage_latency_ms_count{model="ctr", version="1"})'
+        prom.wait_for(latency)
+        deadline = time.monotonic() + 60
+        while {r["metric"]["stage"] for r in prom.query(latency)} < {"features", "score", "embedding", "dense", "request"}:
+            assert time.monotonic() < deadline, prom.query(latency)
+            time.sleep(1)
+        prom.wait_for('sum(ray_mlsys_requests_total{model="ctr", version="1", route="/v1/rank"})')
+        prom.wait_for('sum by (stage) (ray_mlsys_batch_size_count{stage="dense"})')
+        prom.wait_for('sum(ray_mlsys_candidates_count{model="ctr"})')

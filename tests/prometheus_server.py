@@ -1,0 +1,91 @@
+"""A real ``prometheus`` server (Debian's package, installed by ``make test``) scraping given targets, for tests.
+
+    with PrometheusServer.start(["127.0.0.1:8080"]) as prom:
+        prom.query('sum(ray_mlsys_requests_total)')
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.redis_server import _free_port
+
+
+@dataclass
+class PrometheusServer:
+    url: str
+    process: subprocess.Popen
+    workdir: str
+
+    @classmethod
+    def start(cls, targets: list[str], scrape_interval: str = "1s", timeout_s: float = 30.0) -> "PrometheusServer":
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise RuntimeError("prometheus is not installed; run `make test` (apt-get install prometheus)")
+        port, workdir = _free_port(), tempfile.mkdtemp(prefix="mlsys-prometheus-")
+        config = Path(workdir) / "prometheus.yml"
+        config.write_text(json.dumps({  # YAML is a superset of JSON
+            "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+            "scrape_configs": [{"job_name": "ray", "static_configs": [{"targets": targets}]}],
+        }))
+        args = [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir}/data",
+                f"--web.listen-address=127.0.0.1:{port}"]
+        log = open(Path(workdir) / "prometheus.log", "wb")
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        server = cls(f"http://127.0.0.1:{port}", process, workdir)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"prometheus exited with {process.returncode}: {server.log()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{server.url}/-/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return server
+            except OSError:
+                time.sleep(0.2)
+        server.stop()
+        raise RuntimeError(f"prometheus was not ready on port {port} within {timeout_s}s")
+
+    def log(self) -> str:
+        return (Path(self.workdir) / "prometheus.log").read_text(errors="replace")
+
+    def query(self, promql: str) -> list[dict]:
+        """The instant vector of a PromQL query through the HTTP API (``/api/v1/query``)."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql}), timeout=10) as r:
+            body = json.loads(r.read())
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def wait_for(self, promql: str, timeout_s: float = 90.0) -> list[dict]:
+        """Poll until the query returns a non-empty vector with a value above 0."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            result = self.query(promql)
+            if result and any(float(r["value"][1]) > 0 for r in result):
+                return result
+            time.sleep(1.0)
+        raise AssertionError(f"prometheus never had {promql!r} within {timeout_s}s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "PrometheusServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
