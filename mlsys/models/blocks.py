@@ -159,17 +159,18 @@ class SparseEmbeddings(nn.Module):
         f, end = self.widths[0], self.widths[0] + self.widths[1]
         picks = [i for i in range(f) if i not in user.categorical]
         assert self.item_index in picks, "the item is the candidate's, never a user field"
-        ids = categorical[:, picks] if user.categorical else categorical  # (N, F_c)
+        ids = categorical.index_select(1, torch.tensor(picks)) if user.categorical else categorical  # (N, F_c)
         if torch.onnx.is_in_onnx_export():
-            # Padding reads an appended zero row (the concatenation is constant, folded when the graph
-            # loads) instead of being multiplied by a mask, and each multi-hot sum is a matmul: the
-            # broadcast multiply and the middle-axis reduction cost more than the rest of the lookup.
+            # Padding reads its block's row zeroed in a copy of the table (constant, folded when the graph
+            # loads) instead of being masked, and each multi-hot sum is a matmul: the masking ops and the
+            # middle-axis reduction cost more than the gather itself.
             weight = self.table.weight
-            table = torch.cat([weight, weight.new_zeros(1, weight.shape[1])])
-            zero = table.shape[0] - 1
+            keep = torch.ones(weight.shape[0], 1, dtype=weight.dtype)
+            keep[[start for start, _ in table_segments(self.spec).values()]] = 0.0
+            table = weight * keep
 
             def rows(ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-                return table.index_select(0, torch.where(ids != 0, ids + offsets, zero).flatten()).view(*ids.shape, -1)
+                return table.index_select(0, (ids + offsets).flatten()).view(*ids.shape, -1)
 
             fields = rows(ids, self.offsets[picks])  # (N, F_c, D)
             (k, w), b, d = self.multi_hot_shape, ids.shape[0], weight.shape[1]
@@ -186,7 +187,7 @@ class SparseEmbeddings(nn.Module):
             fields, hot_rows = e.split([len(picks), self.widths[1]], dim=1)  # (N, F_c, D), (N, K W, D)
             hot_mean = self._multi_hot_mean(hot_rows, multi_hot)  # (N, K, D)
         if user.numeric:
-            numeric = numeric[:, [i for i in range(numeric.shape[1]) if i not in user.numeric]]  # (N, N_c)
+            numeric = numeric.index_select(1, torch.tensor([i for i in range(numeric.shape[1]) if i not in user.numeric]))
         return SparseOutput(numeric=numeric, fields=fields, multi_hot=hot_mean, target=fields[:, picks.index(self.item_index)])
 
     def _lookup(self, ids: torch.Tensor, offsets: torch.Tensor, limits: torch.Tensor) -> torch.Tensor:

@@ -77,7 +77,8 @@ class BSTCachedDense(nn.Module):
             weights.append(torch.einsum("hei,hle->ihl", w_q, k).reshape(-1, h * length) * scale)  # (D, H L)
             bias = torch.einsum("he,hle->hl", b_q, k) * scale
             biases.append(torch.where(mask, bias, float("-inf")).reshape(h * length))  # (H L,)
-            reads.append(torch.einsum("hle,jhe->hlj", v, layer.out.weight.view(-1, h, dh)).reshape(h * length, -1))  # (H L, D)
+            read = torch.einsum("hle,jhe->hlj", v, layer.out.weight.view(-1, h, dh)).reshape(h * length, -1)  # (H L, D)
+            reads.append(read)
         first = self.mlp[0]
         own = torch.cat([behaviour, x.fields.flatten(1), x.numeric], dim=1)[0]  # (D + F_u D + N_u,)
         head_bias = first.bias + own @ first.weight[:, self._user_columns(user, behaviour.shape[-1])].t()  # (H1,)
@@ -89,11 +90,13 @@ class BSTCachedDense(nn.Module):
         scores_weight, scores_bias, values_out, head_bias = state
         target = x.target + self.positions[-1]  # (N, D)
         n, d = target.shape
-        for layer, weight, bias, read_out in zip(self.layers, scores_weight, scores_bias, values_out):
+        h = self.heads
+        # (D, H): sums each head's Dh columns, scaled: (q * k) @ heads = the scaled per-head dot products
+        heads = torch.eye(h, dtype=target.dtype).repeat_interleave(d // h, dim=0) / math.sqrt(d // h)
+        for i, layer in enumerate(self.layers):
+            weight, bias, read_out = scores_weight[i], scores_bias[i], values_out[i]
             q, k_self, v_self = layer.qkv(target).split(d, dim=1)  # (N, D) each
-            h = self.heads
-            scale = 1.0 / math.sqrt(d // h)
-            own = (q * k_self).view(n, h, d // h).sum(-1, keepdim=True) * scale  # (N, H, 1)
+            own = ((q * k_self) @ heads).unsqueeze(-1)  # (N, H, 1)
             history = torch.addmm(bias, target, weight).view(n, h, -1)  # (N, H, L), scaled, padding -inf
             attn = torch.cat([history, own], dim=-1).softmax(-1)  # (N, H, L + 1)
             on_history, on_self = attn.split([attn.shape[-1] - 1, 1], dim=-1)
@@ -110,12 +113,14 @@ class BSTCachedDense(nn.Module):
     # The MLP's input: [target, behaviour, F fields, K multi-hot (all D wide), N numeric].
     def _user_columns(self, user: UserFields, d: int) -> list[int]:
         f, k, _ = self.layout
-        return list(range(d, 2 * d)) + first_layer_columns(2 * d, d, user.categorical) + [(f + k + 2) * d + i for i in user.numeric]
+        numeric = [(f + k + 2) * d + i for i in user.numeric]
+        return [*range(d, 2 * d), *first_layer_columns(2 * d, d, user.categorical), *numeric]
 
     def _candidate_columns(self, user: UserFields, d: int) -> list[int]:
         f, k, n = self.layout
         fields = first_layer_columns(2 * d, d, [i for i in range(f) if i not in user.categorical])
-        return [*range(d), *fields, *range((f + 2) * d, (f + k + 2) * d), *((f + k + 2) * d + i for i in range(n) if i not in user.numeric)]
+        numeric = [(f + k + 2) * d + i for i in range(n) if i not in user.numeric]
+        return [*range(d), *fields, *range((f + 2) * d, (f + k + 2) * d), *numeric]
 
     def _encode(self, history: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, L, D), (B, L) -> every layer's keys and values (layers, B, H, L, Dh) and the pooled output (B, D)."""

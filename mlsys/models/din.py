@@ -79,7 +79,8 @@ class DINDense(nn.Module):
     def _candidate_columns(self, user: UserFields, d: int) -> list[int]:
         f, k, n = self.layout
         fields = first_layer_columns(0, d, [i for i in range(f) if i not in user.categorical])
-        return fields + list(range(f * d, (f + k + 1) * d)) + [(f + k + 1) * d + i for i in range(n) if i not in user.numeric]
+        numeric = [(f + k + 1) * d + i for i in range(n) if i not in user.numeric]
+        return [*fields, *range(f * d, (f + k + 1) * d), *numeric]
 
 
 class DIN(CtrModel):

@@ -225,6 +225,8 @@ class UserSideScorer:
         self.spec = spec
         self.user = UserFields.of(spec, [*split["user_categorical"], *split["user_numeric"]])
         self._user_cat, self._user_num = list(self.user.categorical), list(self.user.numeric)
+        self._cat_mask = np.isin(np.arange(len(spec.categorical_fields)), self._user_cat)
+        self._num_mask = np.isin(np.arange(len(spec.numeric_fields)), self._user_num)
         self.cache = cache if cache is not None else UserStateCache()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -275,9 +277,9 @@ class UserSideScorer:
     def _check_one_user(self, categorical: np.ndarray, history: np.ndarray, numeric: np.ndarray) -> None:
         if history.ndim != 2 or history.shape[1] != self.spec.history_length:
             raise ValueError(f"history has shape {history.shape}, expected (N or 1, {self.spec.history_length})")
-        # Each row equal to the next: one comparison of two views, no (N, L) temporary per row.
+        # One comparison per array against its first row (the user columns picked by a mask): no copies.
         same = np.array_equal(history[1:], history[:-1]) and all(
-            np.array_equal(a[1:, cols], a[:-1, cols]) for a, cols in ((categorical, self._user_cat), (numeric, self._user_num)) if cols
+            bool((a[1:] == a[0])[:, mask].all()) for a, mask in ((categorical, self._cat_mask), (numeric, self._num_mask)) if mask.any()
         )
         if not same:
             raise ValueError("a user-side request scores one user: the history and the user fields "
