@@ -160,13 +160,33 @@ async def _http(request: Request, exc: HTTPException):
 
 
 @api.middleware("http")
-async def _limit_body(request: Request, call_next):
-    """Refuse an oversized body from its Content-Length, before reading it."""
-    limit = api.state.max_body_bytes if hasattr(api.state, "max_body_bytes") else 4 * 1024 * 1024
+async def _guard(request: Request, call_next):
+    """Refuse an oversized body from its Content-Length before reading it; count every 4xx/5xx answer
+    (one Ingress per replica process: :data:`mlsys.serve.metrics.REPLICA`)."""
+    from mlsys.serve.metrics import REPLICA
+
+    limit = REPLICA.max_body_bytes
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > limit):
-        return _error(request.url.path, 413, f"the request body has {length} bytes, above serve.max_body_bytes={limit}")
-    return await call_next(request)
+        response = _error(request.url.path, 413, f"the request body has {length} bytes, above serve.max_body_bytes={limit}")
+    else:
+        try:
+            response = await call_next(request)
+        except Exception as e:  # a bug of ours: still a JSON answer, logged with its traceback, and counted
+            import logging
+
+            logging.getLogger("ray.serve").exception("unhandled error on %s", request.url.path)
+            response = _error(request.url.path, 500, f"internal error ({type(e).__name__}); see the replica's log")
+    if response.status_code >= 400 and REPLICA.metrics is not None:
+        REPLICA.metrics.count("errors", route=_route(request.url.path), status=str(response.status_code))
+    return response
+
+
+def _route(path: str) -> str:
+    """A bounded label for a path (model names and versions in /v2 paths are not labels)."""
+    if path.startswith("/v2/models/"):
+        return "/v2/infer" if path.endswith("/infer") else "/v2/models"
+    return path if path in ("/v1/rank", "/v1/events", "/healthz", "/v1/metrics", "/v2") else "other"
 
 
 def _batched(method, cfg: ServeConfig):
@@ -243,7 +263,6 @@ class Ingress:
         from mlsys.serve.ranker import RankingModel
         from mlsys.serve.v2 import Signature
 
-        api.state.max_body_bytes = cfg.max_body_bytes
         features, self.pusher = store.open() if store is not None else (None, None)
         self.model_name, self.cfg = model_name, cfg
         package = read_package(package_uri)
@@ -258,6 +277,9 @@ class Ingress:
         self.counters = ServiceCounters()
         self._lock = threading.Lock()
         self.metrics = ServingMetrics(model_name, version)
+        from mlsys.serve.metrics import REPLICA
+
+        REPLICA.max_body_bytes, REPLICA.metrics = cfg.max_body_bytes, self.metrics
         _batched(self._fused_batch, cfg)
 
     # -- scoring: the graph ---------------------------------------------------------------
@@ -288,7 +310,7 @@ class Ingress:
                 if hasattr(self.counters, name):
                     setattr(self.counters, name, getattr(self.counters, name) + n)
         for name, n in increments.items():
-            self.metrics.count(name, n, route=route)
+            self.metrics.count(name, n, route=route)  # errors are counted by the middleware
 
     # -- routes ------------------------------------------------------------------------------
 
@@ -314,11 +336,7 @@ class Ingress:
             with self.metrics.timed("features"):
                 encoded = self.ranker.encode(request.user_id, request.candidates, request.context)
             scores = (await self._score([encoded.inputs]))[0]
-        except InvalidRequestError:
-            self._count("/v1/rank", errors=1)
-            raise
         except VersionMismatchError as e:
-            self._count("/v1/rank", errors=1)
             raise HTTPException(status_code=503, detail=str(e)) from None
         ranking = self.ranker.ranking(encoded, scores, request.k)
         self._count("/v1/rank", requests=1, unknown_users=int(ranking.unknown_user), unknown_items=ranking.unknown_items)
@@ -404,11 +422,7 @@ class Ingress:
                 groups = row_groups(parsed, self.ranker.package.preprocessor.schema)
                 encoded = [self.ranker.encode(g.user_id, parsed.inputs[ITEM][g.rows], g.context) for g in groups]
             per_group = await self._score([e.inputs for e in encoded])
-        except InvalidRequestError:
-            self._count("/v2/infer", errors=1)
-            raise
         except VersionMismatchError as e:
-            self._count("/v2/infer", errors=1)
             raise HTTPException(status_code=503, detail=str(e)) from None
         scores = scatter(groups, per_group, len(parsed.inputs[USER]))
         self._count("/v2/infer", requests=1, unknown_users=sum(int(e.unknown_user) for e in encoded),

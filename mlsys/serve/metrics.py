@@ -20,6 +20,19 @@ SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
 COUNTERS = ("requests", "errors", "unknown_users", "unknown_items", "events", "cache_hits", "cache_misses")
 
 
+class ReplicaState:
+    """What the app's HTTP middleware needs of the replica it runs in: set by the ingress at start.
+
+    A module attribute, not ``FastAPI.state``: Serve runs a copy of the app object that the
+    deployment class pickled, so the middleware and the replica would not share that one."""
+
+    max_body_bytes: int = 4 * 1024 * 1024
+    metrics: "ServingMetrics | None" = None
+
+
+REPLICA = ReplicaState()
+
+
 class ServingMetrics:
     """``metrics.count("requests", route="/v1/rank")``, ``with metrics.timed("features"): ...``."""
 

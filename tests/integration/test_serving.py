@@ -246,4 +246,6 @@ def test_prometheus_reads_the_per_stage_metrics(served, split_url):
             time.sleep(1)
         prom.wait_for('sum(ray_mlsys_requests_total{model="ctr", version="1", route="/v1/rank"})')
         prom.wait_for('sum by (stage) (ray_mlsys_batch_size_count{stage="dense"})')
+        assert requests.post(f"{url}/v1/rank", json={"user_id": 1, "candidates": []}, timeout=30).status_code == 422
+        prom.wait_for('sum(ray_mlsys_errors_total{route="/v1/rank", status="422"})')
         prom.wait_for('sum(ray_mlsys_candidates_count{model="ctr"})')
