@@ -9,6 +9,7 @@ A package is a folder::
     sparse.safetensors   the sparse half: the embedding table and the lookup plan's arrays (NumPy)
     sparse.json          the lookup plan (mlsys.registry.halves)
     dense.onnx           the dense half: SparseOutput tensors in, probabilities out
+    user.onnx, candidates.onnx, user_side.json   (DIN, bst_cached) the user side and the candidate side
     preprocessor.json    the fitted CtrPreprocessor (with the data set's declared feature schema)
     schema.json          the feature schema, request columns and the tensor signature
     tables/users.parquet user attributes and their latest behaviour sequence
@@ -35,6 +36,7 @@ from mlsys.errors import ArtifactIntegrityError, ModelNotFoundError
 from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig, Scorer, build_model
 from mlsys.registry.halves import export_halves
 from mlsys.registry.onnx_graphs import example_inputs, export_graph
+from mlsys.registry.user_side import export_user_side
 
 # /4: the sparse (NumPy embedding table) and dense (ONNX) halves beside the fused graph;
 # /3: inputs named by the data set's declared feature schema (``multi_hot`` features, not one fixed list column);
@@ -110,6 +112,7 @@ def write_package(
     items.to_parquet(directory / "tables" / "items.parquet", index=False)
     export_onnx(model, spec, directory / "model.onnx")
     export_halves(model, directory)
+    export_user_side(model, spec, directory)  # DIN, bst_cached: the user side once per request (nothing for others)
     files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
     manifest = {
         "format": FORMAT,

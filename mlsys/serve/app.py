@@ -258,7 +258,7 @@ class Ingress:
     ):
         from mlsys.features.feature_log import FeatureLogger
         from mlsys.registry.package import read_package
-        from mlsys.serve.graph import FusedStage, package_identity
+        from mlsys.serve.graph import FusedStage, package_identity, user_side_scorer
         from mlsys.serve.metrics import ServingMetrics
         from mlsys.serve.ranker import RankingModel
         from mlsys.serve.v2 import Signature
@@ -272,6 +272,7 @@ class Ingress:
         self.graph = Graph.split if dense is not None else Graph.fused
         self.embedding, self.dense = embedding, dense
         self.fused = FusedStage(self.ranker.scorer)
+        self.user_side = user_side_scorer(package, cfg.user_cache_size) if self.graph is Graph.fused else None
         logging = cfg.feature_logging
         self.logger = FeatureLogger(logging, log_dir) if logging is not None and logging.enabled and log_dir else None
         self.counters = ServiceCounters()
@@ -284,8 +285,10 @@ class Ingress:
 
     # -- scoring: the graph ---------------------------------------------------------------
 
-    async def _score(self, parts: list) -> list:
-        """Scores of encoded requests (``[inputs, ...]``) through this version's graph."""
+    async def _score(self, parts: list, users: Optional[list] = None) -> list:
+        """Scores of encoded requests (``[inputs, ...]``, of ``users``) through this version's graph."""
+        if self.user_side is not None and users is not None:  # each user's side once (or from the cache)
+            return [self._score_user_side(user, inputs) for user, inputs in zip(users, parts)]
         if self.graph is Graph.split:  # one embedding call and one dense call for all parts
             from mlsys.serve.graph import concat_rows, split_rows
 
@@ -294,6 +297,16 @@ class Ingress:
         if self.cfg.batching.enabled:  # each part joins the replica's batch queue
             return list(await asyncio.gather(*(self._fused_batch(p) for p in parts)))
         return self._fused(parts)
+
+    def _score_user_side(self, user_id: int, inputs: dict):
+        from mlsys.models import MODEL_INPUTS
+
+        stats = self.user_side.cache.stats
+        hits, misses = stats.hits, stats.misses
+        with self.metrics.timed("score"):
+            scores = self.user_side.score(*(inputs[k] for k in MODEL_INPUTS), user_id=user_id if self.cfg.user_cache_size else None)
+        self._count("", cache_hits=stats.hits - hits, cache_misses=stats.misses - misses)
+        return scores
 
     @serve.batch
     async def _fused_batch(self, batch: list):
@@ -326,6 +339,8 @@ class Ingress:
         out["feature_source"] = "online_store" if self.pusher is not None else "package_tables"
         out["feature_log"] = asdict(self.logger.counters) if self.logger is not None else None
         out["graph"] = self.graph.value
+        cache = self.user_side.cache if self.user_side is not None else None
+        out["user_cache"] = {**asdict(cache.stats), "users": len(cache)} if cache is not None else None
         return out
 
     @api.post("/v1/rank", responses=V1_ERRORS)
@@ -335,7 +350,7 @@ class Ingress:
         try:
             with self.metrics.timed("features"):
                 encoded = self.ranker.encode(request.user_id, request.candidates, request.context)
-            scores = (await self._score([encoded.inputs]))[0]
+            scores = (await self._score([encoded.inputs], [request.user_id]))[0]
         except VersionMismatchError as e:
             raise HTTPException(status_code=503, detail=str(e)) from None
         ranking = self.ranker.ranking(encoded, scores, request.k)
@@ -368,6 +383,8 @@ class Ingress:
             raise HTTPException(status_code=422, detail="an event needs `rating` or `clicked`")
         at = datetime.fromtimestamp(event.timestamp, timezone.utc) if event.timestamp is not None else None
         result = self.pusher.push(Interaction(event.user_id, event.item_id, event.rating, event.clicked, at))
+        if self.user_side is not None:  # the history changed: drop the user's cached side now
+            self.user_side.cache.invalidate(event.user_id)
         self._count("/v1/events", events=1)
         return EventResponse(user_id=result.user_id, clicked=result.clicked, history=result.history, aggregates=result.aggregates)
 
@@ -421,7 +438,7 @@ class Ingress:
             with self.metrics.timed("features"):
                 groups = row_groups(parsed, self.ranker.package.preprocessor.schema)
                 encoded = [self.ranker.encode(g.user_id, parsed.inputs[ITEM][g.rows], g.context) for g in groups]
-            per_group = await self._score([e.inputs for e in encoded])
+            per_group = await self._score([e.inputs for e in encoded], [g.user_id for g in groups])
         except VersionMismatchError as e:
             raise HTTPException(status_code=503, detail=str(e)) from None
         scores = scatter(groups, per_group, len(parsed.inputs[USER]))

@@ -105,6 +105,9 @@ class ServeConfig:
     # ONNX Runtime execution providers for the dense part, best first; those not installed are skipped, CPU is last.
     providers: list[str] = field(default_factory=lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider"])
     max_candidates: int = 1000
+    # DIN and bst_cached in the fused graph: the user side encoded once per request, and kept per user
+    # (and version of the user's inputs) for this many users; 0 turns the cache off (still once per request).
+    user_cache_size: int = 10000
     # v2 infer: at most this many (user, item) rows per call.
     max_rows: int = 10000
     # A request body above this many bytes is refused (413) before it is read whole.
@@ -123,6 +126,7 @@ class ServeConfig:
         for name in ("ingress", "embedding", "dense"):
             getattr(self, name).check(name)
         require(self.max_candidates >= 1, "serve.max_candidates", self.max_candidates, ">= 1")
+        require(self.user_cache_size >= 0, "serve.user_cache_size", self.user_cache_size, ">= 0")
         require(self.max_rows >= 1, "serve.max_rows", self.max_rows, ">= 1")
         require(self.max_body_bytes >= 1024, "serve.max_body_bytes", self.max_body_bytes, ">= 1024")
         levels = ("DEBUG", "INFO", "WARNING", "ERROR")

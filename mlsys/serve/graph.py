@@ -6,7 +6,8 @@
   model inputs -> :class:`Embedded` (SparseOutput tensors tagged with the package's identity);
 - :class:`DenseStage`: the dense half (``dense.onnx``), a batch of :class:`Embedded` -> scores,
   refusing rows embedded by another package (the halves of a version move together);
-- :class:`FusedStage`: the fused graph, a batch of encoded inputs -> scores (one replica).
+- :class:`FusedStage`: the fused graph, a batch of encoded inputs -> scores (one replica);
+- :func:`user_side_scorer`: for DIN and bst_cached, the user side once per request (and cached).
 
 Batches are lists of requests (what ``@serve.batch`` hands a method): their rows are
 concatenated, scored in one ONNX Runtime call, and split back per request.
@@ -99,3 +100,13 @@ class FusedStage:
     def score(self, batch: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
         inputs, sizes = concat_rows(batch)
         return split_rows(self._scorer.score_inputs(inputs), sizes)
+
+
+def user_side_scorer(package: ModelPackage, cache_size: int):
+    """The package's user-side scorer (DIN, bst_cached: the user's side encoded once per request, kept for
+    ``cache_size`` users), or None for a model without one (:mod:`mlsys.registry.user_side`)."""
+    from mlsys.registry.user_side import UserSideScorer, UserStateCache
+
+    if not UserSideScorer.available(package.path):
+        return None
+    return UserSideScorer(package.path, package.spec, UserStateCache(max(cache_size, 1)))

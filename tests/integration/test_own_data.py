@@ -89,7 +89,11 @@ def test_own_columns_train_and_the_schema_reaches_the_model(own):
 
 def test_own_columns_rank_over_http_with_request_context(own):
     url, result, model = own
-    _check_served_equals_offline(url, model, result, ["device", "price", "tags"])
+    before = requests.get(f"{url}/v1/metrics", timeout=10).json()["user_cache"]
+    _check_served_equals_offline(url, model, result, ["device", "price", "tags"])  # DIN: served through its user side
+    _check_served_equals_offline(url, model, result, ["device", "price", "tags"])  # the same users again: cached
+    after = requests.get(f"{url}/v1/metrics", timeout=10).json()["user_cache"]
+    assert after["misses"] - before["misses"] == 4 and after["hits"] - before["hits"] == 4, (before, after)
     user, candidates, _ = next(_requests(result, []))
     # The context changes the scores (phones like sale items), and is validated against the schema.
     web = requests.post(f"{url}/v1/rank", json={"user_id": user, "candidates": candidates, "context": {"device": "web"}}, timeout=30).json()
