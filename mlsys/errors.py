@@ -143,3 +143,14 @@ class DataValidationError(MlsysError):
             "Fix the data, or if the change is expected, update the schema (validation.schema_file) "
             "or the thresholds (validation.drift.*, validation.features.<name>.*)."
         )
+
+
+class VersionMismatchError(MlsysError):
+    """A model version's halves met a different version's: the graph refuses to score with them mixed."""
+
+    def __init__(self, stage: str, expected: str, got: str):
+        super().__init__(
+            f"the {stage} deployment serves package {expected} but was sent rows embedded by package {got}; "
+            "a model version's deployments move together: retry once the deploy has finished"
+        )
+        self.stage, self.expected, self.got = stage, expected, got
