@@ -174,7 +174,10 @@ def main() -> None:
         f"ONNX Runtime 1 intra-op thread; blocks of ~{args.block * 1000:.0f} ms of calls, rotating order. "
         f"1-minute load average {load_start:.2f} at the start, {load_end:.2f} at the end (2 cores, no GPU).",
     ])
-    if args.no_record:
+    noisy = load_end >= args.quiet_load + 1.0  # this process alone adds about 1 to the 1-minute load
+    if noisy:
+        print(f"the machine got busy (load {load_end:.2f} at the end): not recorded; rerun when it is quiet")
+    if args.no_record or noisy:
         print("\n".join(r.line() for r in rows))
         print(notes)
     else:
