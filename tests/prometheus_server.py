@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.redis_server import _free_port
+from tests.redis_server import _free_port, stop_process
 
 
 @dataclass
@@ -75,14 +75,7 @@ class PrometheusServer:
         raise AssertionError(f"prometheus never had {promql!r} within {timeout_s}s")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        stop_process(self.process, self.workdir)
 
     def __enter__(self) -> "PrometheusServer":
         return self

@@ -23,6 +23,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen, workdir: str) -> None:
+    """Terminate a test server's process (kill it after 10 s) and remove its folder."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
 @dataclass
 class RedisServer:
     host: str
@@ -60,14 +72,7 @@ class RedisServer:
 
     def stop(self) -> None:
         """Stop this server (only the process it started) and remove its folder."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        stop_process(self.process, self.workdir)
 
     def __enter__(self) -> "RedisServer":
         return self

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from mlsys.models import CtrModel, InputSpec, UserFields
+from mlsys.registry.onnx_graphs import onnx_session
 
 USER_GRAPH, CANDIDATE_GRAPH, SPLIT = "user.onnx", "candidates.onnx", "user_side.json"
 FORMAT = "mlsys.user-side/1"
@@ -212,8 +213,6 @@ class UserSideScorer:
     """
 
     def __init__(self, directory: Path, spec: InputSpec, cache: UserStateCache | None = None, threads: int = 1):
-        import onnxruntime as ort
-
         directory = Path(directory)
         missing = [name for name in (USER_GRAPH, CANDIDATE_GRAPH, SPLIT) if not (directory / name).exists()]
         if missing:
@@ -228,11 +227,8 @@ class UserSideScorer:
         self._cat_mask = np.isin(np.arange(len(spec.categorical_fields)), self._user_cat)
         self._num_mask = np.isin(np.arange(len(spec.numeric_fields)), self._user_num)
         self.cache = cache if cache is not None else UserStateCache()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self._user = ort.InferenceSession(str(directory / USER_GRAPH), options, providers=["CPUExecutionProvider"])
-        self._candidates = ort.InferenceSession(str(directory / CANDIDATE_GRAPH), options, providers=["CPUExecutionProvider"])
+        self._user = onnx_session(directory / USER_GRAPH, threads)
+        self._candidates = onnx_session(directory / CANDIDATE_GRAPH, threads)
         self.state_names = tuple(split["state"])
         self._user_inputs = tuple(i.name for i in self._user.get_inputs())
         self._candidate_inputs = tuple(i.name for i in self._candidates.get_inputs())

@@ -115,11 +115,11 @@ class V2InferResponse(BaseModel):
     outputs: list[V2Tensor]
 
 
-class V2Error(BaseModel):
+class V2ErrorBody(BaseModel):
     error: str
 
 
-V2_ERRORS = {400: {"model": V2Error}, 404: {"model": V2Error}, 413: {"model": V2Error}}
+V2_ERRORS = {400: {"model": V2ErrorBody}, 404: {"model": V2ErrorBody}, 413: {"model": V2ErrorBody}}
 V1_ERRORS = {400: {"model": ErrorOut}, 413: {"model": ErrorOut}}
 
 

@@ -40,10 +40,6 @@ class Embedded:
     package: str
     tensors: dict[str, np.ndarray]
 
-    @property
-    def rows(self) -> int:
-        return len(next(iter(self.tensors.values())))
-
 
 def concat_rows(parts: list[dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], list[int]]:
     """Requests' arrays stacked along the row axis, and each request's row count."""
