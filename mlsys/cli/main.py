@@ -7,6 +7,9 @@
     mlsys lineage [key=value ...]           walk serve.model back to its data
     mlsys predict --model M --input P --output O [key=value ...]
                                             score a Parquet/CSV file of (user, item) rows on Ray Data
+    mlsys release canary --model ctr --version N --percent P   a share of users (sticky) to version N
+    mlsys release canary --model ctr --version N --shadow      version N scores a copy of every request
+    mlsys release status|promote|rollback [--model ctr]        (docs/releases.md)
     mlsys stats compute PATH --out F.json   statistics of any Parquet/CSV path
     mlsys stats show F.json|RUN_ID          a compact table
     mlsys schema infer F.json --out S.yaml  a schema from training statistics
@@ -33,7 +36,13 @@ def _parser() -> argparse.ArgumentParser:
                                          "default predict.model (ctr@champion)")
     predict.add_argument("--input", help="Parquet file or folder, or CSV file, of user_id, item_id[, context] rows")
     predict.add_argument("--output", help="folder for the scored rows (Parquet: the input's columns, row_id, score)")
-    for name in ("run", "serve", "demo", "lineage", "predict"):
+    release = sub.add_parser("release", help="canary or shadow release of a model version; status, promote, rollback")
+    release.add_argument("action", choices=["canary", "status", "promote", "rollback"])
+    release.add_argument("--model", help="the registered model's name (default: serve.model's, ctr)")
+    release.add_argument("--version", help="canary: the version to release")
+    release.add_argument("--percent", type=float, help="canary: the share of users (by a hash of the user id) it answers")
+    release.add_argument("--shadow", action="store_true", help="canary: mirror every request to it, answer from the champion")
+    for name in ("run", "serve", "demo", "lineage", "predict", "release"):
         sub.choices[name].add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.embed_dim=32")
     from mlsys.cli import data_commands
 
@@ -74,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             print(lineage(cfg))
         elif args.command == "predict":
             commands.predict(cfg, args.model, args.input, args.output)
+        elif args.command == "release":
+            print(commands.release(cfg, args))
         return 0
     except MlsysError as e:
         print(f"mlsys: error: {e}", file=sys.stderr)

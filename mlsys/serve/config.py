@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from mlsys.features.feature_log import FeatureLoggingConfig
+from mlsys.serve.release import ReleasePolicy
 
 
 class Graph(str, Enum):
@@ -86,6 +87,27 @@ class BatchingConfig:
 
 
 @dataclass
+class ReleaseConfig:
+    """How a running app follows the registry (docs/releases.md): ``serve.model=ctr@champion`` is
+    followed; ``ctr/3`` or a package path is pinned."""
+
+    # Seconds between two reads of the registry (the alias, a release's candidate and split).
+    poll_s: float = 5.0
+    # Shadow releases: the top-k overlap of the two variants' rankings is over this many items.
+    shadow_top_k: int = 10
+    # The embedding and dense deployments keep this many versions loaded (a switch serves both).
+    keep_versions: int = 3
+    policy: ReleasePolicy = field(default_factory=ReleasePolicy)
+
+    def __post_init__(self):
+        from mlsys.config import require
+
+        require(self.poll_s > 0, "serve.release.poll_s", self.poll_s, "> 0 seconds")
+        require(self.shadow_top_k >= 1, "serve.release.shadow_top_k", self.shadow_top_k, ">= 1")
+        require(self.keep_versions >= 2, "serve.release.keep_versions", self.keep_versions, ">= 2 (the old and the new)")
+
+
+@dataclass
 class ServeConfig:
     """``mlsys serve serve.model=ctr@champion serve.port=8000 serve.graph=split``."""
 
@@ -116,6 +138,7 @@ class ServeConfig:
     log_level: str = "INFO"
     # What serving used (features, model version, scores), sampled, to Parquet (docs/serving.md).
     feature_logging: FeatureLoggingConfig = field(default_factory=FeatureLoggingConfig)
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)
 
     def __post_init__(self):
         from mlsys.config import require

@@ -1,0 +1,153 @@
+"""Releases without a cluster: the sticky split, the windows, the policy's decisions, and the
+release state kept in a real MLflow registry (SQLite)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlsys.errors import ConfigError
+from mlsys.serve.release import (
+    Action, Mode, ReleasePolicy, Routing, ShadowWindow, VariantWindow, in_candidate, score_psi, top_k_overlap,
+)
+
+
+def test_the_split_is_sticky_and_near_its_share():
+    users = range(20_000)
+    first = [in_candidate(u, 30, "ctr:2:1") for u in users]
+    assert first == [in_candidate(u, 30, "ctr:2:1") for u in users]  # one user, one variant, every time
+    assert abs(np.mean(first) - 0.30) < 0.015
+    other = [in_candidate(u, 30, "ctr:3:2") for u in users]  # another release draws other users
+    assert 0.15 < np.mean(np.array(first) & np.array(other)) / 0.30 < 0.45
+    assert not any(in_candidate(u, 0, "s") for u in range(100)) and all(in_candidate(u, 100, "s") for u in range(100))
+
+
+def test_routing_answers_from_one_variant_and_shadows_without_answering():
+    champion, candidate = object(), object()
+    assert Routing(champion).route(7) == (champion, None, "champion")
+    shadow = Routing(champion, candidate, Mode.shadow, 0, "s")
+    assert all(shadow.route(u) == (champion, candidate, "champion") for u in range(50))
+    canary = Routing(champion, candidate, Mode.canary, 50, "s")
+    routes = [canary.route(u) for u in range(2000)]
+    assert {r[1] for r in routes} == {None}
+    assert 0.45 < sum(r[0] is candidate for r in routes) / 2000 < 0.55
+    assert all((r[0] is candidate) == (r[2] == "candidate") for r in routes)
+
+
+def _window(requests: int, errors: int = 0, latency_ms: float = 5.0, scores=None) -> VariantWindow:
+    w = VariantWindow()
+    rng = np.random.default_rng(0)
+    for i in range(requests):
+        s = rng.uniform(0.2, 0.8, 10) if scores is None else np.full(10, scores)
+        w.observe(latency_ms, s, error=i < errors)
+    return w
+
+
+def test_windows_merge_exactly_and_round_trip():
+    a, b = _window(30, 3, 4.0), _window(70, 1, 40.0)
+    merged = a.merge(b)
+    assert (merged.requests, merged.errors) == (100, 4)
+    assert sum(merged.latency) == 100 and sum(merged.scores) == 1000
+    assert merged.quantile_ms(0.2) == 5 and merged.quantile_ms(0.99) == 50
+    assert VariantWindow.from_dict(merged.to_dict()) == merged
+    assert VariantWindow().quantile_ms(0.99) == 0.0
+
+
+def test_the_policy_rolls_back_on_errors_latency_or_a_score_shift_and_promotes_after_healthy_windows():
+    policy = ReleasePolicy(min_requests=50, min_requests_rollback=20, promote_after_windows=2)
+    champion = _window(200)
+    decision, healthy = policy.decide(champion, _window(60, errors=6), 0)
+    assert decision.action is Action.rollback and "error rate 10.0%" in decision.reason and healthy == 0
+    decision, _ = policy.decide(champion, _window(60, latency_ms=60.0), 1)
+    assert decision.action is Action.rollback and "p99 latency" in decision.reason
+    decision, _ = policy.decide(champion, _window(60, scores=0.5), 1)  # a constant model
+    assert decision.action is Action.rollback and "score PSI" in decision.reason
+    decision, healthy = policy.decide(champion, _window(10, errors=10), 0)  # too few to judge
+    assert decision.action is Action.hold and healthy == 0
+    decision, healthy = policy.decide(champion, _window(60), 0)
+    assert decision.action is Action.hold and healthy == 1
+    decision, healthy = policy.decide(champion, _window(60), healthy)
+    assert decision.action is Action.promote and healthy == 2
+    never = ReleasePolicy(min_requests=50, promote_after_windows=0)
+    assert never.decide(champion, _window(60), 10)[0].action is Action.hold
+
+
+def test_policy_settings_are_checked_by_name():
+    with pytest.raises(ConfigError, match="serve.release.policy.max_p99_ratio"):
+        ReleasePolicy(max_p99_ratio=0.5)
+
+
+def test_shadow_measures_overlap_and_shift():
+    a = np.array([0.9, 0.8, 0.7, 0.1, 0.2])
+    assert top_k_overlap(a, a, 3) == 1.0
+    assert top_k_overlap(a, -a, 2) == 0.0
+    w = ShadowWindow()
+    w.observe(a, a[::-1], 2, 3.0, 4.0)
+    assert w.requests == 1 and w.overlap == 0.0 and w.candidate.requests == 1
+    assert score_psi(_window(50).scores, _window(50).scores) < 1e-6
+    assert score_psi(_window(50).scores, _window(50, scores=0.95).scores) > 1
+
+
+# -- the registry ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """A real MLflow registry (SQLite) with model ``ctr`` versions 1-3, ``champion`` on 1."""
+    from mlsys.registry.mlflow_store import client
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    c = client(uri)
+    c.create_registered_model("ctr")
+    for _ in range(3):
+        c.create_model_version("ctr", source=str(tmp_path / "package"))
+    c.set_registered_model_alias("ctr", "champion", "1")
+    return uri
+
+
+def test_a_canary_is_started_promoted_and_rolled_back_in_the_registry(registry):
+    from mlsys.registry import releases
+    from mlsys.registry.mlflow_store import client
+
+    assert releases.read(registry, "ctr") == releases.Release("ctr", "champion", "1")
+    started = releases.start(registry, "ctr", "2", "canary", 25)
+    assert (started.candidate, started.mode, started.percent, started.champion) == ("2", "canary", 25.0, "1")
+    assert started.salt.startswith("ctr:2:")
+    with pytest.raises(ConfigError, match="version 2 of 'ctr' is in canary release"):
+        releases.start(registry, "ctr", "3", "canary", 10)
+    releases.record_window(registry, "ctr", "2", {"healthy": 1, "decision": "hold"})
+    assert releases.read(registry, "ctr").window == {"healthy": 1, "decision": "hold"}
+    assert releases.rollback(registry, "ctr", "automatic: x", expected="3").candidate == "2"  # not that release: untouched
+    promoted = releases.promote(registry, "ctr", "manual")
+    assert (promoted.champion, promoted.candidate, promoted.previous, promoted.window) == ("2", None, "1", None)
+    assert releases.outcome(registry, "ctr", "2")["outcome"] == "promoted"
+    # A shadow release of 3, rolled back: champion stays 2.
+    releases.start(registry, "ctr", "3", "shadow", 0)
+    ended = releases.rollback(registry, "ctr", "automatic: score PSI 4.1", expected="3")
+    assert (ended.champion, ended.candidate) == ("2", None)
+    assert releases.outcome(registry, "ctr", "3") == {"outcome": "rolled_back", "reason": "automatic: score PSI 4.1",
+                                                      "decided_at": releases.outcome(registry, "ctr", "3")["decided_at"]}
+    # With nothing in release, a rollback moves the alias back to the previous champion.
+    assert releases.rollback(registry, "ctr", "manual").champion == "1"
+    with pytest.raises(ConfigError, match="no previous champion"):
+        releases.rollback(registry, "ctr", "manual")
+    # Another MLflow client moving the alias onto the candidate ends the release.
+    releases.start(registry, "ctr", "3", "canary", 50)
+    client(registry).set_registered_model_alias("ctr", "champion", "3")
+    assert releases.read(registry, "ctr").candidate is None
+
+
+def test_release_mistakes_are_one_clear_line(registry):
+    from mlsys.errors import ModelNotFoundError
+    from mlsys.registry import releases
+
+    with pytest.raises(ConfigError, match="already serves as 'champion'"):
+        releases.start(registry, "ctr", "1", "canary", 10)
+    with pytest.raises(ConfigError, match=r"--percent 0: a canary takes a share of users in \(0, 100\]"):
+        releases.start(registry, "ctr", "2", "canary", 0)
+    with pytest.raises(ModelNotFoundError, match="ctr/9"):
+        releases.start(registry, "ctr", "9", "canary", 10)
+    with pytest.raises(ModelNotFoundError, match="no alias 'prod'"):
+        releases.read(registry, "ctr", "prod")
+    with pytest.raises(ConfigError, match="has no version in release"):
+        releases.promote(registry, "ctr", "manual")
