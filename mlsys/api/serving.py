@@ -35,13 +35,26 @@ def start_server(cfg: MlsysConfig, echo: Callable[[str], None] = print) -> str:
     if store is not None:
         check_store_serves_model(cfg, model.source)
     connect(cfg.cluster)
-    url = app.start(cfg.serve, model.source, model.name, model.version, store, log_dir)
+    follow = following(cfg)
+    url = app.start(cfg.serve, model.source, model.name, model.version, store, log_dir, follow)
     events = "POST /v1/events, " if store else ""
     graph = cfg.serve.resolved_graph().value
     echo(f"[serve] {model.name} version {model.version} at {url}, graph {graph} (serve.graph={cfg.serve.graph.value})")
+    if follow is not None:
+        echo(f"[serve] follows {follow.name}@{follow.alias} in the registry every {cfg.serve.release.poll_s:g} s "
+             f"(alias moves, canary and shadow releases: mlsys release)")
     echo(f"[serve] routes: POST /v1/rank, {events}GET /v1/metrics, GET /healthz; KServe v2: POST "
          f"/v2/models/{model.name}/infer, GET /v2/models/{model.name}, /v2/health/live|ready; docs at {url}/docs")
     return url
+
+
+def following(cfg: MlsysConfig):
+    """The registry alias the app follows (``serve.model=ctr@champion``), or None (a pinned version)."""
+    from mlsys.registry import mlflow_store
+    from mlsys.serve.app import Follow
+
+    name, _, alias = cfg.serve.model.removeprefix("models:/").partition("@")
+    return Follow(mlflow_store.tracking_uri(cfg.home), name, alias) if alias else None
 
 
 def online_features(cfg: MlsysConfig):

@@ -27,6 +27,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Optional, Union
 
+import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -177,8 +178,9 @@ async def _guard(request: Request, call_next):
 
             logging.getLogger("ray.serve").exception("unhandled error on %s", request.url.path)
             response = _error(request.url.path, 500, f"internal error ({type(e).__name__}); see the replica's log")
-    if response.status_code >= 400 and REPLICA.metrics is not None:
-        REPLICA.metrics.count("errors", route=_route(request.url.path), status=str(response.status_code))
+    metrics = getattr(request.state, "metrics", None) or REPLICA.metrics  # the variant that answered, where one did
+    if response.status_code >= 400 and metrics is not None:
+        metrics.count("errors", route=_route(request.url.path), status=str(response.status_code))
     return response
 
 
@@ -196,50 +198,166 @@ def _batched(method, cfg: ServeConfig):
     return method
 
 
+@dataclass(frozen=True)
+class Follow:
+    """The registry entry a running app follows (``serve.model=ctr@champion``): its alias and any
+    release of it (docs/releases.md). None for a pinned version or a package path."""
+
+    tracking_uri: str
+    name: str
+    alias: str
+
+
+def _start_task(coro_fn) -> None:
+    """Run ``coro_fn()`` on the replica's event loop (Serve runs a constructor inside it), or on a
+    thread's own loop where there is none (a replica built outside Serve)."""
+    try:
+        asyncio.get_running_loop().create_task(coro_fn())
+    except RuntimeError:
+        threading.Thread(target=lambda: asyncio.run(coro_fn()), daemon=True).start()
+
+
 @serve.deployment
 class Embedding:
-    """The sparse half: holds the embedding table (CPU), encoded inputs -> :class:`~mlsys.serve.graph.Embedded`."""
+    """The sparse half: holds the embedding tables of the versions in service (CPU), encoded inputs
+    -> :class:`~mlsys.serve.graph.Embedded` of the package named."""
 
-    def __init__(self, package_uri: str, model_name: str, version: Optional[str]):
+    def __init__(self, model_name: str, cfg: ServeConfig):
         from mlsys.registry.package import read_package
-        from mlsys.serve.graph import EmbeddingStage
+        from mlsys.serve.graph import EmbeddingStage, StageCache
+
+        self.stages = StageCache(lambda uri: EmbeddingStage(read_package(uri)), cfg.release.keep_versions)
+        self.model_name = model_name
+        self.metrics: dict = {}
+
+    def prepare(self, uri: str) -> str:
+        """Load a version before it serves (a corrupt package raises here, not on a request)."""
+        return self.stages(uri).identity
+
+    def lookup(self, uri: str, version: str, inputs: dict):
         from mlsys.serve.metrics import ServingMetrics
 
-        self.stage = EmbeddingStage(read_package(package_uri))
-        self.metrics = ServingMetrics(model_name, version)
-
-    def lookup(self, inputs: dict):
-        with self.metrics.timed("embedding"):
-            return self.stage(inputs)
+        metrics = self.metrics.get(version) or self.metrics.setdefault(version, ServingMetrics(self.model_name, version))
+        with metrics.timed("embedding"):
+            return self.stages(uri)(inputs)
 
 
 @serve.deployment
 class Dense:
-    """The dense half: ``dense.onnx`` (a GPU's execution provider where given), requests batched."""
+    """The dense half: ``dense.onnx`` of the versions in service (a GPU's execution provider where
+    given), requests batched (a batch may hold two versions' rows while a release switches: each is
+    scored by its own)."""
 
-    def __init__(self, package_uri: str, model_name: str, version: Optional[str], cfg: ServeConfig):
+    def __init__(self, model_name: str, cfg: ServeConfig):
         from mlsys.registry.package import read_package
-        from mlsys.serve.graph import DenseStage
-        from mlsys.serve.metrics import ServingMetrics
+        from mlsys.serve.graph import DenseStage, StageCache
 
-        self.stage = DenseStage(read_package(package_uri), providers=list(cfg.providers))
-        self.metrics = ServingMetrics(model_name, version)
+        providers = list(cfg.providers)
+        self.stages = StageCache(lambda uri: DenseStage(read_package(uri), providers=providers), cfg.release.keep_versions)
+        self.model_name = model_name
+        self.metrics: dict = {}
         self.batching = cfg.batching.enabled
         _batched(self._score_batch, cfg)
 
-    async def score(self, embedded):
+    def prepare(self, uri: str) -> str:
+        return self.stages(uri).identity
+
+    async def score(self, uri: str, version: str, embedded):
         if self.batching:
-            return await self._score_batch(embedded)
-        return self._score([embedded])[0]
+            return await self._score_batch(uri, version, embedded)
+        return self._score([uri], [version], [embedded])[0]
 
     @serve.batch
-    async def _score_batch(self, batch: list):
-        return self._score(batch)
+    async def _score_batch(self, uris: list, versions: list, batch: list):
+        return self._score(uris, versions, batch)
 
-    def _score(self, batch: list) -> list:
-        self.metrics.batch("dense", len(batch))
-        with self.metrics.timed("dense"):
-            return self.stage.score(batch)
+    def _score(self, uris: list, versions: list, batch: list) -> list:
+        from mlsys.serve.metrics import ServingMetrics
+
+        out: list = [None] * len(batch)
+        for uri in dict.fromkeys(uris):  # one ONNX Runtime call per version in the batch
+            at = [i for i, u in enumerate(uris) if u == uri]
+            version = versions[at[0]]
+            metrics = self.metrics.get(version) or self.metrics.setdefault(version, ServingMetrics(self.model_name, version))
+            metrics.batch("dense", len(at))
+            with metrics.timed("dense"):
+                for i, scores in zip(at, self.stages(uri).score([batch[i] for i in at])):
+                    out[i] = scores
+        return out
+
+
+@serve.deployment
+class ReleaseController:
+    """The release's one judge: every ingress replica sends it its windows of each variant's traffic;
+    at the end of each ``serve.release.policy.window_s`` it merges them, asks the policy
+    (:class:`~mlsys.serve.release.ReleasePolicy`) and writes the outcome to the registry, which every
+    replica follows. Its state is the registry's: a restarted controller reads the count of healthy
+    windows back from the release's window tag."""
+
+    def __init__(self, follow: Follow, cfg: ServeConfig):
+        self.follow, self.policy = follow, cfg.release.policy
+        self.release = None  # (candidate, started_at) of the window being filled
+        self._reset()
+
+    def _reset(self) -> None:
+        from mlsys.serve.release import ShadowWindow, VariantWindow
+
+        self.champion, self.candidate, self.shadow = VariantWindow(), VariantWindow(), ShadowWindow()
+        self.window_started = time.monotonic()
+
+    def observe(self, candidate: str, started_at: float, mode: str, windows: dict) -> Optional[dict]:
+        """One replica's windows since its last report; returns the decision when this report closed a window."""
+        from mlsys.serve.release import ShadowWindow, VariantWindow
+
+        if self.release != (candidate, started_at):
+            self.release = (candidate, started_at)
+            self._reset()
+        self.champion = self.champion.merge(VariantWindow.from_dict(windows["champion"]))
+        self.candidate = self.candidate.merge(VariantWindow.from_dict(windows["candidate"]))
+        shadow = windows.get("shadow")
+        if shadow:
+            self.shadow.requests += shadow["requests"]
+            self.shadow.overlap_sum += shadow["overlap_sum"]
+            self.shadow.champion = self.shadow.champion.merge(VariantWindow.from_dict(shadow["champion"]))
+            self.shadow.candidate = self.shadow.candidate.merge(VariantWindow.from_dict(shadow["candidate"]))
+        if time.monotonic() - self.window_started < self.policy.window_s:
+            return None
+        return self._decide(candidate, mode)
+
+    def refused(self, candidate: str, reason: str) -> None:
+        """An ingress replica could not load the candidate: the release is rolled back (the champion never stopped)."""
+        from mlsys.registry import releases
+
+        releases.rollback(self.follow.tracking_uri, self.follow.name, f"automatic: the package was refused ({reason})",
+                          self.follow.alias, candidate)
+
+    def _decide(self, candidate: str, mode: str) -> dict:
+        from mlsys.registry import releases
+        from mlsys.serve.release import Action, score_psi
+
+        shadowing = mode == "shadow"
+        champion, challenger = (self.shadow.champion, self.shadow.candidate) if shadowing else (self.champion, self.candidate)
+        current = releases.read(self.follow.tracking_uri, self.follow.name, self.follow.alias)
+        healthy = int((current.window or {}).get("healthy", 0)) if current.candidate == candidate else 0
+        decision, healthy = self.policy.decide(champion, challenger, healthy)
+        window = {"at": round(time.time(), 3), "window_s": self.policy.window_s, "healthy": healthy,
+                  "decision": decision.action.value, "reason": decision.reason,
+                  "champion": champion.summary(), "candidate": challenger.summary(),
+                  "score_psi": round(score_psi(champion.scores, challenger.scores), 4)
+                  if sum(champion.scores) and sum(challenger.scores) else None}
+        if shadowing:
+            window["shadow"] = {"requests": self.shadow.requests, "top_k_overlap": round(self.shadow.overlap, 4)}
+        releases.record_window(self.follow.tracking_uri, self.follow.name, candidate, window)
+        if decision.action is Action.promote:
+            releases.promote(self.follow.tracking_uri, self.follow.name, f"automatic: {decision.reason}", self.follow.alias, candidate)
+        elif decision.action is Action.rollback:
+            releases.rollback(self.follow.tracking_uri, self.follow.name, f"automatic: {decision.reason}", self.follow.alias, candidate)
+        import logging
+
+        logging.getLogger("ray.serve").warning("release of %s version %s: %s (%s)", self.follow.name, candidate,
+                                               decision.action.value, decision.reason)
+        self._reset()
+        return window
 
 
 @serve.deployment
@@ -255,81 +373,256 @@ class Ingress:
         log_dir: Optional[str] = None,
         embedding=None,  # DeploymentHandle of Embedding (split graph)
         dense=None,  # DeploymentHandle of Dense (split graph)
+        follow: Optional[Follow] = None,
+        controller=None,  # DeploymentHandle of ReleaseController (with follow)
     ):
-        from mlsys.features.feature_log import FeatureLogger
-        from mlsys.registry.package import read_package
-        from mlsys.serve.graph import FusedStage, package_identity, user_side_scorer
-        from mlsys.serve.metrics import ServingMetrics
-        from mlsys.serve.ranker import RankingModel
-        from mlsys.serve.v2 import Signature
+        import os
 
-        features, self.pusher = store.open() if store is not None else (None, None)
-        self.model_name, self.cfg = model_name, cfg
-        package = read_package(package_uri)
-        self.ranker = RankingModel(package, engine="onnx", version=version, max_candidates=cfg.max_candidates, features=features)
-        self.identity = package_identity(package)
-        self.signature = Signature.of(package.preprocessor.schema)
+        from mlsys.features.feature_log import FeatureLogger
+        from mlsys.serve.metrics import REPLICA
+
+        self.features, self.pusher = store.open() if store is not None else (None, None)
+        self.model_name, self.cfg, self.follow = model_name, cfg, follow
         self.graph = Graph.split if dense is not None else Graph.fused
-        self.embedding, self.dense = embedding, dense
-        self.fused = FusedStage(self.ranker.scorer)
-        self.user_side = user_side_scorer(package, cfg.user_cache_size) if self.graph is Graph.fused else None
+        self.embedding, self.dense, self.controller = embedding, dense, controller
         logging = cfg.feature_logging
         self.logger = FeatureLogger(logging, log_dir) if logging is not None and logging.enabled and log_dir else None
         self.counters = ServiceCounters()
         self._lock = threading.Lock()
-        self.metrics = ServingMetrics(model_name, version)
-        from mlsys.serve.metrics import REPLICA
+        self.pid = os.getpid()
+        self.loaded: dict = {}  # version -> ServedVersion: a switch back to a version is instant
+        self.metrics_by: dict = {}  # (version, variant) -> ServingMetrics
+        self.refused: dict = {}  # version -> why (a corrupt or unreadable package): not retried
+        self.release = None  # the registry's Release this routing was built from (followed apps)
+        self.switches = 0
+        from mlsys.serve.release import Routing
 
+        self.routing = Routing(self._load(package_uri, None if version is None else str(version)))
+        self.metrics = self._metrics(self.routing.champion, "champion")
+        self.metrics.serving(True)
         REPLICA.max_body_bytes, REPLICA.metrics = cfg.max_body_bytes, self.metrics
+        self._new_windows()
         _batched(self._fused_batch, cfg)
+        if follow is not None:
+            _start_task(self._follow)
+
+    # -- versions: loading, following the registry -----------------------------------------
+
+    def _load(self, uri: str, version: str):
+        """A version's parts, built once (a checksum or read failure raises)."""
+        from mlsys.serve.graph import ServedVersion
+
+        if version not in self.loaded:
+            self.loaded[version] = ServedVersion.load(uri, version, self.cfg.max_candidates, self.features,
+                                                      self.cfg.user_cache_size, user_side=self.graph is Graph.fused)
+        return self.loaded[version]
+
+    async def _prepare(self, uri: str, version: str):
+        served = await asyncio.to_thread(self._load, uri, version)
+        if self.graph is Graph.split:  # the halves load before the version serves a request
+            await self.embedding.prepare.remote(uri)
+            await self.dense.prepare.remote(uri)
+        return served
+
+    def _metrics(self, served, variant: str):
+        from mlsys.serve.metrics import ServingMetrics
+
+        key = (served.version, variant)
+        if key not in self.metrics_by:
+            self.metrics_by[key] = ServingMetrics(self.model_name, served.version, variant)
+        return self.metrics_by[key]
+
+    async def _follow(self) -> None:
+        """Every ``serve.release.poll_s``: read the registry, switch when it changed, report windows."""
+        import logging
+
+        log = logging.getLogger("ray.serve")
+        while True:
+            try:
+                await self._sync()
+            except Exception:  # the registry unreachable for a while: keep serving what serves, say so
+                log.exception("reading the registry for %s@%s failed; serving version %s", self.follow.name,
+                              self.follow.alias, self.routing.champion.version)
+            await asyncio.sleep(self.cfg.release.poll_s)
+
+    async def _sync(self) -> None:
+        from mlsys.registry import releases
+        from mlsys.serve.release import Mode, Routing
+
+        release = await asyncio.to_thread(releases.read, self.follow.tracking_uri, self.follow.name, self.follow.alias)
+        await self._report(release)
+        if self.release is not None and release.key() == self.release.key():
+            return
+        champion = await self._version(release.champion)
+        if champion is None:  # refused: the old champion keeps serving (and no release on top of a refused one)
+            return
+        candidate = await self._version(release.candidate) if release.candidate else None
+        if release.candidate and candidate is None and self.controller is not None:  # a release that cannot load ends
+            await self.controller.refused.remote(release.candidate, self.refused[release.candidate]["reason"])
+        mode = Mode(release.mode) if candidate is not None and release.mode in ("canary", "shadow") else None
+        old = self.routing
+        self.routing = Routing(champion, candidate if mode else None, mode, release.percent, release.salt)  # one assignment: the switch
+        self.release = release
+        if (old.champion.version, getattr(old.candidate, "version", None)) != (champion.version, getattr(self.routing.candidate, "version", None)):
+            self.switches += 1
+            self._gauges(old, False)
+            self._gauges(self.routing, True)
+            self.metrics = self._metrics(champion, "champion")
+            from mlsys.serve.metrics import REPLICA
+
+            REPLICA.metrics = self.metrics
+        import logging
+
+        logging.getLogger("ray.serve").info("serving %s version %s%s", self.model_name, champion.version,
+                                            f", version {candidate.version} in {mode.value} release ({release.percent:g}%)" if mode else "")
+
+    def _gauges(self, routing, on: bool) -> None:
+        self._metrics(routing.champion, "champion").serving(on)
+        if routing.candidate is not None:
+            self._metrics(routing.candidate, self._variant_name(routing)).serving(on)
+
+    @staticmethod
+    def _variant_name(routing) -> str:
+        return "shadow" if routing.mode is not None and routing.mode.value == "shadow" else "candidate"
+
+    async def _version(self, number: str):
+        """The registry's version ``number`` loaded, or None if its package is refused (said once, kept)."""
+        from mlsys.registry import releases
+        from mlsys.serve.metrics import ServingMetrics
+
+        if number in self.loaded:
+            return self.loaded[number]
+        if number in self.refused:
+            return None
+        try:
+            resolved = await asyncio.to_thread(releases.version, self.follow.tracking_uri, self.follow.name, number)
+            return await self._prepare(resolved.source, number)
+        except Exception as e:
+            import logging
+
+            reason = f"{type(e).__name__}: {e}"
+            self.refused[number] = {"version": number, "reason": reason, "at": time.time()}
+            self.loaded.pop(number, None)
+            ServingMetrics.refused(self.model_name, number, type(e).__name__)
+            logging.getLogger("ray.serve").error("refused %s version %s (%s); version %s keeps serving",
+                                                 self.model_name, number, reason, self.routing.champion.version)
+            return None
+
+    def _new_windows(self) -> None:
+        from mlsys.serve.release import ShadowWindow, VariantWindow
+
+        self.windows = {"champion": VariantWindow(), "candidate": VariantWindow()}
+        self.shadow_window = ShadowWindow()
+
+    async def _report(self, release) -> None:
+        """Send this replica's windows of the release in progress to the controller, and start new ones."""
+        routing = self.routing
+        windows, shadow = self.windows, self.shadow_window
+        self._new_windows()
+        if self.controller is None or routing.candidate is None or self.release is None or release.candidate != routing.candidate.version:
+            return
+        report = {name: w.to_dict() for name, w in windows.items()}
+        report["shadow"] = {"requests": shadow.requests, "overlap_sum": shadow.overlap_sum,
+                            "champion": shadow.champion.to_dict(), "candidate": shadow.candidate.to_dict()}
+        await self.controller.observe.remote(release.candidate, release.started_at, release.mode, report)
 
     # -- scoring: the graph ---------------------------------------------------------------
 
-    async def _score(self, parts: list, users: Optional[list] = None) -> list:
-        """Scores of encoded requests (``[inputs, ...]``, of ``users``) through this version's graph."""
-        if self.user_side is not None and users is not None:  # each user's side once (or from the cache)
-            return [self._score_user_side(user, inputs) for user, inputs in zip(users, parts)]
+    async def _score(self, served, parts: list, users: Optional[list] = None, variant: str = "champion") -> list:
+        """Scores of encoded requests (``[inputs, ...]``, of ``users``) through ``served``'s graph."""
+        if served.user_side is not None and users is not None:  # each user's side once (or from the cache)
+            return [self._score_user_side(served, variant, user, inputs) for user, inputs in zip(users, parts)]
         if self.graph is Graph.split:  # one embedding call and one dense call for all parts
             from mlsys.serve.graph import concat_rows, split_rows
 
             tensors, sizes = concat_rows(parts)
-            return split_rows(await self.dense.score.remote(self.embedding.lookup.remote(tensors)), sizes)
+            embedded = self.embedding.lookup.remote(served.uri, served.version, tensors)
+            return split_rows(await self.dense.score.remote(served.uri, served.version, embedded), sizes)
         if self.cfg.batching.enabled:  # each part joins the replica's batch queue
-            return list(await asyncio.gather(*(self._fused_batch(p) for p in parts)))
-        return self._fused(parts)
+            return list(await asyncio.gather(*(self._fused_batch((served, variant), p) for p in parts)))
+        return self._fused([(served, variant)] * len(parts), parts)
 
-    def _score_user_side(self, user_id: int, inputs: dict):
+    def _score_user_side(self, served, variant: str, user_id: int, inputs: dict):
         from mlsys.models import MODEL_INPUTS
 
-        stats = self.user_side.cache.stats
+        stats = served.user_side.cache.stats
         hits, misses = stats.hits, stats.misses
-        with self.metrics.timed("score"):
-            scores = self.user_side.score(*(inputs[k] for k in MODEL_INPUTS), user_id=user_id if self.cfg.user_cache_size else None)
+        with self._metrics(served, variant).timed("score"):
+            scores = served.user_side.score(*(inputs[k] for k in MODEL_INPUTS), user_id=user_id if self.cfg.user_cache_size else None)
         self._count("", cache_hits=stats.hits - hits, cache_misses=stats.misses - misses)
         return scores
 
     @serve.batch
-    async def _fused_batch(self, batch: list):
-        return self._fused(batch)
+    async def _fused_batch(self, variants: list, batch: list):
+        return self._fused(variants, batch)
 
-    def _fused(self, batch: list) -> list:
-        self.metrics.batch("score", len(batch))
-        with self.metrics.timed("score"):
-            return self.fused.score(batch)
+    def _fused(self, variants: list, batch: list) -> list:
+        """``variants``: (ServedVersion, variant name) per request; one ONNX Runtime call per version in the batch."""
+        out: list = [None] * len(batch)
+        for version in dict.fromkeys(s.version for s, _ in variants):
+            at = [i for i, (s, _) in enumerate(variants) if s.version == version]
+            served, variant = variants[at[0]]
+            metrics = self._metrics(served, variant)
+            metrics.batch("score", len(at))
+            with metrics.timed("score"):
+                for i, scores in zip(at, served.fused.score([batch[i] for i in at])):
+                    out[i] = scores
+        return out
 
-    def _count(self, route: str, **increments: int) -> None:
+    async def _scored(self, routing, served, variant: str, parts: list, users: list) -> list:
+        """``_score`` counted in the release's window of ``variant`` (errors of the model, not of the request)."""
+        start = time.perf_counter()
+        try:
+            scores = await self._score(served, parts, users, variant)
+        except (InvalidRequestError, VersionMismatchError):
+            raise
+        except Exception:
+            if routing.candidate is not None:
+                self.windows[variant].observe((time.perf_counter() - start) * 1000.0, error=True)
+            raise
+        if routing.candidate is not None:
+            self.windows[variant].observe((time.perf_counter() - start) * 1000.0, np.concatenate(scores) if scores else None)
+        return scores
+
+    async def _shadow(self, shadow, user_id: int, candidates, context, champion_scores, champion_ms: float) -> None:
+        """Score the same request with the shadow version (its answer is recorded, never returned)."""
+        start = time.perf_counter()
+        try:
+            encoded = shadow.ranker.encode(user_id, candidates, context)
+            scores = (await self._score(shadow, [encoded.inputs], [user_id], "shadow"))[0]
+        except Exception:
+            self.shadow_window.candidate.observe((time.perf_counter() - start) * 1000.0, error=True)
+            self._metrics(shadow, "shadow").count("errors", route="shadow", status="500")
+            return
+        ms = (time.perf_counter() - start) * 1000.0
+        self.shadow_window.observe(champion_scores, scores, self.cfg.release.shadow_top_k, champion_ms, ms)
+        metrics = self._metrics(shadow, "shadow")
+        metrics.count("requests", route="shadow")
+        metrics.latency("request", ms)
+        metrics.scores(scores)
+
+    def _count(self, route: str, metrics=None, **increments: int) -> None:
         with self._lock:
             for name, n in increments.items():
                 if hasattr(self.counters, name):
                     setattr(self.counters, name, getattr(self.counters, name) + n)
         for name, n in increments.items():
-            self.metrics.count(name, n, route=route)  # errors are counted by the middleware
+            (metrics or self.metrics).count(name, n, route=route)  # errors are counted by the middleware
 
     # -- routes ------------------------------------------------------------------------------
 
+    def _release_view(self) -> dict:
+        routing = self.routing
+        candidate = None
+        if routing.candidate is not None:
+            candidate = {"version": routing.candidate.version, "mode": routing.mode.value, "percent": routing.percent}
+        return {"candidate": candidate, "refused": list(self.refused.values()),
+                "follows": f"{self.follow.name}@{self.follow.alias}" if self.follow else None}
+
     @api.get("/healthz")
     def healthz(self) -> dict:
-        return {"status": "ok", "model": self.model_name, "version": self.ranker.version, "graph": self.graph.value}
+        return {"status": "ok", "model": self.model_name, "version": self.routing.champion.version, "graph": self.graph.value,
+                **self._release_view(), "replica_pid": self.pid, "switches": self.switches}
 
     @api.get("/v1/metrics")
     def metrics_v1(self) -> dict:
@@ -339,33 +632,42 @@ class Ingress:
         out["feature_source"] = "online_store" if self.pusher is not None else "package_tables"
         out["feature_log"] = asdict(self.logger.counters) if self.logger is not None else None
         out["graph"] = self.graph.value
-        cache = self.user_side.cache if self.user_side is not None else None
+        cache = self.routing.champion.user_side.cache if self.routing.champion.user_side is not None else None
         out["user_cache"] = {**asdict(cache.stats), "users": len(cache)} if cache is not None else None
         return out
 
     @api.post("/v1/rank", responses=V1_ERRORS)
-    async def rank(self, request: RankRequest) -> RankResponse:
+    async def rank(self, request: RankRequest, http: Request) -> RankResponse:
         start = time.perf_counter()
         request_id = request.request_id or uuid.uuid4().hex
+        routing = self.routing  # read once: this request is scored by one version whatever switches meanwhile
+        served, shadow, variant = routing.route(request.user_id)
+        metrics = self._metrics(served, variant)
+        http.state.metrics = metrics
         try:
-            with self.metrics.timed("features"):
-                encoded = self.ranker.encode(request.user_id, request.candidates, request.context)
-            scores = (await self._score([encoded.inputs], [request.user_id]))[0]
+            with metrics.timed("features"):
+                encoded = served.ranker.encode(request.user_id, request.candidates, request.context)
+            scores = (await self._scored(routing, served, variant, [encoded.inputs], [request.user_id]))[0]
         except VersionMismatchError as e:
             raise HTTPException(status_code=503, detail=str(e)) from None
-        ranking = self.ranker.ranking(encoded, scores, request.k)
-        self._count("/v1/rank", requests=1, unknown_users=int(ranking.unknown_user), unknown_items=ranking.unknown_items)
-        self.metrics.rows(len(request.candidates))
+        ranking = served.ranker.ranking(encoded, scores, request.k)
+        self._count("/v1/rank", metrics, requests=1, unknown_users=int(ranking.unknown_user), unknown_items=ranking.unknown_items)
+        metrics.rows(len(request.candidates))
+        metrics.scores(scores)
         if self.logger is not None:
             from mlsys.features.feature_log import LoggedRequest
 
-            self.logger.log(LoggedRequest(request_id, self.model_name, self.ranker.version, ranking.features, ranking.scores))
-        self.metrics.latency("request", (time.perf_counter() - start) * 1000.0)
+            self.logger.log(LoggedRequest(request_id, self.model_name, served.version, ranking.features, ranking.scores))
+        elapsed = (time.perf_counter() - start) * 1000.0
+        metrics.latency("request", elapsed)
+        if shadow is not None:
+            asyncio.get_running_loop().create_task(
+                self._shadow(shadow, request.user_id, request.candidates, request.context, scores, elapsed))
         return RankResponse(
             user_id=request.user_id,
             items=[ScoredItemOut(item_id=i.item_id, score=i.score) for i in ranking.items],
             model=self.model_name,
-            version=self.ranker.version,
+            version=served.version,
             unknown_user=ranking.unknown_user,
             unknown_items=ranking.unknown_items,
             request_id=request_id,
@@ -383,8 +685,9 @@ class Ingress:
             raise HTTPException(status_code=422, detail="an event needs `rating` or `clicked`")
         at = datetime.fromtimestamp(event.timestamp, timezone.utc) if event.timestamp is not None else None
         result = self.pusher.push(Interaction(event.user_id, event.item_id, event.rating, event.clicked, at))
-        if self.user_side is not None:  # the history changed: drop the user's cached side now
-            self.user_side.cache.invalidate(event.user_id)
+        for served in list(self.loaded.values()):  # the history changed: drop the user's cached side now
+            if served.user_side is not None:
+                served.user_side.cache.invalidate(event.user_id)
         self._count("/v1/events", events=1)
         return EventResponse(user_id=result.user_id, clicked=result.clicked, history=result.history, aggregates=result.aggregates)
 
@@ -404,24 +707,32 @@ class Ingress:
     def v2_ready(self) -> dict:
         return {"ready": True}
 
-    def _model(self, name: str, version: Optional[str]) -> None:
+    def _model(self, routing, name: str, version: Optional[str]):
+        """The variant a versioned v2 route names (None: route by user), or a 404."""
         if name != self.model_name:
             raise HTTPException(status_code=404, detail=f"model {name!r} is not served here; this server serves {self.model_name!r}")
-        if version is not None and version != str(self.ranker.version):
-            raise HTTPException(status_code=404, detail=f"model {name!r} version {version!r} is not served here; it serves version {self.ranker.version!r}")
+        if version is None:
+            return None
+        for served in routing.variants():
+            if served.version == version:
+                return served
+        raise HTTPException(status_code=404, detail=f"model {name!r} version {version!r} is not served here; it serves version(s) "
+                                                    f"{', '.join(repr(s.version) for s in routing.variants())}")
 
     @api.get("/v2/models/{name}", responses=V2_ERRORS)
     @api.get("/v2/models/{name}/versions/{version}", responses=V2_ERRORS)
     def v2_metadata(self, name: str, version: Optional[str] = None) -> dict:
         from mlsys.serve.v2 import model_metadata
 
-        self._model(name, version)
-        return model_metadata(self.model_name, [str(self.ranker.version)], self.signature)
+        routing = self.routing
+        self._model(routing, name, version)
+        return {**model_metadata(self.model_name, [s.version for s in routing.variants()], routing.champion.signature),
+                "serving": routing.champion.version, **self._release_view()}
 
     @api.get("/v2/models/{name}/ready", responses=V2_ERRORS)
     @api.get("/v2/models/{name}/versions/{version}/ready", responses=V2_ERRORS)
     def v2_model_ready(self, name: str, version: Optional[str] = None) -> dict:
-        self._model(name, version)
+        self._model(self.routing, name, version)
         return {"name": self.model_name, "ready": True}
 
     @api.post("/v2/models/{name}/infer", response_model=V2InferResponse, responses=V2_ERRORS,
@@ -432,21 +743,36 @@ class Ingress:
         from mlsys.serve.v2 import HEADER, ITEM, USER, infer_response, parse_infer, row_groups, scatter
 
         start = time.perf_counter()
-        self._model(name, version)
+        routing = self.routing
+        pinned = self._model(routing, name, version)
         try:
-            parsed = parse_infer(await request.body(), request.headers.get(HEADER), self.signature, self.cfg.max_rows)
-            with self.metrics.timed("features"):
-                groups = row_groups(parsed, self.ranker.package.preprocessor.schema)
-                encoded = [self.ranker.encode(g.user_id, parsed.inputs[ITEM][g.rows], g.context) for g in groups]
-            per_group = await self._score([e.inputs for e in encoded], [g.user_id for g in groups])
+            parsed = parse_infer(await request.body(), request.headers.get(HEADER), routing.champion.signature, self.cfg.max_rows)
+            groups = row_groups(parsed, routing.champion.ranker.package.preprocessor.schema)
+            # Each user's rows go to the variant the user is routed to (a pinned /versions/{v} route: that one).
+            routes = [(pinned, None, "champion" if pinned is routing.champion else "candidate") if pinned is not None
+                      else routing.route(g.user_id) for g in groups]
+            per_group, encoded = [None] * len(groups), [None] * len(groups)
+            for served in dict.fromkeys(r[0] for r in routes):
+                at = [i for i, r in enumerate(routes) if r[0] is served]
+                variant = routes[at[0]][2]
+                with self._metrics(served, variant).timed("features"):
+                    for i in at:
+                        encoded[i] = served.ranker.encode(groups[i].user_id, parsed.inputs[ITEM][groups[i].rows], groups[i].context)
+                scores = await self._scored(routing, served, variant, [encoded[i].inputs for i in at], [groups[i].user_id for i in at])
+                for i, s in zip(at, scores):
+                    per_group[i] = s
         except VersionMismatchError as e:
             raise HTTPException(status_code=503, detail=str(e)) from None
         scores = scatter(groups, per_group, len(parsed.inputs[USER]))
-        self._count("/v2/infer", requests=1, unknown_users=sum(int(e.unknown_user) for e in encoded),
+        metrics = self._metrics(routes[0][0], routes[0][2]) if routes else self.metrics
+        request.state.metrics = metrics
+        self._count("/v2/infer", metrics, requests=1, unknown_users=sum(int(e.unknown_user) for e in encoded),
                     unknown_items=sum(e.unknown_items for e in encoded))
-        self.metrics.rows(len(scores))
-        content, header_length = infer_response(self.model_name, str(self.ranker.version), parsed, scores)
-        self.metrics.latency("request", (time.perf_counter() - start) * 1000.0)
+        metrics.rows(len(scores))
+        # The versions that scored (one, unless a canary split this call's users: then "1,2").
+        scored_by = ",".join(dict.fromkeys(r[0].version for r in routes)) or routing.champion.version
+        content, header_length = infer_response(self.model_name, scored_by, parsed, scores)
+        metrics.latency("request", (time.perf_counter() - start) * 1000.0)
         if header_length is None:
             return Response(content, media_type="application/json")
         return Response(content, media_type="application/octet-stream", headers={HEADER: str(header_length)})
@@ -464,17 +790,21 @@ def build_app(
     version: Optional[str],
     store=None,
     log_dir: Optional[str] = None,
+    follow: Optional[Follow] = None,
 ) -> Application:
     """``store``: an :class:`~mlsys.features.serving.OnlineStoreSpec` (features from the online
-    store) or None (from the package's tables); ``log_dir``: where the feature log goes.
-    The graph is ``cfg.resolved_graph()`` (``serve.graph``)."""
+    store) or None (from the package's tables); ``log_dir``: where the feature log goes;
+    ``follow``: the registry alias the app follows (hot reload, canary and shadow releases), or
+    None to serve ``package_uri`` only. The graph is ``cfg.resolved_graph()`` (``serve.graph``)."""
     logging = {"logging_config": {"log_level": cfg.log_level}}
     ingress = Ingress.options(**cfg.ingress.options(), **logging)
+    controller = ReleaseController.options(num_replicas=1, ray_actor_options={"num_cpus": 0}, **logging).bind(follow, cfg) \
+        if follow is not None else None
     if cfg.resolved_graph() is Graph.fused:
-        return ingress.bind(package_uri, model_name, version, cfg, store, log_dir)
-    embedding = Embedding.options(**cfg.embedding.options(), **logging).bind(package_uri, model_name, version)
-    dense = Dense.options(**cfg.dense.options(), **logging).bind(package_uri, model_name, version, cfg)
-    return ingress.bind(package_uri, model_name, version, cfg, store, log_dir, embedding, dense)
+        return ingress.bind(package_uri, model_name, version, cfg, store, log_dir, None, None, follow, controller)
+    embedding = Embedding.options(**cfg.embedding.options(), **logging).bind(model_name, cfg)
+    dense = Dense.options(**cfg.dense.options(), **logging).bind(model_name, cfg)
+    return ingress.bind(package_uri, model_name, version, cfg, store, log_dir, embedding, dense, follow, controller)
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -486,11 +816,12 @@ def check_port_free(host: str, port: int) -> None:
             raise PortInUseError(host, port) from None
 
 
-def start(cfg: ServeConfig, package_uri: str, model_name: str, version: Optional[str], store=None, log_dir: Optional[str] = None) -> str:
+def start(cfg: ServeConfig, package_uri: str, model_name: str, version: Optional[str], store=None, log_dir: Optional[str] = None,
+          follow: Optional[Follow] = None) -> str:
     """Deploy on the connected Ray cluster; returns the base URL."""
     import logging
 
     logging.getLogger("ray.serve").setLevel(cfg.log_level)
     serve.start(http_options={"host": cfg.host, "port": cfg.port}, logging_config={"log_level": cfg.log_level})
-    serve.run(build_app(cfg, package_uri, model_name, version, store, log_dir), name=cfg.app_name, route_prefix=cfg.route_prefix)
+    serve.run(build_app(cfg, package_uri, model_name, version, store, log_dir, follow), name=cfg.app_name, route_prefix=cfg.route_prefix)
     return f"http://{cfg.host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"

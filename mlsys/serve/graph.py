@@ -106,3 +106,58 @@ def user_side_scorer(package: ModelPackage, cache_size: int):
     if not UserSideScorer.available(package.path):
         return None
     return UserSideScorer(package.path, package.spec, UserStateCache(max(cache_size, 1)))
+
+
+@dataclass
+class ServedVersion:
+    """One model version as the ingress serves it: its package, ranker (feature fetch and encoding),
+    v2 signature, fused scorer and user side. Built whole before it serves a request, and
+    replaced whole (a release never mixes two versions' parts)."""
+
+    version: str | None  # None: a package served by path
+    uri: str
+    ranker: object  # mlsys.serve.ranker.RankingModel
+    identity: str
+    signature: object  # mlsys.serve.v2.Signature
+    fused: FusedStage
+    user_side: object  # UserSideScorer | None
+
+    @classmethod
+    def load(cls, uri: str, version: str, max_candidates: int, features=None, user_cache_size: int = 0,
+             user_side: bool = True) -> "ServedVersion":
+        """Read and verify the package at ``uri`` (checksums: a corrupt one raises) and build its parts."""
+        from mlsys.registry.package import read_package
+        from mlsys.serve.ranker import RankingModel
+        from mlsys.serve.v2 import Signature
+
+        package = read_package(uri)
+        ranker = RankingModel(package, engine="onnx", version=version, max_candidates=max_candidates, features=features)
+        return cls(version if version is None else str(version), uri, ranker, package_identity(package), Signature.of(package.preprocessor.schema),
+                   FusedStage(ranker.scorer), user_side_scorer(package, user_cache_size) if user_side else None)
+
+
+class StageCache:
+    """The embedding or dense deployment's stages by package URI, the most recent ``size`` kept:
+    while a release switches, requests of the old and the new version are both served."""
+
+    def __init__(self, build, size: int = 3):
+        import threading
+        from collections import OrderedDict
+
+        self._build, self._size = build, size
+        self._stages: "OrderedDict[str, object]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, uri: str):
+        with self._lock:
+            stage = self._stages.get(uri)
+            if stage is None:
+                stage = self._stages[uri] = self._build(uri)
+                while len(self._stages) > self._size:
+                    self._stages.popitem(last=False)
+            else:
+                self._stages.move_to_end(uri)
+            return stage
+
+    def __len__(self) -> int:
+        return len(self._stages)

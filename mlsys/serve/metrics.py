@@ -1,13 +1,17 @@
 """The serving metrics (Ray Serve's metrics API: exported by every node's Prometheus endpoint as ``ray_mlsys_*``).
 
-Every series carries ``model`` and ``version`` (and Serve adds ``deployment``, ``replica``, ``application``):
+Every series carries ``model``, ``version`` and ``variant`` (``champion``, ``candidate`` of a canary, ``shadow``;
+Serve adds ``deployment``, ``replica``, ``application``):
 
 - ``mlsys_requests`` / ``mlsys_errors`` (by ``route``; errors also by ``status``);
 - ``mlsys_stage_latency_ms`` by ``stage``: ``features`` (fetch + preprocessor), ``embedding``, ``dense``,
   ``score`` (the fused graph) and ``request`` (the whole request, in the ingress);
 - ``mlsys_batch_size`` (requests per scoring call of ``@serve.batch``, by ``stage``) and ``mlsys_candidates``
   (rows per request);
-- ``mlsys_unknown_users``, ``mlsys_unknown_items``, ``mlsys_events``, ``mlsys_cache_hits``, ``mlsys_cache_misses``.
+- ``mlsys_unknown_users``, ``mlsys_unknown_items``, ``mlsys_events``, ``mlsys_cache_hits``, ``mlsys_cache_misses``;
+- ``mlsys_score``: the scores each variant answered (a histogram over [0, 1]);
+- ``mlsys_serving`` (a gauge, by ``version`` and ``variant``: 1 while it serves) and ``mlsys_refused`` (by
+  ``version`` and ``reason``: 1 once a version the registry named was refused, e.g. a failed checksum).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from contextlib import contextmanager
 LATENCY_MS = [0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]
 SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
 COUNTERS = ("requests", "errors", "unknown_users", "unknown_items", "events", "cache_hits", "cache_misses")
+SCORES = [0.05 * i for i in range(1, 20)]
 
 
 class ReplicaState:
@@ -33,22 +38,46 @@ class ReplicaState:
 REPLICA = ReplicaState()
 
 
+class _Series:
+    """The metric objects, made once per process and shared by every version's :class:`ServingMetrics`."""
+
+    def __init__(self):
+        from ray.serve import metrics
+
+        base = ("model", "version", "variant")
+        self.counters = {name: metrics.Counter(f"mlsys_{name}", description=f"mlsys serving: {name.replace('_', ' ')}",
+                                               tag_keys=(*base, "route", "status")) for name in COUNTERS}
+        self.latency = metrics.Histogram("mlsys_stage_latency_ms", description="mlsys serving: latency per stage (ms)",
+                                         boundaries=LATENCY_MS, tag_keys=(*base, "stage"))
+        self.batch = metrics.Histogram("mlsys_batch_size", description="mlsys serving: requests per batched scoring call",
+                                       boundaries=SIZES, tag_keys=(*base, "stage"))
+        self.rows = metrics.Histogram("mlsys_candidates", description="mlsys serving: rows (candidates) per request",
+                                      boundaries=SIZES, tag_keys=base)
+        self.scores = metrics.Histogram("mlsys_score", description="mlsys serving: scores answered", boundaries=SCORES,
+                                        tag_keys=base)
+        self.serving = metrics.Gauge("mlsys_serving", description="mlsys serving: 1 while this version serves as this variant",
+                                     tag_keys=base)
+        self.refused = metrics.Gauge("mlsys_refused", description="mlsys serving: 1 for a version the registry named that "
+                                     "this replica refused", tag_keys=("model", "version", "reason"))
+
+
+_SERIES: "_Series | None" = None
+
+
+def _series() -> _Series:
+    global _SERIES
+    if _SERIES is None:
+        _SERIES = _Series()
+    return _SERIES
+
+
 class ServingMetrics:
     """``metrics.count("requests", route="/v1/rank")``, ``with metrics.timed("features"): ...``."""
 
-    def __init__(self, model: str, version: str | None):
-        from ray.serve import metrics
-
-        self._tags = {"model": model, "version": str(version)}
-        keys = ("model", "version", "route", "status")
-        self._counters = {name: metrics.Counter(f"mlsys_{name}", description=f"mlsys serving: {name.replace('_', ' ')}",
-                                                tag_keys=keys) for name in COUNTERS}
-        self._latency = metrics.Histogram("mlsys_stage_latency_ms", description="mlsys serving: latency per stage (ms)",
-                                          boundaries=LATENCY_MS, tag_keys=("model", "version", "stage"))
-        self._batch = metrics.Histogram("mlsys_batch_size", description="mlsys serving: requests per batched scoring call",
-                                        boundaries=SIZES, tag_keys=("model", "version", "stage"))
-        self._rows = metrics.Histogram("mlsys_candidates", description="mlsys serving: rows (candidates) per request",
-                                       boundaries=SIZES, tag_keys=("model", "version"))
+    def __init__(self, model: str, version: str | None, variant: str = "champion"):
+        self._tags = {"model": model, "version": str(version), "variant": variant}
+        s = _series()
+        self._counters, self._latency, self._batch, self._rows, self._scores = s.counters, s.latency, s.batch, s.rows, s.scores
 
     def count(self, name: str, n: int = 1, route: str = "", status: str = "") -> None:
         if n:
@@ -70,3 +99,16 @@ class ServingMetrics:
 
     def rows(self, n: int) -> None:
         self._rows.observe(n, tags=dict(self._tags))
+
+    def scores(self, scores) -> None:
+        """A sample of the answered scores (at most 16 per request: the histogram's shape, not every candidate)."""
+        step = max(1, len(scores) // 16)
+        for score in scores[::step]:
+            self._scores.observe(float(score), tags=dict(self._tags))
+
+    def serving(self, on: bool) -> None:
+        _series().serving.set(1.0 if on else 0.0, tags=dict(self._tags))
+
+    @staticmethod
+    def refused(model: str, version: str, reason: str) -> None:
+        _series().refused.set(1.0, tags={"model": model, "version": str(version), "reason": reason})

@@ -3,6 +3,8 @@ release state kept in a real MLflow registry (SQLite)."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -151,3 +153,45 @@ def test_release_mistakes_are_one_clear_line(registry):
         releases.read(registry, "ctr", "prod")
     with pytest.raises(ConfigError, match="has no version in release"):
         releases.promote(registry, "ctr", "manual")
+
+
+def _report(champion: VariantWindow, candidate: VariantWindow) -> dict:
+    empty = ShadowWindow()
+    return {"champion": champion.to_dict(), "candidate": candidate.to_dict(),
+            "shadow": {"requests": 0, "overlap_sum": 0.0, "champion": empty.champion.to_dict(), "candidate": empty.candidate.to_dict()}}
+
+
+def test_the_controller_merges_replicas_windows_and_writes_its_decisions_to_the_registry(registry):
+    """The release controller's class as Serve runs it (no cluster): two replicas' reports make a
+    window; healthy windows promote, a breach rolls back, and a restarted controller counts on."""
+    from mlsys.registry import releases
+    from mlsys.serve.app import Follow, ReleaseController
+    from mlsys.serve.config import ReleaseConfig, ServeConfig
+
+    cfg = ServeConfig(release=ReleaseConfig(policy=ReleasePolicy(window_s=0.05, min_requests=50, promote_after_windows=2)))
+    follow = Follow(registry, "ctr", "champion")
+    controller = ReleaseController.func_or_class(follow, cfg)
+    started = releases.start(registry, "ctr", "2", "canary", 50)
+    args = ("2", started.started_at, "canary")
+    assert controller.observe(*args, _report(_window(30), _window(30))) is None  # the window is still open
+    time.sleep(0.06)
+    window = controller.observe(*args, _report(_window(30), _window(30)))  # the second replica's report closes it
+    assert window["champion"]["requests"] == 60 and window["candidate"]["requests"] == 60
+    assert window["decision"] == "hold" and window["healthy"] == 1
+    assert releases.read(registry, "ctr").window["healthy"] == 1
+    restarted = ReleaseController.func_or_class(follow, cfg)  # the count of healthy windows is the registry's
+    assert restarted.observe(*args, _report(_window(30), _window(30))) is None  # its first report opens a window
+    time.sleep(0.06)
+    window = restarted.observe(*args, _report(_window(30), _window(30)))
+    assert window["decision"] == "promote"
+    after = releases.read(registry, "ctr")
+    assert (after.champion, after.candidate) == ("2", None)
+    assert releases.outcome(registry, "ctr", "2")["reason"].startswith("automatic: 2 healthy windows")
+    # A canary answering errors is rolled back at the first window that has enough of its requests.
+    started = releases.start(registry, "ctr", "3", "canary", 10)
+    restarted.observe("3", started.started_at, "canary", _report(_window(50), _window(12, errors=3)))
+    time.sleep(0.06)
+    window = restarted.observe("3", started.started_at, "canary", _report(_window(50), _window(13, errors=2)))
+    assert window["decision"] == "rollback" and "error rate 20.0%" in window["reason"]
+    assert releases.read(registry, "ctr").candidate is None
+    assert releases.outcome(registry, "ctr", "3")["outcome"] == "rolled_back"
