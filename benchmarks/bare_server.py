@@ -10,8 +10,8 @@ taking and returning the service's own request and response models (the same val
 JSON). No feature log, no metrics, no access log: the least a Python service can do.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI must see the request model itself, not the string
+# "RankRequest" naming a local of build() (it would read it as a query parameter and answer 422).
 import argparse
 import uuid
 

@@ -302,6 +302,9 @@ class Bench:
         if proc.returncode != 0:
             raise RuntimeError(f"load client failed ({proc.returncode}): {proc.stderr[-2000:]}")
         result = json.loads(proc.stdout.strip().splitlines()[-1])
+        if result["errors"] or result["warmup_errors"]:  # a side that fails is no measurement: stop, say why
+            raise RuntimeError(f"{side.label} at {side.url}: {result['errors']} of {a.requests} requests failed "
+                               f"({result['statuses']}), e.g. {result['first_error']}")
         result["machine_busy_cores"] = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * os.cpu_count()
         if side.app:
             self.sent[side.app] += a.warmup + a.requests
