@@ -60,17 +60,10 @@ def predict(cfg: MlsysConfig, model: str | None, input: str | None, output: str 
 def release(cfg: MlsysConfig, args) -> str:
     """``mlsys release canary|status|promote|rollback``: one line (or the status table) to print."""
     from mlsys.api import releases
-    from mlsys.errors import ConfigError
 
-    if args.action != "canary":
-        if args.version or args.percent is not None or args.shadow:
-            raise ConfigError(f"mlsys release {args.action} takes --model only (--version, --percent and --shadow are for canary)")
-        return getattr(releases, args.action)(cfg, args.model)
-    if not args.version:
-        raise ConfigError("mlsys release canary needs --version N (the registered version to release)")
-    if args.shadow == (args.percent is not None):
-        raise ConfigError("mlsys release canary needs either --percent P (a canary on P% of users) or --shadow (a mirror)")
-    return releases.start(cfg, args.model, args.version, "shadow" if args.shadow else "canary", args.percent or 0.0)
+    if args.action == "canary":
+        return releases.start(cfg, args.model, args.version, "shadow" if args.shadow else "canary", args.percent or 0.0)
+    return getattr(releases, args.action)(cfg, args.model)
 
 
 def post_json(url: str, body: dict, timeout: float = 30.0) -> dict:

@@ -37,12 +37,20 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", help="Parquet file or folder, or CSV file, of user_id, item_id[, context] rows")
     predict.add_argument("--output", help="folder for the scored rows (Parquet: the input's columns, row_id, score)")
     release = sub.add_parser("release", help="canary or shadow release of a model version; status, promote, rollback")
-    release.add_argument("action", choices=["canary", "status", "promote", "rollback"])
-    release.add_argument("--model", help="the registered model's name (default: serve.model's, ctr)")
-    release.add_argument("--version", help="canary: the version to release")
-    release.add_argument("--percent", type=float, help="canary: the share of users (by a hash of the user id) it answers")
-    release.add_argument("--shadow", action="store_true", help="canary: mirror every request to it, answer from the champion")
-    for name in ("run", "serve", "demo", "lineage", "predict", "release"):
+    actions = release.add_subparsers(dest="action", required=True)
+    canary = actions.add_parser("canary", help="release --version on --percent of users (sticky), or as a --shadow")
+    canary.add_argument("--version", required=True, help="the registered version to release")
+    share = canary.add_mutually_exclusive_group(required=True)
+    share.add_argument("--percent", type=float, help="the share of users (by a hash of the user id) it answers")
+    share.add_argument("--shadow", action="store_true", help="mirror every request to it; the champion answers")
+    for action, text in (("status", "the release in progress, its last window, past releases"),
+                         ("promote", "the candidate becomes the champion"),
+                         ("rollback", "end the release; with none, move the alias back to the previous champion")):
+        actions.add_parser(action, help=text)
+    for parser in actions.choices.values():
+        parser.add_argument("--model", help="the registered model's name (default: serve.model's, ctr)")
+        parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. home.root=/data/mlsys")
+    for name in ("run", "serve", "demo", "lineage", "predict"):
         sub.choices[name].add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.embed_dim=32")
     from mlsys.cli import data_commands
 

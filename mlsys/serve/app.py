@@ -198,6 +198,29 @@ def _batched(method, cfg: ServeConfig):
     return method
 
 
+def _per_version(keys: list, batch: list, score) -> list:
+    """A batch scored one version at a time (``score(key_index, items) -> results``): a version that
+    fails answers its own requests with its exception (returned, raised by each caller), never the
+    other version's requests in the same batch."""
+    out: list = [None] * len(batch)
+    for key in dict.fromkeys(keys):
+        at = [i for i, k in enumerate(keys) if k == key]
+        try:
+            for i, result in zip(at, score(at[0], [batch[i] for i in at])):
+                out[i] = result
+        except Exception as e:  # noqa: BLE001 - handed back to exactly the requests of this version
+            for i in at:
+                out[i] = e
+    return out
+
+
+def _raised(results: list) -> list:
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return results
+
+
 @dataclass(frozen=True)
 class Follow:
     """The registry entry a running app follows (``serve.model=ctr@champion``): its alias and any
@@ -265,25 +288,24 @@ class Dense:
     async def score(self, uri: str, version: str, embedded):
         if self.batching:
             return await self._score_batch(uri, version, embedded)
-        return self._score([uri], [version], [embedded])[0]
+        return _raised(self._score([uri], [version], [embedded]))[0]
 
     @serve.batch
     async def _score_batch(self, uris: list, versions: list, batch: list):
         return self._score(uris, versions, batch)
 
     def _score(self, uris: list, versions: list, batch: list) -> list:
+        """One ONNX Runtime call per version in the batch (a failing one fails its own requests only)."""
         from mlsys.serve.metrics import ServingMetrics
 
-        out: list = [None] * len(batch)
-        for uri in dict.fromkeys(uris):  # one ONNX Runtime call per version in the batch
-            at = [i for i, u in enumerate(uris) if u == uri]
-            version = versions[at[0]]
+        def score(first: int, items: list) -> list:
+            version = versions[first]
             metrics = self.metrics.get(version) or self.metrics.setdefault(version, ServingMetrics(self.model_name, version))
-            metrics.batch("dense", len(at))
+            metrics.batch("dense", len(items))
             with metrics.timed("dense"):
-                for i, scores in zip(at, self.stages(uri).score([batch[i] for i in at])):
-                    out[i] = scores
-        return out
+                return self.stages(uris[first]).score(items)
+
+        return _per_version(uris, batch, score)
 
 
 @serve.deployment
@@ -537,10 +559,10 @@ class Ingress:
 
             tensors, sizes = concat_rows(parts)
             embedded = self.embedding.lookup.remote(served.uri, served.version, tensors)
-            return split_rows(await self.dense.score.remote(served.uri, served.version, embedded), sizes)
+            return split_rows(_raised([await self.dense.score.remote(served.uri, served.version, embedded)])[0], sizes)
         if self.cfg.batching.enabled:  # each part joins the replica's batch queue
-            return list(await asyncio.gather(*(self._fused_batch((served, variant), p) for p in parts)))
-        return self._fused([(served, variant)] * len(parts), parts)
+            return _raised(list(await asyncio.gather(*(self._fused_batch((served, variant), p) for p in parts))))
+        return _raised(self._fused([(served, variant)] * len(parts), parts))
 
     def _score_user_side(self, served, variant: str, user_id: int, inputs: dict):
         from mlsys.models import MODEL_INPUTS
@@ -557,17 +579,17 @@ class Ingress:
         return self._fused(variants, batch)
 
     def _fused(self, variants: list, batch: list) -> list:
-        """``variants``: (ServedVersion, variant name) per request; one ONNX Runtime call per version in the batch."""
-        out: list = [None] * len(batch)
-        for version in dict.fromkeys(s.version for s, _ in variants):
-            at = [i for i, (s, _) in enumerate(variants) if s.version == version]
-            served, variant = variants[at[0]]
+        """``variants``: (ServedVersion, variant name) per request; one ONNX Runtime call per version in the
+        batch, a failing version's exception handed to its own requests only."""
+
+        def score(first: int, items: list) -> list:
+            served, variant = variants[first]
             metrics = self._metrics(served, variant)
-            metrics.batch("score", len(at))
+            metrics.batch("score", len(items))
             with metrics.timed("score"):
-                for i, scores in zip(at, served.fused.score([batch[i] for i in at])):
-                    out[i] = scores
-        return out
+                return served.fused.score(items)
+
+        return _per_version([s.version for s, _ in variants], batch, score)
 
     async def _scored(self, routing, served, variant: str, parts: list, users: list) -> list:
         """``_score`` counted in the release's window of ``variant`` (errors of the model, not of the request)."""

@@ -195,3 +195,20 @@ def test_the_controller_merges_replicas_windows_and_writes_its_decisions_to_the_
     assert window["decision"] == "rollback" and "error rate 20.0%" in window["reason"]
     assert releases.read(registry, "ctr").candidate is None
     assert releases.outcome(registry, "ctr", "3")["outcome"] == "rolled_back"
+
+
+def test_a_failing_version_fails_only_its_own_requests_of_a_shared_batch():
+    """While a canary serves, one @serve.batch call holds both versions' requests."""
+    from mlsys.serve.app import _per_version, _raised
+
+    def score(first, items):
+        if keys[first] == "bad":
+            raise RuntimeError("the candidate's model raised")
+        return [x * 10 for x in items]
+
+    keys = ["good", "bad", "good", "bad"]
+    out = _per_version(keys, [1, 2, 3, 4], score)
+    assert out[0] == 10 and out[2] == 30 and all(isinstance(out[i], RuntimeError) for i in (1, 3))
+    assert _raised([out[0], out[2]]) == [10, 30]
+    with pytest.raises(RuntimeError, match="candidate's model"):
+        _raised(out)
