@@ -12,7 +12,7 @@ from typing import Optional
 from mlsys.api.config import MlsysConfig
 
 
-def _target(cfg: MlsysConfig, model: Optional[str]) -> tuple[str, str, str]:
+def target(cfg: MlsysConfig, model: Optional[str]) -> tuple[str, str, str]:
     """(tracking URI, model name, the alias that serves): ``--model ctr`` or serve.model's name; serve.model's alias."""
     from mlsys.errors import ConfigError
     from mlsys.registry import mlflow_store
@@ -28,7 +28,7 @@ def _target(cfg: MlsysConfig, model: Optional[str]) -> tuple[str, str, str]:
 def start(cfg: MlsysConfig, model: Optional[str], version: str, mode: str, percent: float) -> str:
     from mlsys.registry import releases
 
-    uri, name, alias = _target(cfg, model)
+    uri, name, alias = target(cfg, model)
     release = releases.start(uri, name, version, mode, percent, alias)
     share = f"{release.percent:g}% of users (sticky by user id)" if mode == "canary" else "a copy of every request (never answered from)"
     return (f"[release] {name} version {version}: {mode} release on {share}; {alias} is version {release.champion}. "
@@ -38,7 +38,7 @@ def start(cfg: MlsysConfig, model: Optional[str], version: str, mode: str, perce
 def promote(cfg: MlsysConfig, model: Optional[str]) -> str:
     from mlsys.registry import releases
 
-    uri, name, alias = _target(cfg, model)
+    uri, name, alias = target(cfg, model)
     before = releases.read(uri, name, alias)
     after = releases.promote(uri, name, "manual: mlsys release promote", alias)
     return f"[release] {name}: version {after.champion} promoted to {alias} (was version {before.champion})"
@@ -47,7 +47,7 @@ def promote(cfg: MlsysConfig, model: Optional[str]) -> str:
 def rollback(cfg: MlsysConfig, model: Optional[str]) -> str:
     from mlsys.registry import releases
 
-    uri, name, alias = _target(cfg, model)
+    uri, name, alias = target(cfg, model)
     before = releases.read(uri, name, alias)
     after = releases.rollback(uri, name, "manual: mlsys release rollback", alias)
     if before.candidate is not None:
@@ -63,7 +63,7 @@ def status(cfg: MlsysConfig, model: Optional[str]) -> str:
     """The release state as the registry has it, the controller's last window, and past outcomes."""
     from mlsys.registry import mlflow_store, releases
 
-    uri, name, alias = _target(cfg, model)
+    uri, name, alias = target(cfg, model)
     current = releases.read(uri, name, alias)
     lines = [f"{name}: {alias} is version {current.champion}"]
     if current.candidate is None:

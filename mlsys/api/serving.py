@@ -89,3 +89,61 @@ def check_store_serves_model(cfg: MlsysConfig, package_uri: str) -> None:
             f"(features.project={cfg.features.project}) holds {names(store)}: serve it with features=none, or rebuild "
             f"the store from the model's data (`mlsys run features={cfg.features.name.value} data=...`)"
         )
+
+
+def app_builder(args: dict):
+    """The application builder of a Serve config file (``serve deploy``, KubeRay ``RayService``):
+
+        applications:
+          - name: ranking
+            import_path: mlsys.api.serving:app_builder
+            args:
+              overrides: ["serve.model=ctr@champion", "home.root=/data/mlsys"]
+              release: {version: "2", percent: 10}      # optional: canary, or {version: "2", shadow: true}
+
+    ``overrides`` are Hydra overrides, as on the command line. A ``release`` declares the release
+    the file wants: it is written to the registry (the source of truth) unless that version is
+    already in release, or its release already ended (promoted or rolled back: applying the file
+    again does not restart a release the policy ended; the log says so). Returns the app
+    ``mlsys serve`` would deploy (docs/releases.md, "Releases from config")."""
+    import logging
+
+    from mlsys.api.config import compose_config
+    from mlsys.errors import ConfigError
+    from mlsys.serve import app
+
+    unknown = set(args) - {"overrides", "release"}
+    if unknown:
+        raise ConfigError(f"args of mlsys.api.serving:app_builder: unknown {sorted(unknown)}; expected overrides and release")
+    cfg = compose_config(list(args.get("overrides", [])))
+    release = args.get("release")
+    if release:
+        declare_release(cfg, dict(release), logging.getLogger("ray.serve"))
+    model = resolve_model(cfg)
+    store, log_dir = online_features(cfg)
+    if store is not None:
+        check_store_serves_model(cfg, model.source)
+    return app.build_app(cfg.serve, model.source, model.name, model.version, store, log_dir, following(cfg))
+
+
+def declare_release(cfg: MlsysConfig, release: dict, log) -> None:
+    """A config file's ``release: {version, percent | shadow}`` made true in the registry (see :func:`app_builder`)."""
+    from mlsys.api import releases as api_releases
+    from mlsys.errors import ConfigError
+    from mlsys.registry import releases
+
+    unknown = set(release) - {"version", "percent", "shadow"}
+    if unknown or "version" not in release or ("percent" in release) == bool(release.get("shadow")):
+        raise ConfigError(f"release: {release}: expected {{version: N, percent: P}} or {{version: N, shadow: true}}")
+    uri, name, alias = api_releases.target(cfg, None)
+    number = str(release["version"])
+    current = releases.read(uri, name, alias)
+    ended = releases.outcome(uri, name, number)
+    if current.candidate == number or current.champion == number:
+        return
+    if ended:
+        log.warning("release of %s version %s in the config file: not started again, it was %s (%s)", name, number,
+                    ended.get("outcome"), ended.get("reason"))
+        return
+    mode = "shadow" if release.get("shadow") else "canary"
+    log.info("%s", api_releases.start(cfg, name, number, mode, float(release.get("percent", 0))))

@@ -121,6 +121,9 @@ def start(uri: str, name: str, number: str, mode: str, percent: float, alias: st
         c.set_registered_model_tag(name, key, value)
     if ReleaseTag.WINDOW in (c.get_registered_model(name).tags or {}):  # the last release's
         c.delete_registered_model_tag(name, ReleaseTag.WINDOW)
+    for key in (ReleaseTag.OUTCOME, ReleaseTag.REASON, ReleaseTag.DECIDED_AT):  # a new release of it: no old outcome
+        if key in (c.get_model_version(name, str(number)).tags or {}):
+            c.delete_model_version_tag(name, str(number), key)
     c.set_registered_model_alias(name, CANDIDATE, str(number))  # last: the app sees a complete release
     return read(uri, name, alias)
 

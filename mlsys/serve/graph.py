@@ -108,7 +108,7 @@ def user_side_scorer(package: ModelPackage, cache_size: int):
     return UserSideScorer(package.path, package.spec, UserStateCache(max(cache_size, 1)))
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: one object per loaded version
 class ServedVersion:
     """One model version as the ingress serves it: its package, ranker (feature fetch and encoding),
     v2 signature, fused scorer and user side. Built whole before it serves a request, and

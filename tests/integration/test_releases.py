@@ -322,3 +322,33 @@ def test_a_broken_canary_rolls_itself_back_and_its_errors_stay_within_its_share(
         assert "internal error" in str(body)
     else:
         assert not failed_users
+
+
+def test_a_serve_config_file_declares_the_app_and_its_release(app, trained, registry):
+    """clusters/serve-ranking.yaml as Serve reads it (its schema, its import path and args), with this
+    session's home: the declared canary is written to the registry once, and the app serves."""
+    import yaml
+    from ray import serve
+    from ray.serve.schema import ServeDeploySchema
+
+    home = trained[0]
+    spec = yaml.safe_load((REPO / "clusters" / "serve-ranking.yaml").read_text())
+    ServeDeploySchema.model_validate(spec)  # what `serve deploy` checks first
+    [declared] = spec["applications"]
+    url, cfg = app
+    mlflow = client(registry)
+    version = mlflow.create_model_version(NAME, source=resolve(registry, f"{NAME}/2").source).version  # never released
+    release = {**declared["args"]["release"], "version": str(version)}
+    args = {"overrides": [f"home.root={home}", f"serve.model={NAME}@champion", *POLICY], "release": release}
+    module, _, attr = declared["import_path"].partition(":")
+    builder = getattr(__import__(module, fromlist=[attr]), attr)
+    serve.run(builder(args), name="from-config", route_prefix="/from-config")
+    base = f"{url}/from-config"
+    assert releases.read(registry, NAME).candidate == str(version)  # the file's release, now the registry's
+    assert releases.read(registry, NAME).percent == float(declared["args"]["release"]["percent"])
+    _wait(lambda: (_health(base)["candidate"] or {}).get("version") == str(version), "the declared canary")
+    _wait(lambda: (_health(url)["candidate"] or {}).get("version") == str(version), "the other app (the same registry)")
+    releases.rollback(registry, NAME, "manual: test")
+    serve.run(builder(args), name="from-config", route_prefix="/from-config")  # applied again: not restarted
+    assert releases.read(registry, NAME).candidate is None
+    serve.delete("from-config")

@@ -61,7 +61,10 @@ def _requests(result, n_users=5):
 def test_healthz(served):
     url, _, _ = served
     body = requests.get(f"{url}/healthz", timeout=10).json()
-    assert body == {"status": "ok", "model": "ctr", "version": "1", "graph": "fused"}  # auto on CPU: fused
+    pid = body.pop("replica_pid")
+    assert isinstance(pid, int)
+    assert body == {"status": "ok", "model": "ctr", "version": "1", "graph": "fused",  # auto on CPU: fused
+                    "candidate": None, "refused": [], "follows": None, "switches": 0}  # ctr/1: pinned, no release
 
 
 def test_served_scores_equal_offline_model(served):
