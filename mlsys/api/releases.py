@@ -61,7 +61,7 @@ def _when(at: float) -> str:
 
 def status(cfg: MlsysConfig, model: Optional[str]) -> str:
     """The release state as the registry has it, the controller's last window, and past outcomes."""
-    from mlsys.registry import mlflow_store, releases
+    from mlsys.registry import releases
 
     uri, name, alias = target(cfg, model)
     current = releases.read(uri, name, alias)
@@ -86,13 +86,9 @@ def status(cfg: MlsysConfig, model: Optional[str]) -> str:
                 shadow = window["shadow"]
                 lines.append(f"  shadow: {shadow['requests']} requests scored by both; top-{cfg.serve.release.shadow_top_k} "
                              f"overlap {shadow['top_k_overlap']:.3f}")
-    past = []
-    for mv in mlflow_store.client(uri).search_model_versions(f"name='{name}'"):
-        done = releases.outcome(uri, name, mv.version)
-        if done:
-            past.append((float(done.get("decided_at", 0)), mv.version, done))
+    past = releases.history(uri, name)
     if past:
         lines.append("past releases:")
-        for at, number, done in sorted(past, reverse=True)[:5]:
-            lines.append(f"  version {number}: {done.get('outcome')} at {_when(at)}: {done.get('reason', '')}")
+        for entry in past[:5]:
+            lines.append(f"  version {entry['version']}: {entry['outcome']} at {_when(entry['decided_at'])}: {entry['reason']}")
     return "\n".join(lines)

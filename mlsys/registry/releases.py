@@ -8,7 +8,8 @@ A registered model ``ctr`` serves the version its alias (``champion``) points at
   ``mlsys.release.previous`` (the champion before the last promotion: where ``rollback`` goes),
   and ``mlsys.release.window`` (the controller's last window, JSON: ``mlsys release status``);
 - on the candidate's version, when it ends: ``mlsys.release.outcome`` (promoted | rolled_back),
-  ``mlsys.release.reason`` and ``mlsys.release.decided_at``.
+  ``mlsys.release.reason`` and ``mlsys.release.decided_at`` (cleared when the version is released
+  again), and ``mlsys.release.history`` (every ended release of it, kept).
 
 Any MLflow client may move the alias (``set_registered_model_alias``): the app follows it.
 """
@@ -36,6 +37,7 @@ class ReleaseTag:
     OUTCOME = "mlsys.release.outcome"
     REASON = "mlsys.release.reason"
     DECIDED_AT = "mlsys.release.decided_at"
+    HISTORY = "mlsys.release.history"  # JSON list of every release of the version that ended, oldest first
 
 
 @dataclass(frozen=True)
@@ -129,9 +131,15 @@ def start(uri: str, name: str, number: str, mode: str, percent: float, alias: st
 
 
 def _decided(c, name: str, number: str, outcome: str, reason: str) -> None:
+    at = time.time()
     c.set_model_version_tag(name, number, ReleaseTag.OUTCOME, outcome)
     c.set_model_version_tag(name, number, ReleaseTag.REASON, reason[:4000])
-    c.set_model_version_tag(name, number, ReleaseTag.DECIDED_AT, f"{time.time():.3f}")
+    c.set_model_version_tag(name, number, ReleaseTag.DECIDED_AT, f"{at:.3f}")
+    past = json.loads((c.get_model_version(name, number).tags or {}).get(ReleaseTag.HISTORY, "[]"))
+    past.append({"outcome": outcome, "reason": reason[:300], "decided_at": round(at, 3)})
+    while len(json.dumps(past)) > 4800:  # a tag's value is bounded: the oldest go first
+        past.pop(0)
+    c.set_model_version_tag(name, number, ReleaseTag.HISTORY, json.dumps(past))
 
 
 def _end(c, name: str) -> None:
@@ -183,6 +191,15 @@ def record_window(uri: str, name: str, candidate: str, window: dict) -> None:
     current = read(uri, name)
     if current.candidate == candidate:
         client(uri).set_registered_model_tag(name, ReleaseTag.WINDOW, json.dumps(window, separators=(",", ":"))[:4900])
+
+
+def history(uri: str, name: str) -> list[dict]:
+    """Every ended release of every version of ``name``, newest first (``version`` added to each)."""
+    out = []
+    for mv in client(uri).search_model_versions(f"name='{name}'"):
+        for entry in json.loads((mv.tags or {}).get(ReleaseTag.HISTORY, "[]")):
+            out.append({"version": str(mv.version), **entry})
+    return sorted(out, key=lambda e: e["decided_at"], reverse=True)
 
 
 def outcome(uri: str, name: str, number: str) -> dict:

@@ -129,6 +129,11 @@ def test_a_canary_is_started_promoted_and_rolled_back_in_the_registry(registry):
     assert (ended.champion, ended.candidate) == ("2", None)
     assert releases.outcome(registry, "ctr", "3") == {"outcome": "rolled_back", "reason": "automatic: score PSI 4.1",
                                                       "decided_at": releases.outcome(registry, "ctr", "3")["decided_at"]}
+    releases.start(registry, "ctr", "3", "canary", 5)  # released again: its last outcome cleared, its history kept
+    assert releases.outcome(registry, "ctr", "3") == {}
+    releases.rollback(registry, "ctr", "manual: again")
+    assert [(e["version"], e["outcome"], e["reason"]) for e in releases.history(registry, "ctr")] == [
+        ("3", "rolled_back", "manual: again"), ("3", "rolled_back", "automatic: score PSI 4.1"), ("2", "promoted", "manual")]
     # With nothing in release, a rollback moves the alias back to the previous champion.
     assert releases.rollback(registry, "ctr", "manual").champion == "1"
     with pytest.raises(ConfigError, match="no previous champion"):
