@@ -28,6 +28,7 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -62,17 +63,23 @@ class FeatureLoggingConfig:
 
 @dataclass(frozen=True)
 class LoggedRequest:
-    """One scored request: ``frame`` has one raw feature row per candidate, ``scores`` aligned with it."""
+    """One scored request: ``frame`` has one raw feature row per candidate, ``scores`` aligned with it.
+    ``frame`` may be a function returning it: serving passes one, so the rows are built on the
+    writer's thread, not on the request's path."""
 
     request_id: str
     model: str
     model_version: str | None
-    frame: pd.DataFrame
+    frame: "pd.DataFrame | Callable[[], pd.DataFrame]"
     scores: np.ndarray
     logged_at: pd.Timestamp = field(default_factory=lambda: pd.Timestamp.now(tz="UTC"))
 
+    def features(self) -> pd.DataFrame:
+        return self.frame() if callable(self.frame) else self.frame
+
     def rows(self) -> pd.DataFrame:
-        n = len(self.frame)
+        features = self.features()
+        n = len(features)
         meta = pd.DataFrame(
             {
                 "request_id": [self.request_id] * n,
@@ -83,7 +90,7 @@ class LoggedRequest:
                 "score": np.asarray(self.scores, dtype=np.float32),
             }
         )
-        return pd.concat([meta, self.frame.reset_index(drop=True)], axis=1)
+        return pd.concat([meta, features.reset_index(drop=True)], axis=1)
 
 
 def sampled(request_id: str, sample_rate: float) -> bool:
@@ -154,7 +161,7 @@ class FeatureLogger:
                 stop = True
             elif item is not ...:
                 batch.append(item)
-                rows += len(item.frame)
+                rows += len(item.scores)
                 deadline = deadline or time.monotonic() + self.config.flush_seconds
             if batch and (stop or item is ... or rows >= self.config.batch_rows):
                 self._write(batch)

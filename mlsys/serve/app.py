@@ -679,7 +679,8 @@ class Ingress:
         if self.logger is not None:
             from mlsys.features.feature_log import LoggedRequest
 
-            self.logger.log(LoggedRequest(request_id, self.model_name, served.version, ranking.features, ranking.scores))
+            # The feature rows are built by the logger's thread (and only for a sampled request).
+            self.logger.log(LoggedRequest(request_id, self.model_name, served.version, lambda: ranking.features, ranking.scores))
         elapsed = (time.perf_counter() - start) * 1000.0
         metrics.latency("request", elapsed)
         if shadow is not None:
