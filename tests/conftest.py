@@ -19,6 +19,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until(predicate, what: str, timeout: float = 60.0, interval: float = 0.2):
+    """``predicate()``'s first truthy value, polled every ``interval`` s; an AssertionError naming ``what`` after ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """One embedded Ray for the in-process integration tests (as `mlsys` starts it)."""

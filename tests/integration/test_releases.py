@@ -31,7 +31,7 @@ from mlsys.api.config import compose_config
 from mlsys.registry import releases
 from mlsys.registry.mlflow_store import client, resolve
 from mlsys.storage import sha256_file
-from tests.conftest import MLSYS, REPO, free_port
+from tests.conftest import MLSYS, REPO, free_port, wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning")
 
@@ -127,16 +127,6 @@ def _health(url: str) -> dict:
     return requests.get(f"{url}/healthz", timeout=10).json()
 
 
-def _wait(predicate, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
 def _rank(session: requests.Session, url: str, user: int, items: list[int]) -> requests.Response:
     return session.post(f"{url}/v1/rank", json={"user_id": user, "candidates": items}, timeout=30)
 
@@ -175,13 +165,26 @@ class Load:
             return len(self.responses)
 
     def wait_for(self, n: int, timeout: float = 300.0) -> None:
-        _wait(lambda: self.count() >= n, f"{n} responses", timeout)
+        wait_until(lambda: self.count() >= n, f"{n} responses", timeout)
 
     def __exit__(self, *exc):
         self._stop.set()
         for f in self._futures:
             f.result()
         self._pool.shutdown()
+
+
+def _switch_twice_under_load(url: str, registry: str, users, counts: tuple[int, int, int], at_least: int = 0) -> Load:
+    """8 concurrent clients; after counts[0] responses the alias moves to 2 (a plain MLflow client: the
+    registry is the source of truth), counts[1] more, back to 1, counts[2] more (and ``at_least`` in all)."""
+    mlflow = client(registry)
+    with Load(url, users, threads=8) as load:
+        load.wait_for(counts[0])
+        for version, more in (("2", counts[1]), ("1", counts[2])):
+            mlflow.set_registered_model_alias(NAME, "champion", version)
+            wait_until(lambda: _health(url)["version"] == version, f"version {version} to serve")
+            load.wait_for(max(at_least if version == "1" else 0, load.count() + more))
+    return load
 
 
 def _check_scored_by_named_version(responses, expected) -> dict:
@@ -204,15 +207,7 @@ def test_moving_the_alias_switches_in_place_with_no_failed_request(app, registry
     url, _ = app
     before = _health(url)
     assert before["version"] == "1" and before["follows"] == f"{NAME}@champion" and before["candidate"] is None
-    mlflow = client(registry)  # a plain MLflow client: the registry is the source of truth
-    with Load(url, users, threads=8) as load:
-        load.wait_for(400)
-        mlflow.set_registered_model_alias(NAME, "champion", "2")
-        _wait(lambda: _health(url)["version"] == "2", "version 2 to serve")
-        load.wait_for(load.count() + 800)
-        mlflow.set_registered_model_alias(NAME, "champion", "1")
-        _wait(lambda: _health(url)["version"] == "1", "version 1 to serve again")
-        load.wait_for(max(2000, load.count() + 400))
+    load = _switch_twice_under_load(url, registry, users, (400, 800, 400), at_least=2000)
     seen = _check_scored_by_named_version(load.responses, expected)
     assert len(load.responses) >= 2000 and seen.get("1", 0) > 200 and seen.get("2", 0) > 200, seen
     after = _health(url)
@@ -224,7 +219,7 @@ def test_a_corrupt_package_is_refused_and_the_old_version_keeps_serving(app, reg
     url, _ = app
     user, items = users[0]
     client(registry).set_registered_model_alias(NAME, "champion", "3")
-    health = _wait(lambda: (h := _health(url))["refused"] and h, "version 3 to be refused")
+    health = wait_until(lambda: (h := _health(url))["refused"] and h, "version 3 to be refused")
     assert health["version"] == "1"
     [refused] = health["refused"]
     assert refused["version"] == "3" and "ArtifactIntegrityError" in refused["reason"] and "model.onnx" in refused["reason"]
@@ -232,7 +227,7 @@ def test_a_corrupt_package_is_refused_and_the_old_version_keeps_serving(app, reg
     assert r.status_code == 200 and r.json()["version"] == "1"
     meta = requests.get(f"{url}/v2/models/{NAME}", timeout=10).json()
     assert meta["versions"] == ["1"] and meta["serving"] == "1" and meta["refused"][0]["version"] == "3"
-    _wait(lambda: any('version="3"' in line and "ArtifactIntegrityError" in line
+    wait_until(lambda: any('version="3"' in line and "ArtifactIntegrityError" in line
                       for line in _node_metrics().splitlines() if line.startswith("ray_mlsys_refused")),
           "the refused gauge on the node's Prometheus endpoint", timeout=60)
     client(registry).set_registered_model_alias(NAME, "champion", "1")
@@ -268,7 +263,7 @@ def test_a_half_canary_is_sticky_per_user_and_survives_an_app_restart(app, train
     proc = _release(home, "canary", "--model", NAME, "--version", "2", "--percent", "50")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"[release] {NAME} version 2: canary release on 50% of users (sticky by user id)" in proc.stdout
-    _wait(lambda: (_health(url)["candidate"] or {}).get("version") == "2", "the canary to start")
+    wait_until(lambda: (_health(url)["candidate"] or {}).get("version") == "2", "the canary to start")
     session = requests.Session()
 
     def versions() -> dict[int, str]:
@@ -290,12 +285,30 @@ def test_a_half_canary_is_sticky_per_user_and_survives_an_app_restart(app, train
     # The app restarts: the release is in the registry, not in the replica, so it comes back the same.
     serve.delete(cfg.serve.app_name)
     _deploy(cfg)
-    _wait(lambda: (_health(url)["candidate"] or {}).get("version") == "2", "the canary after the restart")
+    wait_until(lambda: (_health(url)["candidate"] or {}).get("version") == "2", "the canary after the restart")
     assert versions() == first
     proc = _release(home, "rollback", "--model", NAME)
     assert proc.returncode == 0 and "the canary release of version 2 rolled back; champion stays version 1" in proc.stdout
-    _wait(lambda: _health(url)["candidate"] is None, "the rollback")
+    wait_until(lambda: _health(url)["candidate"] is None, "the rollback")
     assert releases.outcome(registry, NAME, "2")["reason"] == "manual: mlsys release rollback"
+
+
+def test_a_shadow_never_answers_and_its_report_compares_both_variants(app, trained, registry, users, expected):
+    url, _ = app
+    home = trained[0]
+    proc = _release(home, "canary", "--model", NAME, "--version", "2", "--shadow")
+    assert proc.returncode == 0 and "shadow release on a copy of every request" in proc.stdout, proc.stderr[-2000:]
+    wait_until(lambda: (_health(url)["candidate"] or {}).get("mode") == "shadow", "the shadow to start")
+    with Load(url, users, threads=4) as load:
+        window = wait_until(lambda: (releases.read(registry, NAME).window or {}).get("shadow"), "a judged shadow window", timeout=60)
+    assert {v for _, _, b in load.responses for v in [b["version"]]} == {"1"}  # the champion answered every request
+    _check_scored_by_named_version(load.responses, expected)
+    assert window["requests"] > 0 and 0.0 <= window["top_k_overlap"] <= 1.0
+    status = _release(home, "status", "--model", NAME).stdout
+    assert "release: version 2, shadow (mirrored, never answers)" in status and "requests scored by both; top-10 overlap" in status
+    assert "score PSI (candidate against champion)" in status
+    assert _release(home, "rollback", "--model", NAME).returncode == 0
+    wait_until(lambda: _health(url)["candidate"] is None, "the end of the shadow")
 
 
 @pytest.mark.parametrize("version, breach", [("4", "score PSI"), ("5", "error rate")])
@@ -303,10 +316,10 @@ def test_a_broken_canary_rolls_itself_back_and_its_errors_stay_within_its_share(
     url, _ = app
     proc = _release(trained[0], "canary", "--model", NAME, "--version", version, "--percent", "30")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    _wait(lambda: (_health(url)["candidate"] or {}).get("version") == version, f"the canary of version {version}")
+    wait_until(lambda: (_health(url)["candidate"] or {}).get("version") == version, f"the canary of version {version}")
     with Load(url, users, threads=4) as load:
-        _wait(lambda: releases.read(registry, NAME).candidate is None, "the automatic rollback", timeout=90)
-        _wait(lambda: _health(url)["candidate"] is None, "the app to follow the rollback")
+        wait_until(lambda: releases.read(registry, NAME).candidate is None, "the automatic rollback", timeout=90)
+        wait_until(lambda: _health(url)["candidate"] is None, "the app to follow the rollback")
         settled = load.count()
         load.wait_for(settled + 200)
     outcome = releases.outcome(registry, NAME, version)
@@ -346,9 +359,26 @@ def test_a_serve_config_file_declares_the_app_and_its_release(app, trained, regi
     base = f"{url}/from-config"
     assert releases.read(registry, NAME).candidate == str(version)  # the file's release, now the registry's
     assert releases.read(registry, NAME).percent == float(declared["args"]["release"]["percent"])
-    _wait(lambda: (_health(base)["candidate"] or {}).get("version") == str(version), "the declared canary")
-    _wait(lambda: (_health(url)["candidate"] or {}).get("version") == str(version), "the other app (the same registry)")
+    wait_until(lambda: (_health(base)["candidate"] or {}).get("version") == str(version), "the declared canary")
+    wait_until(lambda: (_health(url)["candidate"] or {}).get("version") == str(version), "the other app (the same registry)")
     releases.rollback(registry, NAME, "manual: test")
     serve.run(builder(args), name="from-config", route_prefix="/from-config")  # applied again: not restarted
     assert releases.read(registry, NAME).candidate is None
     serve.delete("from-config")
+
+
+def test_the_split_graph_switches_its_halves_together(app, trained, registry, users, expected):
+    """The split graph (ingress -> embedding -> batched dense) under 8 concurrent clients across a switch
+    and back: every response is scored wholly by the version it names (the halves move as one)."""
+    from ray import serve
+
+    url, _ = app
+    home, overrides, _ = trained
+    cfg = compose_config([*overrides, f"serve.model={NAME}@champion", "serve.graph=split", "serve.app_name=releases-split",
+                          f"serve.port={url.rsplit(':', 1)[1]}", "serve.route_prefix=/split", "serve.log_level=WARNING", *POLICY])
+    base = _deploy(cfg)
+    assert _health(base)["graph"] == "split" and _health(base)["version"] == "1"
+    load = _switch_twice_under_load(base, registry, users, (200, 300, 200))
+    seen = _check_scored_by_named_version(load.responses, expected)
+    assert seen.get("1", 0) > 100 and seen.get("2", 0) > 100, seen
+    serve.delete(cfg.serve.app_name)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from mlsys.models import ModelConfig
+from tests.conftest import wait_until
 from mlsys.train.config import TrainConfig
 
 MLSYS = str(Path(sys.executable).parent / "mlsys")
@@ -39,16 +40,6 @@ def _checkpoints(run_dir: Path) -> list[Path]:
     except (FileNotFoundError, ValueError):  # not written yet, or caught mid-write
         return []
     return [run_dir / r["checkpoint_dir_name"] for r in snapshot["checkpoint_results"]]
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f}s")
 
 
 def _train_worker_pids() -> list[int]:
@@ -81,8 +72,8 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(data, tmp_path):
     killed: list[int] = []
 
     def kill_one_worker_in_epoch_two():
-        pids = _wait_for(lambda: p if len(p := _train_worker_pids()) == 2 else None, 300, "the training workers")
-        _wait_for(lambda: _checkpoints(tmp_path / "killed"), 300, "the epoch-1 checkpoint")
+        pids = wait_until(lambda: p if len(p := _train_worker_pids()) == 2 else None, "the training workers", 300, interval=0.05)
+        wait_until(lambda: _checkpoints(tmp_path / "killed"), "the epoch-1 checkpoint", 300, interval=0.05)
         time.sleep(1.0)  # into epoch 2 (about 4 s here)
         os.kill(pids[-1], signal.SIGKILL)  # a real worker process
         killed.append(pids[-1])
@@ -111,8 +102,8 @@ def test_a_killed_driver_resumes_when_the_command_runs_again(tmp_path):
     log = (tmp_path / "first.log").open("w")
     driver = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        run_dir = _wait_for(lambda: next(iter((home / "ray_results").glob("train-*")), None), 1200, "the Ray Train run folder")
-        _wait_for(lambda: _checkpoints(run_dir), 600, "the epoch-1 checkpoint")
+        run_dir = wait_until(lambda: next(iter((home / "ray_results").glob("train-*")), None), "the Ray Train run folder", 1200, interval=0.05)
+        wait_until(lambda: _checkpoints(run_dir), "the epoch-1 checkpoint", 600, interval=0.05)
         os.kill(driver.pid, signal.SIGKILL)  # the driver only; its embedded Ray shares its fate
         driver.wait(timeout=60)
     finally:
