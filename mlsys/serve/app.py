@@ -417,6 +417,7 @@ class Ingress:
         self.refused: dict = {}  # version -> why (a corrupt or unreadable package): not retried
         self.release = None  # the registry's Release this routing was built from (followed apps)
         self.switches = 0
+        self.inflight = 0  # requests being scored in this replica now (the event loop's: no lock)
         from mlsys.serve.release import Routing
 
         self.routing = Routing(self._load(package_uri, None if version is None else str(version)))
@@ -560,7 +561,8 @@ class Ingress:
             tensors, sizes = concat_rows(parts)
             embedded = self.embedding.lookup.remote(served.uri, served.version, tensors)
             return split_rows(_raised([await self.dense.score.remote(served.uri, served.version, embedded)])[0], sizes)
-        if self.cfg.batching.enabled:  # each part joins the replica's batch queue
+        if self.cfg.batching.enabled and self.inflight > 1:  # each part joins the replica's batch queue
+            # (alone in the replica, a request is scored at once: a batch would only wait serve.batching.wait_s)
             return _raised(list(await asyncio.gather(*(self._fused_batch((served, variant), p) for p in parts))))
         return _raised(self._fused([(served, variant)] * len(parts), parts))
 
@@ -666,12 +668,15 @@ class Ingress:
         served, shadow, variant = routing.route(request.user_id)
         metrics = self._metrics(served, variant)
         http.state.metrics = metrics
+        self.inflight += 1
         try:
             with metrics.timed("features"):
                 encoded = served.ranker.encode(request.user_id, request.candidates, request.context)
             scores = (await self._scored(routing, served, variant, [encoded.inputs], [request.user_id]))[0]
         except VersionMismatchError as e:
             raise HTTPException(status_code=503, detail=str(e)) from None
+        finally:
+            self.inflight -= 1
         ranking = served.ranker.ranking(encoded, scores, request.k)
         self._count("/v1/rank", metrics, requests=1, unknown_users=int(ranking.unknown_user), unknown_items=ranking.unknown_items)
         metrics.rows(len(request.candidates))
@@ -768,6 +773,7 @@ class Ingress:
         start = time.perf_counter()
         routing = self.routing
         pinned = self._model(routing, name, version)
+        self.inflight += 1
         try:
             parsed = parse_infer(await request.body(), request.headers.get(HEADER), routing.champion.signature, self.cfg.max_rows)
             groups = row_groups(parsed, routing.champion.ranker.package.preprocessor.schema)
@@ -786,6 +792,8 @@ class Ingress:
                     per_group[i] = s
         except VersionMismatchError as e:
             raise HTTPException(status_code=503, detail=str(e)) from None
+        finally:
+            self.inflight -= 1
         scores = scatter(groups, per_group, len(parsed.inputs[USER]))
         metrics = self._metrics(routes[0][0], routes[0][2]) if routes else self.metrics
         request.state.metrics = metrics
