@@ -544,6 +544,8 @@ class Ingress:
         self._new_windows()
         if self.controller is None or routing.candidate is None or self.release is None or release.candidate != routing.candidate.version:
             return
+        if not (windows["champion"].requests or windows["candidate"].requests or shadow.requests):
+            return  # no traffic: nothing to judge (an idle release is not a healthy one)
         report = {name: w.to_dict() for name, w in windows.items()}
         report["shadow"] = {"requests": shadow.requests, "overlap_sum": shadow.overlap_sum,
                             "champion": shadow.champion.to_dict(), "candidate": shadow.candidate.to_dict()}

@@ -106,6 +106,15 @@ def app(trained, registry):
     serve.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def no_release_left(registry):
+    """A test that fails mid-release leaves the registry as it found it: no release, champion on 1."""
+    yield
+    if releases.read(registry, NAME).candidate is not None:
+        releases.rollback(registry, NAME, "manual: test teardown")
+    client(registry).set_registered_model_alias(NAME, "champion", "1")
+
+
 @pytest.fixture(scope="module")
 def users(trained) -> list[tuple[int, list[int]]]:
     frame = pd.read_parquet(trained[2].output("transform").eval, columns=["user_id", "item_id"])
