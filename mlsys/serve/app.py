@@ -249,19 +249,17 @@ class Embedding:
         from mlsys.registry.package import read_package
         from mlsys.serve.graph import EmbeddingStage, StageCache
 
+        from mlsys.serve.metrics import MetricsByVersion
+
         self.stages = StageCache(lambda uri: EmbeddingStage(read_package(uri)), cfg.release.keep_versions)
-        self.model_name = model_name
-        self.metrics: dict = {}
+        self.metrics_of = MetricsByVersion(model_name)
 
     def prepare(self, uri: str) -> str:
         """Load a version before it serves (a corrupt package raises here, not on a request)."""
         return self.stages(uri).identity
 
     def lookup(self, uri: str, version: str, inputs: dict):
-        from mlsys.serve.metrics import ServingMetrics
-
-        metrics = self.metrics.get(version) or self.metrics.setdefault(version, ServingMetrics(self.model_name, version))
-        with metrics.timed("embedding"):
+        with self.metrics_of(version).timed("embedding"):
             return self.stages(uri)(inputs)
 
 
@@ -275,10 +273,11 @@ class Dense:
         from mlsys.registry.package import read_package
         from mlsys.serve.graph import DenseStage, StageCache
 
+        from mlsys.serve.metrics import MetricsByVersion
+
         providers = list(cfg.providers)
         self.stages = StageCache(lambda uri: DenseStage(read_package(uri), providers=providers), cfg.release.keep_versions)
-        self.model_name = model_name
-        self.metrics: dict = {}
+        self.metrics_of = MetricsByVersion(model_name)
         self.batching = cfg.batching.enabled
         _batched(self._score_batch, cfg)
 
@@ -296,11 +295,9 @@ class Dense:
 
     def _score(self, uris: list, versions: list, batch: list) -> list:
         """One ONNX Runtime call per version in the batch (a failing one fails its own requests only)."""
-        from mlsys.serve.metrics import ServingMetrics
 
         def score(first: int, items: list) -> list:
-            version = versions[first]
-            metrics = self.metrics.get(version) or self.metrics.setdefault(version, ServingMetrics(self.model_name, version))
+            metrics = self.metrics_of(versions[first])
             metrics.batch("dense", len(items))
             with metrics.timed("dense"):
                 return self.stages(uris[first]).score(items)
@@ -338,10 +335,7 @@ class ReleaseController:
         self.candidate = self.candidate.merge(VariantWindow.from_dict(windows["candidate"]))
         shadow = windows.get("shadow")
         if shadow:
-            self.shadow.requests += shadow["requests"]
-            self.shadow.overlap_sum += shadow["overlap_sum"]
-            self.shadow.champion = self.shadow.champion.merge(VariantWindow.from_dict(shadow["champion"]))
-            self.shadow.candidate = self.shadow.candidate.merge(VariantWindow.from_dict(shadow["candidate"]))
+            self.shadow = self.shadow.merge(ShadowWindow.from_dict(shadow))
         if time.monotonic() - self.window_started < self.policy.window_s:
             return None
         return self._decide(candidate, mode)
@@ -413,7 +407,9 @@ class Ingress:
         self._lock = threading.Lock()
         self.pid = os.getpid()
         self.loaded: dict = {}  # version -> ServedVersion: a switch back to a version is instant
-        self.metrics_by: dict = {}  # (version, variant) -> ServingMetrics
+        from mlsys.serve.metrics import MetricsByVersion
+
+        self.metrics_of = MetricsByVersion(model_name)
         self.refused: dict = {}  # version -> why (a corrupt or unreadable package): not retried
         self.release = None  # the registry's Release this routing was built from (followed apps)
         self.switches = 0
@@ -448,12 +444,7 @@ class Ingress:
         return served
 
     def _metrics(self, served, variant: str):
-        from mlsys.serve.metrics import ServingMetrics
-
-        key = (served.version, variant)
-        if key not in self.metrics_by:
-            self.metrics_by[key] = ServingMetrics(self.model_name, served.version, variant)
-        return self.metrics_by[key]
+        return self.metrics_of(served.version, variant)
 
     async def _follow(self) -> None:
         """Every ``serve.release.poll_s``: read the registry, switch when it changed, report windows."""
@@ -547,8 +538,7 @@ class Ingress:
         if not (windows["champion"].requests or windows["candidate"].requests or shadow.requests):
             return  # no traffic: nothing to judge (an idle release is not a healthy one)
         report = {name: w.to_dict() for name, w in windows.items()}
-        report["shadow"] = {"requests": shadow.requests, "overlap_sum": shadow.overlap_sum,
-                            "champion": shadow.champion.to_dict(), "candidate": shadow.candidate.to_dict()}
+        report["shadow"] = shadow.to_dict()
         await self.controller.observe.remote(release.candidate, release.started_at, release.mode, report)
 
     # -- scoring: the graph ---------------------------------------------------------------

@@ -113,3 +113,17 @@ class ServingMetrics:
     @staticmethod
     def refused(model: str, version: str, reason: str) -> None:
         _series().refused.set(1.0, tags={"model": model, "version": str(version), "reason": reason})
+
+
+class MetricsByVersion:
+    """``metrics_of(version, variant)``: one :class:`ServingMetrics` per version and variant, made once."""
+
+    def __init__(self, model: str):
+        self._model = model
+        self._made: dict = {}
+
+    def __call__(self, version: str | None, variant: str = "champion") -> ServingMetrics:
+        key = (version, variant)
+        if key not in self._made:
+            self._made[key] = ServingMetrics(self._model, version, variant)
+        return self._made[key]

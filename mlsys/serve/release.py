@@ -126,6 +126,19 @@ class ShadowWindow:
     def overlap(self) -> float:
         return self.overlap_sum / self.requests if self.requests else 1.0
 
+    def merge(self, other: "ShadowWindow") -> "ShadowWindow":
+        return ShadowWindow(self.requests + other.requests, self.overlap_sum + other.overlap_sum,
+                            self.champion.merge(other.champion), self.candidate.merge(other.candidate))
+
+    def to_dict(self) -> dict:
+        return {"requests": self.requests, "overlap_sum": self.overlap_sum,
+                "champion": self.champion.to_dict(), "candidate": self.candidate.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ShadowWindow":
+        return cls(int(d["requests"]), float(d["overlap_sum"]), VariantWindow.from_dict(d["champion"]),
+                   VariantWindow.from_dict(d["candidate"]))
+
 
 class Action(str, Enum):
     hold = "hold"

@@ -161,9 +161,7 @@ def test_release_mistakes_are_one_clear_line(registry):
 
 
 def _report(champion: VariantWindow, candidate: VariantWindow) -> dict:
-    empty = ShadowWindow()
-    return {"champion": champion.to_dict(), "candidate": candidate.to_dict(),
-            "shadow": {"requests": 0, "overlap_sum": 0.0, "champion": empty.champion.to_dict(), "candidate": empty.candidate.to_dict()}}
+    return {"champion": champion.to_dict(), "candidate": candidate.to_dict(), "shadow": ShadowWindow().to_dict()}
 
 
 def test_the_controller_merges_replicas_windows_and_writes_its_decisions_to_the_registry(registry):
@@ -217,3 +215,13 @@ def test_a_failing_version_fails_only_its_own_requests_of_a_shared_batch():
     assert _raised([out[0], out[2]]) == [10, 30]
     with pytest.raises(RuntimeError, match="candidate's model"):
         _raised(out)
+
+
+def test_shadow_windows_merge_exactly_and_round_trip():
+    a, b = ShadowWindow(), ShadowWindow()
+    x = np.array([0.9, 0.1, 0.5])
+    a.observe(x, x, 2, 3.0, 4.0)
+    b.observe(x, -x, 2, 3.0, 40.0)
+    merged = a.merge(b)
+    assert merged.requests == 2 and merged.overlap == 0.75 and merged.candidate.requests == 2
+    assert ShadowWindow.from_dict(merged.to_dict()) == merged
