@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from mlsys.data.config import DataConfig
 from mlsys.data.validation import ValidationConfig
 from mlsys.errors import ConfigError
+from mlsys.evaluate.config import EvaluateConfig
 from mlsys.features.config import FeaturesConfig
 from mlsys.models.config import ModelConfig
 from mlsys.config import ClusterConfig, HomeConfig
@@ -35,6 +36,7 @@ class MlsysConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
