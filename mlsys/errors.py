@@ -154,3 +154,21 @@ class VersionMismatchError(MlsysError):
             "a model version's deployments move together: retry once the deploy has finished"
         )
         self.stage, self.expected, self.got = stage, expected, got
+
+
+class AliasMoveError(MlsysError):
+    """A push or rollback of a serving alias that cannot happen now (a release in progress, no earlier champion)."""
+
+    def __init__(self, model: str, alias: str, why: str):
+        self.model, self.alias, self.why = model, alias, why
+        super().__init__(f"cannot move {model}@{alias}: {why}")
+
+
+class TuningFailedError(MlsysError):
+    """No trial of a tuning run produced a metric."""
+
+    def __init__(self, trials: int, first_error: str, experiment: str):
+        super().__init__(
+            f"tuning failed: none of its {trials} trials reported a metric (first error: {first_error}). "
+            f"The trials' logs are under {experiment}; fix the cause and run the same command again to resume"
+        )
