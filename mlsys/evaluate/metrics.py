@@ -51,15 +51,26 @@ def user_auc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float
     >>> user_auc(np.array([1, 1, 1, 2, 2]), np.array([0, 1, 1, 0, 1]), np.array([0.1, 0.9, 0.5, 0.8, 0.2]))
     0.6
     """
-    order = np.argsort(users, kind="mergesort")
-    users, labels, scores = np.asarray(users)[order], np.asarray(labels)[order], np.asarray(scores)[order]
-    bounds = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1, len(users)]
-    total, weight = 0.0, 0
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        value = auc(labels[a:b], scores[a:b])
-        if not np.isnan(value):
-            total, weight = total + value * (b - a), weight + (b - a)
-    return float(total / weight) if weight else float("nan")
+    users, labels = np.asarray(users), np.asarray(labels) > 0.5
+    scores = np.asarray(scores, dtype=np.float64)
+    if not len(users):
+        return float("nan")
+    # One pass for all users (a per-user loop cost ~1.5 s on 20k rows x 30 slices): sort by (user, score),
+    # rank within each user with ties averaged, then the Mann-Whitney statistic per user by bincount.
+    order = np.lexsort((scores, users))
+    u, y, s = users[order], labels[order], scores[order]
+    new_user = np.r_[True, u[1:] != u[:-1]]
+    user = np.cumsum(new_user) - 1
+    position = np.arange(len(u)) - np.flatnonzero(new_user)[user] + 1.0  # 1-based rank within the user
+    tie = np.cumsum(new_user | np.r_[True, s[1:] != s[:-1]]) - 1
+    ranks = (np.bincount(tie, position) / np.bincount(tie))[tie]
+    n, n_pos = np.bincount(user).astype(np.float64), np.bincount(user, y)
+    n_neg, rank_sum = n - n_pos, np.bincount(user, ranks * y)
+    ok = (n_pos > 0) & (n_neg > 0)
+    if not ok.any():
+        return float("nan")
+    per_user = (rank_sum[ok] - n_pos[ok] * (n_pos[ok] + 1) / 2.0) / (n_pos[ok] * n_neg[ok])
+    return float((per_user * n[ok]).sum() / n[ok].sum())
 
 
 def calibration(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -85,3 +96,42 @@ def ctr_metrics(users: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> dic
         "calibration": calibration(labels, probs),
         "rows": float(len(labels)),
     }
+
+
+# -- score distributions and rankings (shared by the pre-release estimate and serving's releases) --
+
+SCORE_BINS = 20  # score histogram bins over [0, 1]
+
+
+def score_histogram(scores: np.ndarray) -> np.ndarray:
+    """Counts of ``scores`` in :data:`SCORE_BINS` equal bins over [0, 1] (NaN counts as 0, out of range clipped).
+
+    >>> score_histogram(np.array([0.0, 0.99, 1.0]))[[0, -1]].tolist()
+    [1, 2]
+    """
+    clipped = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0, posinf=1.0, neginf=0.0).clip(0.0, 1.0)
+    return np.bincount(np.minimum((clipped * SCORE_BINS).astype(np.int64), SCORE_BINS - 1), minlength=SCORE_BINS)
+
+
+def score_psi(a: list[int] | np.ndarray, b: list[int] | np.ndarray) -> float:
+    """PSI between two score histograms (the baseline first), with the statistics step's formula.
+
+    >>> score_psi([5, 5], [5, 5])
+    0.0
+    """
+    from mlsys.data.validation import psi
+
+    return psi(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+
+
+def top_k_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    """The share of the champion's top ``k`` (scores ``a``) that the candidate's top ``k`` (``b``) holds, same candidates.
+
+    >>> top_k_overlap(np.array([0.9, 0.5, 0.1]), np.array([0.1, 0.5, 0.9]), 2)
+    0.5
+    """
+    k = min(k, len(a))
+    if k == 0:
+        return 1.0
+    top = lambda s: set(np.argsort(-np.asarray(s), kind="stable")[:k].tolist())  # noqa: E731
+    return len(top(a) & top(b)) / k

@@ -19,9 +19,12 @@ from enum import Enum
 
 import numpy as np
 
-# Latency buckets (ms, upper edges; the last is everything above) and score bins over [0, 1].
+# The score histogram, its PSI and the top-k overlap are the evaluate layer's: the pre-release
+# estimate uses them too (re-exported here for serving's callers).
+from mlsys.evaluate.metrics import SCORE_BINS, score_histogram, score_psi, top_k_overlap  # noqa: F401
+
+# Latency buckets (ms, upper edges; the last is everything above).
 LATENCY_EDGES_MS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 2000, 5000)
-SCORE_BINS = 20
 
 
 class Mode(str, Enum):
@@ -42,11 +45,6 @@ def in_candidate(user_id: int, percent: float, salt: str) -> bool:
     return int.from_bytes(digest, "big") % 10_000 < round(percent * 100)
 
 
-def _score_histogram(scores: np.ndarray) -> np.ndarray:
-    clipped = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0, posinf=1.0, neginf=0.0).clip(0.0, 1.0)
-    return np.bincount(np.minimum((clipped * SCORE_BINS).astype(np.int64), SCORE_BINS - 1), minlength=SCORE_BINS)
-
-
 @dataclass
 class VariantWindow:
     """One variant's traffic in one window. ``merge`` adds another replica's window."""
@@ -61,7 +59,7 @@ class VariantWindow:
         self.errors += int(error)
         self.latency[int(np.searchsorted(LATENCY_EDGES_MS, latency_ms))] += 1
         if scores is not None and len(scores):
-            self.scores = (np.asarray(self.scores) + _score_histogram(scores)).tolist()
+            self.scores = (np.asarray(self.scores) + score_histogram(scores)).tolist()
 
     def merge(self, other: "VariantWindow") -> "VariantWindow":
         return VariantWindow(self.requests + other.requests, self.errors + other.errors,
@@ -89,22 +87,6 @@ class VariantWindow:
     @classmethod
     def from_dict(cls, d: dict) -> "VariantWindow":
         return cls(int(d["requests"]), int(d["errors"]), list(d["latency"]), list(d["scores"]))
-
-
-def score_psi(a: list[int] | np.ndarray, b: list[int] | np.ndarray) -> float:
-    """PSI between two score histograms (the baseline first), with the statistics step's formula."""
-    from mlsys.data.validation import psi
-
-    return psi(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
-
-
-def top_k_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
-    """The share of the champion's top ``k`` that the candidate's top ``k`` holds (same candidates)."""
-    k = min(k, len(a))
-    if k == 0:
-        return 1.0
-    top = lambda s: set(np.argsort(-np.asarray(s), kind="stable")[:k].tolist())  # noqa: E731
-    return len(top(a) & top(b)) / k
 
 
 @dataclass
