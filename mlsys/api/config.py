@@ -26,6 +26,7 @@ from mlsys.serve.config import ServeConfig
 from mlsys.serve.predict_config import PredictConfig
 from mlsys.train.config import TrainConfig
 from mlsys.train.loggers import LoggerConfig
+from mlsys.tune.config import TuneConfig
 
 
 @dataclass
@@ -35,6 +36,7 @@ class MlsysConfig:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)

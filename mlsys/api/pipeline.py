@@ -8,7 +8,7 @@ from mlsys.api.config import MlsysConfig
 from mlsys.pipeline.runner import PipelineResult, PipelineRunner
 
 # The config sections pipeline steps may take (bound by type, see mlsys.pipeline.step).
-PIPELINE_SECTIONS = ("data", "validation", "features", "model", "train", "registry")
+PIPELINE_SECTIONS = ("data", "validation", "features", "model", "train", "tune", "registry")
 
 
 def runner(cfg: MlsysConfig, echo: Callable[[str], None] = print) -> PipelineRunner:

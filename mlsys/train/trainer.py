@@ -274,12 +274,15 @@ def fit(
     run_name: str,
     warm: warm_start.WarmStart | None = None,
     small_rows: int = SMALL_ROWS,
+    callbacks: list | None = None,
 ) -> TrainResult:
     """Train with Ray Train; returns the last checkpoint (a local folder) and per-epoch metrics.
 
     A run of the same ``run_name`` under the same ``storage_path`` that was interrupted
     (driver killed, cluster lost) resumes from its last checkpoint. A dataset of at most
     ``small_rows`` rows is executed once, before the worker group starts (0: always stream).
+    ``callbacks``: Ray Train ``UserCallback``s (a tuning trial passes Tune's ``TuneReportCallback``,
+    which hands every epoch's metrics to Ray Tune).
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -308,6 +311,7 @@ def fit(
             storage_path=storage_path,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
+            callbacks=callbacks,
         ),
     )
     result = trainer.fit()

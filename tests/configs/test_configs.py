@@ -22,6 +22,7 @@ from mlsys.registry.config import RegistryConfig
 from mlsys.serve.config import ServeConfig
 from mlsys.serve.predict_config import PredictConfig
 from mlsys.train.config import TrainConfig
+from mlsys.tune.config import TuneConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
@@ -31,6 +32,7 @@ SECTION_TYPES = {
     "validation": ValidationConfig,
     "model": ModelConfig,
     "train": TrainConfig,
+    "tune": TuneConfig,
     "registry": RegistryConfig,
     "serve": ServeConfig,
     "predict": PredictConfig,
@@ -51,7 +53,8 @@ def _clean_env(monkeypatch):
 
 def test_every_group_has_options():
     groups = {g for g, _ in OPTIONS}
-    assert groups == {"data", "validation", "features", "model", "train", "logger", "registry", "serve", "predict", "pipeline", "cluster"}
+    assert groups == {"data", "validation", "features", "model", "train", "tune", "logger", "evaluate", "registry", "serve", "predict",
+                      "pipeline", "cluster"}
     assert ("data", "movielens") in OPTIONS and ("data", "synthetic") in OPTIONS
     assert config_dir() == CONFIGS.resolve()
 
