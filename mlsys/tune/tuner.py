@@ -109,7 +109,6 @@ def _searcher(cfg: TuneConfig, study_name: str, study_db: str | None):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage_ = optuna.storages.RDBStorage(f"sqlite:///{study_db}") if study_db else None
     # constant_liar: trials still running count as bad guesses, so concurrent trials spread out
     sampler = optuna.samplers.TPESampler(n_startup_trials=cfg.startup_trials, constant_liar=True, seed=cfg.seed)
@@ -136,6 +135,9 @@ def tune(train_ds: ray.data.Dataset, spec: InputSpec, model: ModelConfig, train:
     """
     from ray import tune as rt
 
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "Using an existing study ..." on restore
     started = time.perf_counter()
     space = SearchSpace.parse(cfg.search_space, model, train)  # against the configs in force, not the defaults
     train_part, valid_part = holdout(train_ds, cfg.validation_fraction, cfg.seed)
@@ -241,6 +243,8 @@ class _TrialLog(Callback):
         if not ctx.announced:
             ctx.announced = True
             done = [t for t in trials if t.status == "TERMINATED"]
+            for t in done:  # restored: the best so far includes them
+                self._track(ctx, t, (t.last_result or {}).get(ctx.cfg.reported_metric))
             if done:
                 ctx.echo(f"[tune] {len(done)} of {ctx.cfg.num_samples} trials had finished; they are kept, not run again")
 
@@ -262,7 +266,10 @@ class _TrialLog(Callback):
         for key in _CURVES:
             if key in result:
                 ctx.client.log_metric(run_id, key.replace("eval_", "valid_"), float(result[key]), step=epoch)
-        value = result.get(ctx.cfg.reported_metric)
+        self._track(ctx, trial, result.get(ctx.cfg.reported_metric))
+
+    @staticmethod
+    def _track(ctx: _RunContext, trial, value) -> None:
         sign = 1 if ctx.cfg.mode == "max" else -1
         if value is not None and (ctx.best is None or sign * value > sign * ctx.best[0]):
             ctx.best = (float(value), trial.trial_id)
