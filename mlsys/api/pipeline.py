@@ -8,7 +8,7 @@ from mlsys.api.config import MlsysConfig
 from mlsys.pipeline.runner import PipelineResult, PipelineRunner
 
 # The config sections pipeline steps may take (bound by type, see mlsys.pipeline.step).
-PIPELINE_SECTIONS = ("data", "validation", "features", "model", "train", "tune", "registry")
+PIPELINE_SECTIONS = ("data", "validation", "features", "model", "train", "tune", "evaluate", "registry", "serve")
 
 
 def runner(cfg: MlsysConfig, echo: Callable[[str], None] = print) -> PipelineRunner:
@@ -39,12 +39,13 @@ def runner(cfg: MlsysConfig, echo: Callable[[str], None] = print) -> PipelineRun
     )
 
 
-def execute_pipeline(cfg: MlsysConfig, overrides: list[str], echo: Callable[[str], None] = print) -> PipelineResult:
+def execute_pipeline(cfg: MlsysConfig, overrides: list[str], echo: Callable[[str], None] = print,
+                     tags: dict[str, str] | None = None) -> PipelineResult:
     """Run the pipeline, print its summary, log it to the configured logger."""
     from mlsys.train import loggers
 
     run = runner(cfg, echo)
-    result = run.run(overrides)
+    result = run.run(overrides, tags)
     echo(summary(result, run.tracking_uri))
     steps = [loggers.StepMetrics(r.name, r.metrics) for r in result.steps]
     logged = loggers.log_pipeline(cfg.logger, f"{cfg.pipeline.name}-{result.run_id[:8]}", loggers.plain_config(cfg), steps, run.home)
@@ -61,6 +62,8 @@ def explain(cfg: MlsysConfig) -> str:
 
 
 def summary(result: PipelineResult, tracking_uri: str) -> str:
+    from mlsys import storage
+
     lines = [f"\n{'step':<11} {'status':<7} {'seconds':>8}  fingerprint"]
     for r in result.steps:
         lines.append(f"{r.name:<11} {r.status:<7} {r.seconds:>8.1f}  {r.fingerprint[:12]}")
@@ -70,5 +73,9 @@ def summary(result: PipelineResult, tracking_uri: str) -> str:
             lines.append("eval: " + ", ".join(f"{n.removeprefix('eval_')} {v:.4f}" for n, v, _ in r.metrics if n != "eval_rows"))
         if r.name == "register":
             lines.append(f"registered model {r.outputs.model_name} version {r.outputs.version}")
+        if r.name == "bless":
+            lines.append(f"gate: {storage.read_json(r.outputs.blessing)['reason']}")
+        if r.name == "push":
+            lines.append(f"push: {storage.read_json(r.outputs.decision)['line']}")
     lines += [f"MLflow run id: {result.run_id}", f"tracking store: {tracking_uri}", f"artifacts: {result.home}/artifacts"]
     return "\n".join(lines)

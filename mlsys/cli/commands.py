@@ -66,6 +66,17 @@ def release(cfg: MlsysConfig, args) -> str:
     return getattr(releases, args.action)(cfg, args.model)
 
 
+def model(cfg: MlsysConfig, args) -> str:
+    """``mlsys model history|push|rollback``."""
+    from mlsys.api import models
+
+    if args.action == "push":
+        return models.push(cfg, args.model, args.version)
+    if args.action == "rollback":
+        return models.rollback(cfg, args.model, args.to)
+    return models.history(cfg, args.model)
+
+
 def post_json(url: str, body: dict, timeout: float = 30.0) -> dict:
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=timeout) as resp:

@@ -2,6 +2,7 @@
 
     mlsys run [--cfg job] [key=value ...]   run the pipeline (cached steps are reused)
     mlsys run --explain [key=value ...]     per step: would it be reused or run, and why (runs nothing)
+    mlsys run -m model=lr,deepfm [...]      a sweep: one run per combination (shared steps reused), then a table
     mlsys serve [key=value ...]             serve serve.model on 127.0.0.1:8000 until Ctrl-C
     mlsys demo [key=value ...]              run, serve, send a few requests, stop
     mlsys lineage [key=value ...]           walk serve.model back to its data
@@ -10,6 +11,9 @@
     mlsys release canary --model ctr --version N --percent P   a share of users (sticky) to version N
     mlsys release canary --model ctr --version N --shadow      version N scores a copy of every request
     mlsys release status|promote|rollback [--model ctr]        (docs/releases.md)
+    mlsys model history [ctr]                  versions, aliases, metrics, blessing decisions, pushes
+    mlsys model push [ctr] --version N         push a version by hand, through infra validation
+    mlsys model rollback [ctr] [--to N]        move the alias back (docs/release.md)
     mlsys stats compute PATH --out F.json   statistics of any Parquet/CSV path
     mlsys stats show F.json|RUN_ID          a compact table
     mlsys schema infer F.json --out S.yaml  a schema from training statistics
@@ -28,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the pipeline (pipeline=ctr by default)")
     run.add_argument("--cfg", choices=["job"], help="print the composed config and exit")
     run.add_argument("--explain", action="store_true", help="print, per step, whether it would be reused or run and why; run nothing")
+    run.add_argument("-m", "--multirun", action="store_true",
+                     help="a sweep: one pipeline run per combination of the overrides' values (model=lr,deepfm,din), then a table")
     sub.add_parser("serve", help="serve a registered model over HTTP until Ctrl-C")
     sub.add_parser("demo", help="run the pipeline, serve it, send a few ranking requests, stop")
     sub.add_parser("lineage", help="walk a registered model (serve.model) back to the data it came from")
@@ -50,6 +56,16 @@ def _parser() -> argparse.ArgumentParser:
     for parser in actions.choices.values():
         parser.add_argument("--model", help="the registered model's name (default: serve.model's, ctr)")
         parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. home.root=/data/mlsys")
+    model = sub.add_parser("model", help="a registered model: history; push or roll back its serving alias")
+    verbs = model.add_subparsers(dest="action", required=True)
+    verbs.add_parser("history", help="versions, aliases, metrics, blessing decisions, infra validation, pushes")
+    verbs.add_parser("push", help="move the alias to --version, after infra validation in a sandbox app").add_argument(
+        "--version", required=True, help="the registered version to push")
+    verbs.add_parser("rollback", help="move the alias back to the previous champion, or --to N").add_argument(
+        "--to", help="the version to roll back to (default: the champion before the current one)")
+    for parser in verbs.choices.values():
+        parser.add_argument("model", nargs="?", help="the registered model's name (default registry.model_name, ctr)")
+        parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. home.root=/data/mlsys")
     for name in ("run", "serve", "demo", "lineage", "predict"):
         sub.choices[name].add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.embed_dim=32")
     from mlsys.cli import data_commands
@@ -60,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from mlsys.errors import MlsysError
+    if args.command == "model" and args.model and "=" in args.model:  # `mlsys model history home.root=H`: no name given
+        args.overrides, args.model = [args.model, *args.overrides], None
+    from mlsys.errors import ConfigError, MlsysError
 
     try:
         from mlsys import api
@@ -70,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("stats", "schema", "validate"):
             return data_commands.run(args)
 
+        if args.command == "run" and args.multirun:
+            from mlsys.api.sweep import sweep
+
+            if args.cfg or args.explain:
+                raise ConfigError("-m runs the sweep; --cfg and --explain take one combination (without -m)")
+            sweep(args.overrides, lambda combo, tags: commands.execute_pipeline(compose_config(combo), combo, tags=tags))
+            return 0
         if args.command == "run" and args.cfg == "job":
             from omegaconf import OmegaConf
 
@@ -93,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             commands.predict(cfg, args.model, args.input, args.output)
         elif args.command == "release":
             print(commands.release(cfg, args))
+        elif args.command == "model":
+            print(commands.model(cfg, args))
         return 0
     except MlsysError as e:
         print(f"mlsys: error: {e}", file=sys.stderr)

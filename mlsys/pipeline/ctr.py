@@ -1,7 +1,7 @@
 """The default pipeline ``pipeline=ctr``, top to bottom:
 
 ingest -> statistics -> schema -> validate -> features -> materialize -> transform
--> tune -> train -> package -> evaluate -> register
+-> tune -> train -> package -> evaluate -> register -> bless -> push
 
 Each step is a thin declaration: it names its inputs (earlier steps' outputs)
 and config sections by type, calls its stage's code (``mlsys.data``,
@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from mlsys import storage
 from mlsys.data.config import DataConfig
 from mlsys.data.validation import ValidationConfig
+from mlsys.evaluate.config import EvaluateConfig
 from mlsys.features.config import FeaturesConfig
 from mlsys.models import ModelConfig
 from mlsys.pipeline.step import Pipeline, StepContext, step
 from mlsys.registry.config import RegistryConfig
+from mlsys.serve.config import ServeConfig
 from mlsys.train.config import TrainConfig
 from mlsys.train.warm_start import WarmStart
 from mlsys.tune.config import TuneConfig
@@ -98,6 +100,19 @@ class RegisterOutput:
     package: str
     model_name: str
     version: str
+
+
+@dataclass(frozen=True)
+class BlessOutput:
+    evaluation: str  # Evaluation JSON: candidate and champion, overall and per slice, with CIs
+    blessing: str  # BlessingDecision JSON: every check, its numbers, the one-line reason
+    estimate: str  # PreReleaseEstimate JSON (null without logged requests)
+    report: str  # HTML evaluation report
+
+
+@dataclass(frozen=True)
+class PushOutput:
+    decision: str  # JSON: pushed or not, why, the infra validation, the alias move
 
 
 # -- steps ---------------------------------------------------------------------------
@@ -301,6 +316,7 @@ def evaluate(ctx: StepContext, data: TransformOutput, packaged: PackageOutput) -
 
 @step()
 def register(ctx: StepContext, packaged: PackageOutput, evaluation: EvaluateOutput, registry: RegistryConfig, warm: WarmStart) -> RegisterOutput:
+    """A new version in the registry; it serves only once the gate blesses it and ``push`` moves the alias."""
     from mlsys.registry import mlflow_store
     from mlsys.registry.mlflow_store import Tag
 
@@ -308,10 +324,61 @@ def register(ctx: StepContext, packaged: PackageOutput, evaluation: EvaluateOutp
     tags = {Tag.FINGERPRINT: ctx.fingerprint, **{f"eval_{k}": round(v, 6) for k, v in metrics.items()}}
     if warm.active:
         tags[Tag.WARM_START] = f"{warm.model_name}/{warm.version}" if warm.version else warm.package
-    version = mlflow_store.register(ctx.tracking_uri, ctx.run_id, packaged.package, registry.model_name, registry.alias, tags)
+    version = mlflow_store.register(ctx.tracking_uri, ctx.run_id, packaged.package, registry.model_name, None, tags)
     ctx.log_metric("model_version", int(version.version))
     return RegisterOutput(package=version.source, model_name=version.name, version=version.version)
 
 
-CTR = Pipeline("ctr", (ingest, statistics, schema, validate, features, materialize, transform, tune, train, package, evaluate, register))
+@step()
+def bless(
+    ctx: StepContext, data: TransformOutput, registered: RegisterOutput, evaluate: EvaluateConfig, registry: RegistryConfig,
+    features: FeaturesConfig, serve: ServeConfig,
+) -> BlessOutput:
+    """The candidate against the champion on the same eval data, overall and per slice; the blessing;
+    the pre-release replay of logged requests. Runs whenever a new version is registered."""
+    from mlsys.evaluate.gate import run_gate
+
+    out = BlessOutput(*(storage.join(ctx.output_uri, n) for n in ("evaluation.json", "blessing.json", "estimate.json", "report.html")))
+    gate = run_gate(ctx.tracking_uri, registered.model_name, registered.version, registered.package, registry.alias,
+                    data.train, data.eval, evaluate, replay_log=logged_requests(features, serve, ctx.home), uris=out,
+                    title=f"Evaluation of {registered.model_name} version {registered.version}")
+    ctx.log_metrics(gate.metrics)
+    ctx.set_tag("blessed", str(gate.decision.blessed).lower())
+    from mlsys.registry import mlflow_store
+
+    mlflow_store.client(ctx.tracking_uri).log_artifact(ctx.run_id, out.report, "evaluation")
+    print(f"[bless] {registered.model_name} version {registered.version}: {gate.decision.reason}")
+    if gate.estimate is not None:
+        print(f"[bless] pre-release estimate: {gate.estimate.line()}")
+    return out
+
+
+@step()
+def push(ctx: StepContext, data: TransformOutput, registered: RegisterOutput, blessed: BlessOutput, evaluate: EvaluateConfig,
+         registry: RegistryConfig, serve: ServeConfig) -> PushOutput:
+    """Infra validation in a sandbox app, then ``registry.alias`` moves to the version (apps following it hot reload)."""
+    from mlsys.evaluate.gate import read_gate
+    from mlsys.serve.push import push_if_ready
+
+    out = PushOutput(decision=storage.join(ctx.output_uri, "push.json"))
+    decision, estimate = read_gate(blessed.blessing, blessed.estimate)
+    outcome = push_if_ready(ctx.tracking_uri, registered.model_name, registered.version, registered.package, registry.alias,
+                            data.eval, decision, estimate, evaluate, serve, via=f"push step (MLflow run {ctx.run_id})")
+    storage.write_json(out.decision, outcome)
+    ctx.set_tag("pushed", str(outcome["pushed"]).lower())
+    print(f"[push] {registered.model_name} version {registered.version}: {outcome['line']}")
+    return out
+
+
+def logged_requests(features: FeaturesConfig, serve: ServeConfig, home: str):
+    """What serving logged (``serve.feature_logging.path``, else beside the feature store), or None."""
+    from pathlib import Path
+
+    from mlsys.features.feature_log import default_log_dir, read_feature_log
+
+    where = serve.feature_logging.path or default_log_dir(features.project, home)
+    return read_feature_log(where) if where and Path(where).exists() else None
+
+
+CTR = Pipeline("ctr", (ingest, statistics, schema, validate, features, materialize, transform, tune, train, package, evaluate, register, bless, push))
 PIPELINES = {"ctr": CTR}

@@ -182,7 +182,8 @@ class PipelineRunner:
             self.echo(f"[{step.name}] still running: {time.perf_counter() - started:.0f}s")
         return ray.get(ref)
 
-    def run(self, overrides: list[str] | None = None) -> PipelineResult:
+    def run(self, overrides: list[str] | None = None, tags: dict[str, str] | None = None) -> PipelineResult:
+        """Run the steps (cached ones reused); ``tags``: more tags for the pipeline's MLflow run (a sweep's id)."""
         from mlsys.registry import mlflow_store
 
         client = mlflow_store.client(self.tracking_uri)
@@ -190,7 +191,7 @@ class PipelineRunner:
         parent = client.create_run(
             exp_id,
             run_name=f"{self.pipeline.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            tags={Tag.PIPELINE: self.pipeline.name, Tag.OVERRIDES: json.dumps(overrides or [])},
+            tags={Tag.PIPELINE: self.pipeline.name, Tag.OVERRIDES: json.dumps(overrides or []), **(tags or {})},
         )
         parent_id = parent.info.run_id
         self.echo(f"[pipeline] {self.pipeline.name}: MLflow run {parent_id} (experiment '{self.experiment}')")

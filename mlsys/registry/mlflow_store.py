@@ -21,6 +21,7 @@ class Tag:
     PARENT = "mlflow.parentRunId"  # MLflow's own: a step run's pipeline run
     PIPELINE = "mlsys.pipeline"
     OVERRIDES = "mlsys.overrides"
+    SWEEP = "mlsys.sweep"  # on the pipeline runs of one `mlsys run -m` sweep: its id (filter: tags."mlsys.sweep" = '<id>')
     STEP = "mlsys.step"
     FINGERPRINT = "mlsys.fingerprint"  # on step runs and on the model version they registered
     INPUTS = "mlsys.inputs"  # JSON: the upstream outputs a step read

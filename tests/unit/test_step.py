@@ -183,7 +183,8 @@ def test_ctr_pipeline_is_wired():
     sections[WarmStart] = "warm_start"  # derived: execute_pipeline resolves train.warm_start
     CTR.validate(sections)
     assert [s.name for s in CTR.steps] == [
-        "ingest", "statistics", "schema", "validate", "features", "materialize", "transform", "train", "package", "evaluate", "register"]
+        "ingest", "statistics", "schema", "validate", "features", "materialize", "transform", "tune", "train", "package", "evaluate",
+        "register", "bless", "push"]
     with pytest.raises(PipelineDefinitionError):
         CTR.validate({k: v for k, v in sections.items() if v != "registry"})
 

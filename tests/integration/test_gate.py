@@ -1,0 +1,151 @@
+"""The evaluation gate and the push on real Ray, MLflow and Serve (docs/release.md): the first model
+of a registry is blessed by the value thresholds, infra-validated in a sandbox Serve app and pushed;
+a worse candidate is refused with a one-line reason and never serves; a blessed one is pushed and
+the running app (following the alias) serves it without a restart, over HTTP; ``mlsys model
+rollback`` brings the previous version back in the running app; a package that cannot load is
+refused by infra validation; ``mlsys model history`` shows all of it.
+
+The registered model is ``gated`` (its own name: the session's ``ctr`` is left alone); its
+pipelines reuse the session's trained home, so only the steps after ``evaluate`` run for version 1.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import requests
+
+import mlsys
+from mlsys.api import serving
+from mlsys.api.config import compose_config
+from mlsys.registry import pushes
+from mlsys.registry.mlflow_store import client, resolve
+from mlsys.storage import read_json
+from tests.conftest import MLSYS, REPO, free_port, wait_until
+from tests.packages import variant
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning")
+
+NAME = "gated"
+
+
+def _run(trained, *more, capsys=None):
+    home, overrides, _ = trained
+    return mlsys.run_pipeline([*overrides, f"registry.model_name={NAME}", *more])
+
+
+def _champion(uri: str) -> str:
+    return str(client(uri).get_model_version_by_alias(NAME, "champion").version)
+
+
+def _tags(uri: str, version: str) -> dict:
+    return dict(client(uri).get_model_version(NAME, version).tags or {})
+
+
+@pytest.fixture(scope="module")
+def first(trained):
+    """Version 1: the session's trained package, the registry's first model."""
+    result = _run(trained)
+    return f"sqlite:///{trained[0]}/mlflow.db", result
+
+
+@pytest.fixture(scope="module")
+def app(trained, first):
+    from ray import serve
+
+    home, overrides, _ = trained
+    serve.shutdown()  # Serve keeps the HTTP port of its first start
+    cfg = compose_config([*overrides, f"serve.port={free_port()}", f"serve.model={NAME}@champion", "serve.app_name=gated",
+                          "serve.log_level=WARNING", "serve.release.poll_s=0.5"])
+    url = serving.start_server(cfg)
+    yield url
+    serve.shutdown()
+
+
+def _health(url: str) -> dict:
+    return requests.get(f"{url}/healthz", timeout=10).json()
+
+
+def test_the_first_model_is_blessed_by_value_thresholds_validated_in_a_sandbox_and_pushed(first):
+    uri, result = first
+    assert [s.status for s in result.steps if s.name in ("train", "package", "evaluate")] == ["cached"] * 3
+    tags = _tags(uri, "1")
+    assert tags[pushes.PushTag.BLESSED] == "true", tags
+    assert tags[pushes.PushTag.BLESSING].startswith("blessed: auc")
+    assert tags[pushes.PushTag.INFRA].startswith("infra validated: 30 canned requests, scores within")
+    assert tags[pushes.PushTag.PUSHED].startswith("pushed: champion is version 1;")
+    assert _champion(uri) == "1"
+    decision = read_json(result.output("push").decision)
+    assert decision["pushed"] and decision["via"] == f"push step (MLflow run {result.steps[-1].run_id})"
+    blessing = read_json(result.output("bless").blessing)
+    assert blessing["blessed"] and blessing["champion_version"] is None
+    evaluation = read_json(result.output("bless").evaluation)
+    assert evaluation  # written; its content is tests/unit/test_evaluation_gate.py's
+    assert "<html" in open(result.output("bless").report).read().lower()
+
+
+def test_a_worse_candidate_is_refused_with_one_line_reason_and_never_serves(trained, first, app, capsys):
+    uri, _ = first
+    capsys.readouterr()
+    worse = _run(trained, "train.learning_rate=0.000001", "evaluate.blessing.thresholds.auc=0.5")
+    out = capsys.readouterr().out
+    version = worse.output("register").version
+    line = next(l for l in out.splitlines() if l.startswith(f"[bless] {NAME} version {version}: "))
+    assert "not blessed: auc" in line and "< champion" in line, line  # the metric, the values, the threshold
+    assert f"[push] {NAME} version {version}: not pushed: not blessed: auc" in out
+    assert _tags(uri, version)[pushes.PushTag.BLESSED] == "false"
+    assert pushes.PushTag.INFRA not in _tags(uri, version)  # never sandboxed
+    assert _champion(uri) == "1" and _health(app)["version"] == "1"
+
+
+def test_a_blessed_candidate_is_pushed_and_served_without_restart_then_rolled_back(trained, first, app):
+    uri, _ = first
+    before = _health(app)
+    better = _run(trained, "model.embed_dim=8", "evaluate.blessing.max_regression.auc=0.05",
+                  "evaluate.blessing.max_regression.logloss=0.05", "evaluate.blessing.max_slice_regression.auc=0.1")
+    version = better.output("register").version
+    assert read_json(better.output("push").decision)["pushed"], read_json(better.output("push").decision)
+    assert _champion(uri) == version
+    health = wait_until(lambda: (h := _health(app))["version"] == version and h, f"the app to serve version {version}")
+    assert health["replica_pid"] == before["replica_pid"]  # hot reload, no restart
+    model = mlsys.load_model(f"models:/{NAME}/{version}", tracking_uri=uri)
+    user, items = 1, [1, 2, 3, 50, 172]
+    want = {i.item_id: i.score for i in model.rank(user, items).items}
+    body = requests.post(f"{app}/v1/rank", json={"user_id": user, "candidates": items}, timeout=30).json()
+    assert body["version"] == version
+    assert all(abs(i["score"] - want[i["item_id"]]) <= 1e-5 for i in body["items"])
+
+    proc = subprocess.run([MLSYS, "model", "rollback", NAME, f"home.root={trained[0]}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"champion rolled back from version {version} to version 1" in proc.stdout
+    wait_until(lambda: _health(app)["version"] == "1", "the app to serve version 1 again")
+    assert _health(app)["replica_pid"] == before["replica_pid"]
+
+
+def test_a_package_that_cannot_load_is_refused_by_infra_validation(trained, first, tmp_path):
+    uri, _ = first
+    broken = variant(resolve(uri, f"{NAME}/1").source, tmp_path / "corrupt", "corrupt")
+    version = str(client(uri).create_model_version(NAME, source=broken).version)
+    champion = _champion(uri)
+    proc = subprocess.run([MLSYS, "model", "push", NAME, "--version", version, f"home.root={trained[0]}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "not pushed: infra validation failed: the package does not load: ArtifactIntegrityError" in proc.stderr
+    assert _champion(uri) == champion
+    assert _tags(uri, version)[pushes.PushTag.INFRA].startswith("infra validation failed: the package does not load")
+
+
+def test_model_history_lists_versions_aliases_metrics_decisions_and_pushes(trained, first):
+    proc = subprocess.run([MLSYS, "model", "history", NAME, f"home.root={trained[0]}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert f"{NAME}: " in out and "champion" in out
+    assert "gate: blessed: auc" in out and "gate: not blessed: auc" in out
+    assert "infra: infra validated" in out and "infra: infra validation failed" in out
+    assert "push at " in out and "via push step (MLflow run" in out and "rollback at " in out and "via mlsys model rollback" in out
+    rows = pushes.history(f"sqlite:///{trained[0]}/mlflow.db", NAME)
+    json.dumps(rows)
