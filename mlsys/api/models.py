@@ -64,6 +64,9 @@ def push(cfg: MlsysConfig, model: Optional[str], version: str) -> str:
         eval_uri = read_package(source).manifest.get("lineage", {}).get("eval")
     except Exception:  # infra validation says why it does not load
         eval_uri = None
+    from mlsys.cluster import connect
+
+    connect(cfg.cluster)  # the sandbox app runs on this Ray (cluster.address; the embedded one by default)
     gate = {True: "blessed", False: f"NOT blessed ({tags['blessing']})", None: "never gated"}[tags["blessed"]]
     outcome = validate_and_push(uri, name, str(version), source, alias, eval_uri, cfg.evaluate, cfg.serve,
                                 via="mlsys model push", reason=f"manual push; the gate: {gate}")

@@ -75,7 +75,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]  # overrides after an option (`model push ctr --version 3 home.root=H`)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "model" and args.model and "=" in args.model:  # `mlsys model history home.root=H`: no name given
         args.overrides, args.model = [args.model, *args.overrides], None
     from mlsys.errors import ConfigError, MlsysError

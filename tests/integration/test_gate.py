@@ -12,6 +12,7 @@ pipelines reuse the session's trained home, so only the steps after ``evaluate``
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -75,7 +76,7 @@ def test_the_first_model_is_blessed_by_value_thresholds_validated_in_a_sandbox_a
     assert tags[pushes.PushTag.BLESSED] == "true", tags
     assert tags[pushes.PushTag.BLESSING].startswith("blessed: auc")
     assert tags[pushes.PushTag.INFRA].startswith("infra validated: 30 canned requests, scores within")
-    assert tags[pushes.PushTag.PUSHED].startswith("pushed: champion is version 1;")
+    assert tags[pushes.PushTag.PUSHED] == "pushed: champion is version 1"
     assert _champion(uri) == "1"
     decision = read_json(result.output("push").decision)
     assert decision["pushed"] and decision["via"] == f"push step (MLflow run {result.steps[-1].run_id})"
@@ -92,9 +93,11 @@ def test_a_worse_candidate_is_refused_with_one_line_reason_and_never_serves(trai
     worse = _run(trained, "train.learning_rate=0.000001", "evaluate.blessing.thresholds.auc=0.5")
     out = capsys.readouterr().out
     version = worse.output("register").version
-    line = next(l for l in out.splitlines() if l.startswith(f"[bless] {NAME} version {version}: "))
-    assert "not blessed: auc" in line and "< champion" in line, line  # the metric, the values, the threshold
-    assert f"[push] {NAME} version {version}: not pushed: not blessed: auc" in out
+    line = next(l for l in out.splitlines() if l.startswith("gate: "))  # the run's summary
+    assert line.startswith("gate: not blessed: auc") and "< champion" in line, line  # the metric, the values, the threshold
+    assert "(evaluate.blessing." in line, line
+    assert f"[bless] {NAME} version {version}: not blessed: auc" in out  # the step's own line (from its Ray task)
+    assert "push: not pushed: not blessed: auc" in out
     assert _tags(uri, version)[pushes.PushTag.BLESSED] == "false"
     assert pushes.PushTag.INFRA not in _tags(uri, version)  # never sandboxed
     assert _champion(uri) == "1" and _health(app)["version"] == "1"
@@ -125,13 +128,14 @@ def test_a_blessed_candidate_is_pushed_and_served_without_restart_then_rolled_ba
     assert _health(app)["replica_pid"] == before["replica_pid"]
 
 
-def test_a_package_that_cannot_load_is_refused_by_infra_validation(trained, first, tmp_path):
+def test_a_package_that_cannot_load_is_refused_by_infra_validation(trained, first, tmp_path, ray_local):
     uri, _ = first
     broken = variant(resolve(uri, f"{NAME}/1").source, tmp_path / "corrupt", "corrupt")
     version = str(client(uri).create_model_version(NAME, source=broken).version)
     champion = _champion(uri)
-    proc = subprocess.run([MLSYS, "model", "push", NAME, "--version", version, f"home.root={trained[0]}"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    session_ray = f"cluster.address={ray_local.get_runtime_context().gcs_address}"  # no second Ray
+    proc = subprocess.run([MLSYS, "model", "push", NAME, "--version", version, f"home.root={trained[0]}", session_ray],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_AUTH_MODE": "token"})
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "not pushed: infra validation failed: the package does not load: ArtifactIntegrityError" in proc.stderr
     assert _champion(uri) == champion
@@ -149,3 +153,27 @@ def test_model_history_lists_versions_aliases_metrics_decisions_and_pushes(train
     assert "push at " in out and "via push step (MLflow run" in out and "rollback at " in out and "via mlsys model rollback" in out
     rows = pushes.history(f"sqlite:///{trained[0]}/mlflow.db", NAME)
     json.dumps(rows)
+
+
+def test_a_sweep_runs_every_combination_reusing_shared_steps_and_ends_with_a_table(trained, ray_local):
+    """``mlsys run -m``: both values of ``model.embed_dim`` were trained earlier in the session (16 by the
+    session's pipeline, 8 by the blessed candidate above), so each run reuses every step up to evaluate."""
+    home, overrides, _ = trained
+    session_ray = f"cluster.address={ray_local.get_runtime_context().gcs_address}"
+    proc = subprocess.run([MLSYS, "run", "-m", *overrides, "model.embed_dim=16,8", "registry.model_name=swept",
+                           "evaluate.infra.enabled=false", session_ray], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "RAY_AUTH_MODE": "token"})
+    out = proc.stdout
+    assert proc.returncode == 0, (out + proc.stderr)[-4000:]
+    assert "[sweep] run 1/2: " in out and "[sweep] run 2/2: " in out
+    table = out[out.index("\nsweep "):].splitlines()
+    sweep_id = table[1].split()[1]
+    assert table[2].split()[:5] == ["model.embed_dim", "auc", "logloss", "version", "outcome"]
+    rows = [line.split() for line in table[3:5]]
+    assert [r[0] for r in rows] == ["16", "8"] and [r[3] for r in rows] == ["1", "2"]
+    assert all(0.5 < float(r[1]) < 1 for r in rows)
+    assert rows[0][4] == "pushed:"  # the first model of `swept`; the second is judged against it
+    assert out.count("train       cached") == 2, out[-3000:]
+    c = client(f"sqlite:///{home}/mlflow.db")
+    runs = c.search_runs([c.get_experiment_by_name("ctr").experiment_id], f"tags.\"mlsys.sweep\" = '{sweep_id}'")
+    assert sorted(r.data.tags["mlsys.sweep.index"] for r in runs) == ["1", "2"]
