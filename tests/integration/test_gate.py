@@ -106,7 +106,7 @@ def test_a_worse_candidate_is_refused_with_one_line_reason_and_never_serves(trai
 def test_a_blessed_candidate_is_pushed_and_served_without_restart_then_rolled_back(trained, first, app):
     uri, _ = first
     before = _health(app)
-    better = _run(trained, "model.embed_dim=8", "evaluate.blessing.max_regression.auc=0.05",
+    better = _run(trained, "model.embed_dim=12", "evaluate.blessing.max_regression.auc=0.05",
                   "evaluate.blessing.max_regression.logloss=0.05", "evaluate.blessing.max_slice_regression.auc=0.1")
     version = better.output("register").version
     assert read_json(better.output("push").decision)["pushed"], read_json(better.output("push").decision)
@@ -157,10 +157,10 @@ def test_model_history_lists_versions_aliases_metrics_decisions_and_pushes(train
 
 def test_a_sweep_runs_every_combination_reusing_shared_steps_and_ends_with_a_table(trained, ray_local):
     """``mlsys run -m``: both values of ``model.embed_dim`` were trained earlier in the session (16 by the
-    session's pipeline, 8 by the blessed candidate above), so each run reuses every step up to evaluate."""
+    session's pipeline, 12 by the blessed candidate above), so each run reuses every step up to evaluate."""
     home, overrides, _ = trained
     session_ray = f"cluster.address={ray_local.get_runtime_context().gcs_address}"
-    proc = subprocess.run([MLSYS, "run", "-m", *overrides, "model.embed_dim=16,8", "registry.model_name=swept",
+    proc = subprocess.run([MLSYS, "run", "-m", *overrides, "model.embed_dim=16,12", "registry.model_name=swept",
                            "evaluate.infra.enabled=false", session_ray], cwd=REPO, capture_output=True, text=True,
                           timeout=600, env={**os.environ, "RAY_AUTH_MODE": "token"})
     out = proc.stdout
@@ -170,7 +170,7 @@ def test_a_sweep_runs_every_combination_reusing_shared_steps_and_ends_with_a_tab
     sweep_id = table[1].split()[1]
     assert table[2].split()[:5] == ["model.embed_dim", "auc", "logloss", "version", "outcome"]
     rows = [line.split() for line in table[3:5]]
-    assert [r[0] for r in rows] == ["16", "8"] and [r[3] for r in rows] == ["1", "2"]
+    assert [r[0] for r in rows] == ["16", "12"] and [r[3] for r in rows] == ["1", "2"]
     assert all(0.5 < float(r[1]) < 1 for r in rows)
     assert rows[0][4] == "pushed:"  # the first model of `swept`; the second is judged against it
     assert out.count("train       cached") == 2, out[-3000:]
