@@ -96,6 +96,20 @@ def _call(session, url: str, body: dict, timeout: float) -> tuple[dict[int, floa
     return {int(i["item_id"]): float(i["score"]) for i in answer["items"]}, ms
 
 
+def _answers(session, url: str, timeout_s: float) -> bool:
+    """Poll until ``url`` answers 200: ``serve.run`` returns when the app's replicas run, which can be
+    before the HTTP proxy listens (seen on a loaded 2-CPU machine: every request refused)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if session.get(url, timeout=10).status_code == 200:
+                return True
+        except Exception:  # not listening yet
+            pass
+        time.sleep(0.5)
+    return False
+
+
 def validate_in_sandbox(package_uri: str, model_name: str, version: str, eval_uri: str, serve_cfg: ServeConfig,
                         cfg: InfraValidationConfig, echo=print) -> InfraValidation:
     """Deploy ``package_uri`` in a sandbox app, send ``cfg.requests`` canned requests, judge the answers."""
@@ -129,6 +143,9 @@ def validate_in_sandbox(package_uri: str, model_name: str, version: str, eval_ur
         except Exception as e:  # Serve's DeploymentFailed and friends: the replica could not start
             return refused(f"the sandbox app did not deploy: {type(e).__name__}: {str(e).splitlines()[0][:300]}", url)
         session = requests.Session()
+        if not _answers(session, f"{url}/healthz", cfg.timeout_s):
+            return refused(f"the sandbox app deployed but {url}/healthz did not answer within evaluate.infra.timeout_s="
+                           f"{cfg.timeout_s:g} s", url)
         for body in bodies[:3]:  # warm-up: first calls load lazily; not timed
             _call(session, f"{url}/v1/rank", body, cfg.timeout_s)
         served, latencies = zip(*(_call(session, f"{url}/v1/rank", body, cfg.timeout_s) for body in bodies))
