@@ -11,7 +11,6 @@ history`` read.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -103,7 +102,5 @@ def run_gate(uri: str, name: str, version: str, package: str, alias: Optional[st
 
 def read_gate(blessing_uri: str, estimate_uri: str) -> tuple[BlessingDecision, Optional[PreReleaseEstimate]]:
     """A ``bless`` step's decision and estimate, from its artifacts."""
-    d = storage.read_json(blessing_uri)
-    d = {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(BlessingDecision)}}
-    e = storage.read_json(estimate_uri)
-    return BlessingDecision.from_dict(d), (PreReleaseEstimate.from_dict(e) if e else None)
+    e = storage.read_json(estimate_uri)  # from_dict ignores the blessing's extra "notes"
+    return BlessingDecision.from_dict(storage.read_json(blessing_uri)), (PreReleaseEstimate.from_dict(e) if e else None)
