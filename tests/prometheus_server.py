@@ -26,14 +26,18 @@ class PrometheusServer:
     workdir: str
 
     @classmethod
-    def start(cls, targets: list[str], scrape_interval: str = "1s", timeout_s: float = 30.0) -> "PrometheusServer":
+    def start(cls, targets: list[str], scrape_interval: str = "5s", timeout_s: float = 30.0) -> "PrometheusServer":
         binary = shutil.which("prometheus")
         if binary is None:
             raise RuntimeError("prometheus is not installed; run `make test` (apt-get install prometheus)")
         port, workdir = _free_port(), tempfile.mkdtemp(prefix="mlsys-prometheus-")
         config = Path(workdir) / "prometheus.yml"
         config.write_text(json.dumps({  # YAML is a superset of JSON
-            "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+            # A scrape may take as long as its interval (Prometheus caps scrape_timeout there). With 1 s,
+            # a CI run never saw a series in 90 s; a Ray node's metrics endpoint on a loaded 2-core
+            # machine may well take longer than that to answer (wait_for's error shows the targets).
+            "global": {"scrape_interval": scrape_interval, "scrape_timeout": scrape_interval,
+                       "evaluation_interval": scrape_interval},
             "scrape_configs": [{"job_name": "ray", "static_configs": [{"targets": targets}]}],
         }))
         args = [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir}/data",
@@ -72,7 +76,13 @@ class PrometheusServer:
             if result and any(float(r["value"][1]) > 0 for r in result):
                 return result
             time.sleep(1.0)
-        raise AssertionError(f"prometheus never had {promql!r} within {timeout_s}s")
+        raise AssertionError(f"prometheus never had {promql!r} within {timeout_s}s; its targets: {self.targets()}")
+
+    def targets(self) -> list[dict]:
+        """Each scrape target's health, last error and last scrape duration (``/api/v1/targets``)."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/targets", timeout=10) as r:
+            active = json.loads(r.read())["data"]["activeTargets"]
+        return [{k: t.get(k) for k in ("scrapeUrl", "health", "lastError", "lastScrapeDuration")} for t in active]
 
     def stop(self) -> None:
         stop_process(self.process, self.workdir)

@@ -28,6 +28,7 @@ from mlsys.api import serving as commands
 from mlsys.api.config import compose_config
 from mlsys.registry import releases
 from mlsys.registry.mlflow_store import client, resolve
+from mlsys.serve.release import in_candidate
 from tests.conftest import MLSYS, REPO, free_port, wait_until
 from tests.packages import variant as _variant
 
@@ -289,6 +290,8 @@ def test_a_broken_canary_rolls_itself_back_and_its_errors_stay_within_its_share(
     proc = _release(trained[0], "canary", "--model", NAME, "--version", version, "--percent", "30")
     assert proc.returncode == 0, proc.stderr[-2000:]
     wait_until(lambda: (_health(url)["candidate"] or {}).get("version") == version, f"the canary of version {version}")
+    release = releases.read(registry, NAME)
+    canary_users = {u for u, _ in users if in_candidate(u, release.percent, release.salt)}
     with Load(url, users, threads=4) as load:
         wait_until(lambda: releases.read(registry, NAME).candidate is None, "the automatic rollback", timeout=90)
         wait_until(lambda: _health(url)["candidate"] is None, "the app to follow the rollback")
@@ -298,8 +301,8 @@ def test_a_broken_canary_rolls_itself_back_and_its_errors_stay_within_its_share(
     assert outcome["outcome"] == "rolled_back" and outcome["reason"].startswith("automatic: ") and breach in outcome["reason"]
     statuses = [s for _, s, _ in load.responses]
     failed_users = {u for u, s, _ in load.responses if s != 200}
-    # Only the canary's users ever saw an error (at most its share of users), and none after the rollback.
-    assert len(failed_users) <= 0.3 * len(users) + 5
+    # Only the canary's users (as the sticky split assigns them) ever saw an error, and none after the rollback.
+    assert failed_users <= canary_users, (sorted(failed_users - canary_users), [(u, s, b) for u, s, b in load.responses if u not in canary_users and s != 200][:3])
     assert all(s == 200 for s in statuses[settled + 8:])
     if version == "5":
         assert failed_users, "the raising canary answered no request"
