@@ -149,6 +149,18 @@ class FeatureAccumulator:
     freq: bytes | None = None
     top_error: int = 0
 
+    def to_dict(self) -> dict:
+        """JSON-plain (sketches as base64): a partial result that is merged later, elsewhere."""
+        blobs = {k: base64.b64encode(getattr(self, k)).decode() for k in ("kll", "hll", "freq") if getattr(self, k) is not None}
+        return {"kind": self.kind.value, "count": self.count, "missing": self.missing, "moments": asdict(self.moments),
+                "top_error": self.top_error, **blobs}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureAccumulator":
+        m = {**d["moments"], "min": float(d["moments"]["min"]), "max": float(d["moments"]["max"])}
+        return cls(FeatureKind(d["kind"]), d["count"], d["missing"], Moments(**m),
+                   *(base64.b64decode(d[k]) if d.get(k) else None for k in ("kll", "hll", "freq")), d.get("top_error", 0))
+
     def merge(self, o: "FeatureAccumulator") -> "FeatureAccumulator":
         assert self.kind == o.kind, f"cannot merge {self.kind} with {o.kind}"
         return FeatureAccumulator(

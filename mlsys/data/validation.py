@@ -143,6 +143,25 @@ def psi(p: np.ndarray, q: np.ndarray) -> float:
     return float(((q - p) * np.log(q / p)).sum())
 
 
+def distances(baseline: DatasetStatistics, current: DatasetStatistics, ignore=()) -> dict[str, dict[str, float]]:
+    """Per feature both sides have (less ``ignore``): ``{"linf": ...}`` for a categorical feature,
+    ``{"js": ..., "psi": ...}`` for a numeric one or a list's lengths; {} where a side is empty."""
+    out: dict[str, dict[str, float]] = {}
+    for name in sorted(set(baseline.features) & set(current.features)):
+        if name in ignore:
+            continue
+        a, b = baseline.features[name], current.features[name]
+        measures: dict[str, float] = {}
+        if a.kind is FeatureKind.categorical and b.kind is FeatureKind.categorical:
+            measures["linf"] = linf_distance(a, b)
+        elif a.kind in (FeatureKind.numeric, FeatureKind.list) and a.kind is b.kind:
+            masses = _masses(a, b)
+            if masses is not None:
+                measures["js"], measures["psi"] = js_divergence(*masses), psi(*masses)
+        out[name] = measures
+    return out
+
+
 def compare(
     baseline: DatasetStatistics,
     current: DatasetStatistics,
@@ -154,18 +173,8 @@ def compare(
 ) -> list[Anomaly]:
     """Drift (previous span vs this span) or skew (training vs serving) anomalies."""
     out: list[Anomaly] = []
-    for name in sorted(set(baseline.features) & set(current.features)):
-        if name in ignore:
-            continue
-        a, b = baseline.features[name], current.features[name]
+    for name, measures in distances(baseline, current, ignore).items():
         limits = {**vars(thresholds), **(per_feature or {}).get(name, {})}
-        measures: dict[str, float] = {}
-        if a.kind is FeatureKind.categorical and b.kind is FeatureKind.categorical:
-            measures["linf"] = linf_distance(a, b)
-        elif a.kind in (FeatureKind.numeric, FeatureKind.list) and a.kind is b.kind:
-            masses = _masses(a, b)
-            if masses is not None:
-                measures["js"], measures["psi"] = js_divergence(*masses), psi(*masses)
         for measure, value in measures.items():
             if not math.isnan(value) and value > limits[measure]:
                 out.append(_anomaly(name, kind, measure, value, limits[measure], severity,

@@ -1,0 +1,320 @@
+"""Online statistics: what serving scored, sketched per window with the statistics step's accumulators.
+
+Each ingress replica hands every scored request to a :class:`WindowSketcher`
+(the raw feature rows, built lazily, and the scores): ``observe`` samples it by
+a hash of the request id and queues it without waiting. A background thread
+turns each batch of queued requests into one Arrow table and folds it into
+the accumulators of its (version, window): the same
+:func:`~mlsys.data.statistics.block_accumulators` as the offline statistics
+step, so online and offline statistics compare like for like. Windows are
+aligned to the clock (``start = floor(t / window_s) * window_s``), the same in
+every replica; when a window has ended, the replica writes its *part*::
+
+    <dir>/<model>/parts/<version>/<start>/<replica>-<ns>.json   accumulators (sketches in base64)
+
+:func:`merge_windows` (the monitor) merges every part of an ended window
+exactly (moments by Chan et al., sketches by their own merge) into one
+:class:`Window`, written as ``<dir>/<model>/windows/<version>/<start>.json``
+with its :class:`~mlsys.data.statistics.DatasetStatistics`. A part that
+arrives after its window was merged is merged in on the next call (the window
+names the parts it holds), so a slow replica loses nothing.
+
+    sketcher = WindowSketcher(cfg, "/h/monitor", "ctr", kinds_of=lambda version: {...})
+    sketcher.observe(request_id, "3", lambda: frame, scores)
+    merged = merge_windows("/h/monitor", "ctr", grace_s=10)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from mlsys import storage
+from mlsys.data.statistics import DatasetStatistics, FeatureAccumulator, FeatureKind, block_accumulators, finalize, infer_kinds, merge_all
+from mlsys.monitor.config import OnlineStatisticsConfig
+
+SCORE = "score"  # the scores' column in a window's statistics (prediction drift)
+WINDOW_FORMAT = "mlsys.monitor-window/1"
+_IDS = ("user_id", "item_id")
+
+
+def window_start(at: float, window_s: float) -> float:
+    """The start of the clock-aligned window holding ``at``.
+
+    >>> window_start(130.0, 60.0)
+    120.0
+    """
+    return math.floor(at / window_s) * window_s
+
+
+@dataclass
+class SketcherCounters:
+    """What happened to observed requests (``/v1/metrics``' ``monitoring``)."""
+
+    sampled_out: int = 0
+    queued: int = 0
+    dropped: int = 0
+    sketched_requests: int = 0
+    sketched_rows: int = 0
+    parts_written: int = 0
+    errors: int = 0
+
+
+@dataclass
+class _Observed:
+    request_id: str
+    version: str
+    frame: Callable[[], pd.DataFrame]
+    scores: np.ndarray
+    at: float
+
+
+@dataclass
+class _Open:
+    """One (version, window) being accumulated in this replica."""
+
+    start: float
+    accumulators: dict = field(default_factory=dict)
+    requests: int = 0
+    rows: int = 0
+
+
+def sampled(request_id: str, rate: float) -> bool:
+    return rate >= 1.0 or zlib.crc32(request_id.encode()) < rate * 2**32
+
+
+class WindowSketcher:
+    """A bounded queue drained by one sketching thread (see the module docstring).
+
+    ``kinds_of(version)``: the feature kinds the version's training statistics use (so a column is
+    sketched as offline sketched it), or None; other columns are typed by their Arrow type."""
+
+    def __init__(self, cfg: OnlineStatisticsConfig, directory: str, model: str,
+                 kinds_of: Callable[[str], Optional[dict]] = lambda version: None,
+                 replica: Optional[str] = None, clock: Callable[[], float] = time.time):
+        self.cfg, self.model, self.kinds_of, self.clock = cfg, model, kinds_of, clock
+        self.directory = Path(directory)
+        self.replica = replica or f"{socket.gethostname()}-{os.getpid()}"
+        self.counters = SketcherCounters()
+        self._kinds: dict[str, dict] = {}
+        self._open: dict[tuple[str, float], _Open] = {}
+        self._lock = threading.Lock()
+        self._queue: queue.Queue = queue.Queue(maxsize=cfg.queue_size)
+        self._thread = threading.Thread(target=self._drain, name="mlsys-online-statistics", daemon=True)
+        self._thread.start()
+
+    # -- the request's side: never waits --------------------------------------------------
+
+    def observe(self, request_id: str, version: str, frame: Callable[[], pd.DataFrame], scores, at: Optional[float] = None) -> bool:
+        if not sampled(request_id, self.cfg.sample_rate):
+            self._count("sampled_out")
+            return False
+        try:
+            self._queue.put_nowait(_Observed(request_id, str(version), frame, scores, self.clock() if at is None else at))
+        except queue.Full:
+            self._count("dropped")
+            return False
+        self._count("queued")
+        return True
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Sketch what is queued and write every open window's part now (a window may then have
+        several parts from this replica: they merge like any others)."""
+        done = threading.Event()
+        self._queue.put(done, timeout=timeout)
+        done.wait(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        self._queue.put(None, timeout=timeout)
+        self._thread.join(timeout)
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self.counters, name, getattr(self.counters, name) + n)
+
+    # -- the sketching thread ---------------------------------------------------------------
+
+    def _drain(self) -> None:
+        batch: list[_Observed] = []
+        rows, deadline = 0, None
+        while True:
+            timeout = self.cfg.flush_seconds if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = ...
+            if isinstance(item, _Observed):
+                batch.append(item)
+                rows += len(item.scores)
+                deadline = deadline or time.monotonic() + self.cfg.flush_seconds
+                if rows < self.cfg.batch_rows:
+                    continue
+            if batch:
+                self._sketch(batch)
+                batch, rows, deadline = [], 0, None
+            self._write_ended(everything=item is None or isinstance(item, threading.Event))
+            if isinstance(item, threading.Event):
+                item.set()
+            if item is None:
+                return
+
+    def _sketch(self, batch: list[_Observed]) -> None:
+        groups: dict[tuple[str, float], list[_Observed]] = {}
+        for o in batch:
+            groups.setdefault((o.version, window_start(o.at, self.cfg.window_s)), []).append(o)
+        for (version, start), items in groups.items():
+            try:
+                frames = [o.frame().reset_index(drop=True) for o in items]
+                frame = pd.concat(frames, ignore_index=True)
+                frame[SCORE] = np.concatenate([np.asarray(o.scores, dtype=np.float64) for o in items])
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                parts = block_accumulators(table, self._kinds_for(version, table.schema))
+            except Exception as e:  # a frame that does not convert: counted and said, never raised
+                self._count("errors")
+                print(f"[monitor] sketching {len(items)} request(s) of {self.model} version {version} failed: {type(e).__name__}: {e}")
+                continue
+            window = self._open.setdefault((version, start), _Open(start))
+            window.accumulators = merge_all([window.accumulators, parts])
+            window.requests += len(items)
+            window.rows += table.num_rows
+            self._count("sketched_requests", len(items))
+            self._count("sketched_rows", table.num_rows)
+
+    def _kinds_for(self, version: str, schema: pa.Schema) -> dict:
+        if version not in self._kinds:
+            kinds = infer_kinds(schema, categorical=_IDS)
+            kinds.update({k: v for k, v in (self.kinds_of(version) or {}).items() if k in kinds})
+            kinds[SCORE] = FeatureKind.numeric
+            self._kinds[version] = kinds
+        return self._kinds[version]
+
+    def _write_ended(self, everything: bool) -> None:
+        now = self.clock()
+        for key in [k for k in self._open if everything or k[1] + self.cfg.window_s <= now]:
+            window = self._open.pop(key)
+            try:
+                self._write_part(key[0], window)
+            except Exception as e:  # a full disk must not stop serving; the part is lost and counted
+                self._count("errors")
+                print(f"[monitor] writing the window part of {self.model} version {key[0]} failed: {type(e).__name__}: {e}")
+
+    def _write_part(self, version: str, window: _Open) -> None:
+        part = {"model": self.model, "version": version, "start": window.start, "window_s": self.cfg.window_s,
+                "replica": self.replica, "requests": window.requests, "rows": window.rows,
+                "accumulators": {k: a.to_dict() for k, a in window.accumulators.items()}}
+        path = _parts_dir(self.directory, self.model, version, window.start) / f"{self.replica}-{time.time_ns()}-{uuid.uuid4().hex[:6]}.json"
+        storage.write_text(str(path), json.dumps(part))
+        self._count("parts_written")
+
+
+# -- the monitor's side: merging parts into windows ------------------------------------------
+
+
+@dataclass
+class Window:
+    """One model version's traffic in one window, merged from every replica's part."""
+
+    model: str
+    version: str
+    start: float
+    end: float
+    requests: int
+    rows: int
+    replicas: list[str]
+    parts: list[str]
+    statistics: DatasetStatistics
+    accumulators: dict = field(default_factory=dict, repr=False)  # name -> FeatureAccumulator: what a late part merges into
+
+    def to_dict(self) -> dict:
+        meta = {k: getattr(self, k) for k in ("model", "version", "start", "end", "requests", "rows", "replicas", "parts")}
+        return {"format": WINDOW_FORMAT, **meta, "statistics": self.statistics.to_dict(),
+                "accumulators": {k: a.to_dict() for k, a in self.accumulators.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Window":
+        if d.get("format") != WINDOW_FORMAT:
+            raise ValueError(f"not a {WINDOW_FORMAT} file (format={d.get('format')!r})")
+        fields = {k: d[k] for k in ("model", "version", "start", "end", "requests", "rows", "replicas", "parts")}
+        return cls(**fields, statistics=DatasetStatistics.from_dict(d["statistics"]))  # accumulators: read by merge only
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} v{self.version} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self.start))}"
+
+
+def _model_dir(directory, model: str) -> Path:
+    return Path(directory) / model
+
+
+def _parts_dir(directory, model: str, version: str, start: float) -> Path:
+    return _model_dir(directory, model) / "parts" / str(version) / f"{start:.0f}"
+
+
+def window_path(directory, model: str, version: str, start: float) -> Path:
+    return _model_dir(directory, model) / "windows" / str(version) / f"{start:.0f}.json"
+
+
+def merge_windows(directory, model: str, grace_s: float = 10.0, now: Optional[float] = None) -> list[Window]:
+    """Merge the parts of every window that ended at least ``grace_s`` ago into its window file;
+    returns the windows written (new, or grown by a late part), oldest first.
+
+    The window file keeps the merged accumulators and the names of the parts it holds, so a late
+    part merges in exactly and a part is removed only once a written window holds it (a crash in
+    between leaves a part the next call recognises and removes, not one counted twice)."""
+    now = time.time() if now is None else now
+    merged: list[Window] = []
+    root = _model_dir(directory, model) / "parts"
+    for version_dir in sorted(root.iterdir()) if root.exists() else ():
+        for start_dir in sorted(version_dir.iterdir(), key=lambda p: float(p.name)):
+            files = sorted(start_dir.glob("*.json"))
+            if not files:
+                continue
+            parts = {f.name: json.loads(f.read_text()) for f in files}
+            first = next(iter(parts.values()))
+            start, window_s = float(first["start"]), float(first["window_s"])
+            if start + window_s + grace_s > now:
+                continue
+            out = window_path(directory, model, version_dir.name, start)
+            held = json.loads(out.read_text()) if out.exists() else None
+            new = {name: p for name, p in parts.items() if held is None or name not in held["parts"]}
+            if new:
+                window = _merged(model, version_dir.name, start, window_s, held, list(new.values()))
+                window.parts = sorted((held["parts"] if held else []) + list(new))
+                storage.write_text(str(out), json.dumps(window.to_dict()))
+                merged.append(window)
+            for f in files:
+                f.unlink(missing_ok=True)
+    return sorted(merged, key=lambda w: (w.start, w.version))
+
+
+def _merged(model: str, version: str, start: float, window_s: float, held: Optional[dict], parts: list[dict]) -> "Window":
+    sides = [{k: FeatureAccumulator.from_dict(a) for k, a in p["accumulators"].items()} for p in [*([held] if held else []), *parts]]
+    window = Window(model, version, start, start + window_s,
+                    sum(p["requests"] for p in parts) + (held["requests"] if held else 0),
+                    sum(p["rows"] for p in parts) + (held["rows"] if held else 0),
+                    sorted({p["replica"] for p in parts} | set(held["replicas"] if held else ())), [], DatasetStatistics(0, {}))
+    window.accumulators = merge_all(sides)
+    window.statistics = finalize(window.accumulators, name=window.label)
+    return window
+
+
+def read_windows(directory, model: str, version: Optional[str] = None) -> list[Window]:
+    """Every merged window of ``model`` (of one ``version``), oldest first."""
+    root = _model_dir(directory, model) / "windows"
+    files = sorted(root.glob(f"{version}/*.json" if version is not None else "*/*.json"))
+    windows = [Window.from_dict(json.loads(f.read_text())) for f in files if not f.name.endswith(".report.json")]
+    return sorted(windows, key=lambda w: (w.start, w.version))
