@@ -36,7 +36,7 @@ def start_server(cfg: MlsysConfig, echo: Callable[[str], None] = print) -> str:
         check_store_serves_model(cfg, model.source)
     connect(cfg.cluster)
     follow = following(cfg)
-    url = app.start(cfg.serve, model.source, model.name, model.version, store, log_dir, follow)
+    url = app.start(served_config(cfg), model.source, model.name, model.version, store, log_dir, follow)
     events = "POST /v1/events, " if store else ""
     graph = cfg.serve.resolved_graph().value
     echo(f"[serve] {model.name} version {model.version} at {url}, graph {graph} (serve.graph={cfg.serve.graph.value})")
@@ -46,6 +46,16 @@ def start_server(cfg: MlsysConfig, echo: Callable[[str], None] = print) -> str:
     echo(f"[serve] routes: POST /v1/rank, {events}GET /v1/metrics, GET /healthz; KServe v2: POST "
          f"/v2/models/{model.name}/infer, GET /v2/models/{model.name}, /v2/health/live|ready; docs at {url}/docs")
     return url
+
+
+def served_config(cfg: MlsysConfig):
+    """``cfg.serve`` with the paths its replicas need resolved against the home (they may run elsewhere)."""
+    import dataclasses
+
+    from mlsys.monitor.config import monitor_dir
+
+    monitoring = dataclasses.replace(cfg.serve.monitoring, path=monitor_dir(cfg.serve.monitoring.path, cfg.home.root))
+    return dataclasses.replace(cfg.serve, monitoring=monitoring)
 
 
 def following(cfg: MlsysConfig):
@@ -123,7 +133,7 @@ def app_builder(args: dict):
     store, log_dir = online_features(cfg)
     if store is not None:
         check_store_serves_model(cfg, model.source)
-    return app.build_app(cfg.serve, model.source, model.name, model.version, store, log_dir, following(cfg))
+    return app.build_app(served_config(cfg), model.source, model.name, model.version, store, log_dir, following(cfg))
 
 
 def declare_release(cfg: MlsysConfig, release: dict, log) -> None:

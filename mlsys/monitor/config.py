@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mlsys import storage
 from mlsys.config import require
+
+
+def monitor_dir(path: str, home_root: str) -> str:
+    """``serve.monitoring.path``, or ``<home>/monitor``, as an absolute path (replicas run elsewhere)."""
+    return storage.absolute(path) if path else storage.join(storage.absolute(home_root), "monitor")
 
 
 @dataclass

@@ -277,8 +277,10 @@ def train(ctx: StepContext, data: TransformOutput, tuned: TuneOutput, model: Mod
 
 
 @step()
-def package(ctx: StepContext, data: TransformOutput, tuned: TuneOutput, trained: TrainOutput, model: ModelConfig, warm: WarmStart) -> PackageOutput:
-    """The model package that evaluate scores and register publishes: what serves is what was measured."""
+def package(ctx: StepContext, stats: StatisticsOutput, data: TransformOutput, tuned: TuneOutput, trained: TrainOutput, model: ModelConfig,
+            warm: WarmStart) -> PackageOutput:
+    """The model package that evaluate scores and register publishes: what serves is what was measured
+    (with the training statistics, the baseline of online skew)."""
     import tempfile
     from pathlib import Path
 
@@ -298,7 +300,8 @@ def package(ctx: StepContext, data: TransformOutput, tuned: TuneOutput, trained:
     out = PackageOutput(package=storage.join(ctx.output_uri, "package"))
     with tempfile.TemporaryDirectory() as tmp:
         local = write_package(Path(tmp) / "package", model=module, model_config=model, preprocessor=preprocessor,
-                              users=pd.read_parquet(data.users), items=pd.read_parquet(data.items), lineage=lineage)
+                              users=pd.read_parquet(data.users), items=pd.read_parquet(data.items), lineage=lineage,
+                              statistics=stats.train)
         storage.upload_dir(local, out.package)
     return out
 

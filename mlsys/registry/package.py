@@ -14,6 +14,7 @@ A package is a folder::
     schema.json          the feature schema, request columns and the tensor signature
     tables/users.parquet user attributes and their latest behaviour sequence
     tables/items.parquet item attributes
+    statistics.json      the training split's statistics (the baseline of online skew; packages from before it lack it)
 
 :func:`write_package` builds one; :func:`read_package` verifies and loads it.
 """
@@ -64,6 +65,13 @@ class ModelPackage:
     def onnx_path(self) -> Path:
         return self.path / "model.onnx"
 
+    def training_statistics(self):
+        """The training split's :class:`~mlsys.data.statistics.DatasetStatistics`, or None (an older package)."""
+        from mlsys.data.statistics import DatasetStatistics
+
+        path = self.path / "statistics.json"
+        return DatasetStatistics.from_json(path.read_text()) if path.exists() else None
+
     def torch_model(self) -> torch.nn.Module:
         model = build_model(self.spec, self.model_config)
         model.load_state_dict(load_file(self.path / "model.safetensors"))
@@ -84,8 +92,10 @@ def write_package(
     users: pd.DataFrame,
     items: pd.DataFrame,
     lineage: dict,
+    statistics: str | None = None,
 ) -> Path:
-    """Write a package folder and its manifest; returns the folder."""
+    """Write a package folder and its manifest; returns the folder. ``statistics``: the URI of the
+    training split's statistics (JSON), copied in as the baseline online monitoring compares with."""
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -110,6 +120,8 @@ def write_package(
     (directory / "schema.json").write_text(json.dumps(signature, indent=2))
     users.to_parquet(directory / "tables" / "users.parquet", index=False)
     items.to_parquet(directory / "tables" / "items.parquet", index=False)
+    if statistics:
+        storage.write_text(str(directory / "statistics.json"), storage.read_text(statistics))
     export_onnx(model, spec, directory / "model.onnx")
     export_halves(model, directory)
     export_user_side(model, spec, directory)  # DIN, bst_cached: the user side once per request (nothing for others)

@@ -403,6 +403,7 @@ class Ingress:
         self.embedding, self.dense, self.controller = embedding, dense, controller
         logging = cfg.feature_logging
         self.logger = FeatureLogger(logging, log_dir) if logging is not None and logging.enabled and log_dir else None
+        self.sketcher = None  # online statistics (serve.monitoring), once the first version loaded
         self.counters = ServiceCounters()
         self._lock = threading.Lock()
         self.pid = os.getpid()
@@ -420,6 +421,11 @@ class Ingress:
         self.metrics = self._metrics(self.routing.champion, "champion")
         self.metrics.serving(True)
         REPLICA.max_body_bytes, REPLICA.metrics = cfg.max_body_bytes, self.metrics
+        monitoring = cfg.monitoring
+        if monitoring.enabled and monitoring.path:
+            from mlsys.monitor.online import WindowSketcher
+
+            self.sketcher = WindowSketcher(monitoring, monitoring.path, model_name, kinds_of=self._training_kinds)
         self._new_windows()
         _batched(self._fused_batch, cfg)
         if follow is not None:
@@ -442,6 +448,10 @@ class Ingress:
             await self.embedding.prepare.remote(uri)
             await self.dense.prepare.remote(uri)
         return served
+
+    def _training_kinds(self, version: str):
+        served = self.loaded.get(version)
+        return served.kinds if served is not None else None
 
     def _metrics(self, served, variant: str):
         return self.metrics_of(served.version, variant)
@@ -647,6 +657,7 @@ class Ingress:
             out = asdict(self.counters)
         out["feature_source"] = "online_store" if self.pusher is not None else "package_tables"
         out["feature_log"] = asdict(self.logger.counters) if self.logger is not None else None
+        out["monitoring"] = asdict(self.sketcher.counters) if self.sketcher is not None else None
         out["graph"] = self.graph.value
         cache = self.routing.champion.user_side.cache if self.routing.champion.user_side is not None else None
         out["user_cache"] = {**asdict(cache.stats), "users": len(cache)} if cache is not None else None
@@ -678,6 +689,8 @@ class Ingress:
 
             # The feature rows are built by the logger's thread (and only for a sampled request).
             self.logger.log(LoggedRequest(request_id, self.model_name, served.version, lambda: ranking.features, ranking.scores))
+        if self.sketcher is not None:  # sketched on the sketcher's thread, like the feature log's rows
+            self.sketcher.observe(request_id, served.version, lambda: ranking.features, ranking.scores)
         elapsed = (time.perf_counter() - start) * 1000.0
         metrics.latency("request", elapsed)
         if shadow is not None:
@@ -804,6 +817,8 @@ class Ingress:
         # Serve deletes the replica on shutdown: write what the feature log still holds.
         if getattr(self, "logger", None) is not None:
             self.logger.close(timeout=10)
+        if getattr(self, "sketcher", None) is not None:  # and the online statistics' open windows
+            self.sketcher.close(timeout=10)
 
 
 def build_app(

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from mlsys.features.feature_log import FeatureLoggingConfig
+from mlsys.monitor.config import OnlineStatisticsConfig
 from mlsys.serve.release import ReleasePolicy
 
 
@@ -138,6 +139,8 @@ class ServeConfig:
     log_level: str = "INFO"
     # What serving used (features, model version, scores), sampled, to Parquet (docs/serving.md).
     feature_logging: FeatureLoggingConfig = field(default_factory=FeatureLoggingConfig)
+    # What serving scored, sketched per window for skew and drift (docs/monitoring.md; the path is `<home>/monitor`).
+    monitoring: OnlineStatisticsConfig = field(default_factory=OnlineStatisticsConfig)
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
 
     def __post_init__(self):

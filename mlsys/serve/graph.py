@@ -121,6 +121,7 @@ class ServedVersion:
     signature: object  # mlsys.serve.v2.Signature
     fused: FusedStage
     user_side: object  # UserSideScorer | None
+    kinds: dict | None = None  # feature -> FeatureKind of the training statistics (online sketches type columns alike)
 
     @classmethod
     def load(cls, uri: str, version: str, max_candidates: int, features=None, user_cache_size: int = 0,
@@ -132,8 +133,10 @@ class ServedVersion:
 
         package = read_package(uri)
         ranker = RankingModel(package, engine="onnx", version=version, max_candidates=max_candidates, features=features)
+        training = package.training_statistics()
         return cls(version if version is None else str(version), uri, ranker, package_identity(package), Signature.of(package.preprocessor.schema),
-                   FusedStage(ranker.scorer), user_side_scorer(package, user_cache_size) if user_side else None)
+                   FusedStage(ranker.scorer), user_side_scorer(package, user_cache_size) if user_side else None,
+                   {name: f.kind for name, f in training.features.items()} if training is not None else None)
 
 
 class StageCache:

@@ -80,7 +80,8 @@ def _sandbox_config(cfg: ServeConfig, model_name: str, version: str) -> ServeCon
         ingress=dataclasses.replace(cfg.ingress, num_replicas=1, autoscaling=one.autoscaling),
         embedding=dataclasses.replace(cfg.embedding, num_replicas=1, autoscaling=one.autoscaling),
         dense=dataclasses.replace(cfg.dense, num_replicas=1, autoscaling=one.autoscaling),
-        feature_logging=dataclasses.replace(cfg.feature_logging, enabled=False))
+        feature_logging=dataclasses.replace(cfg.feature_logging, enabled=False),
+        monitoring=dataclasses.replace(cfg.monitoring, enabled=False))  # canned requests are not traffic
 
 
 def _call(session, url: str, body: dict, timeout: float) -> tuple[dict[int, float] | str, float]:

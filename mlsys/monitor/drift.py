@@ -1,0 +1,89 @@
+"""Skew and drift of an online window: the existing comparators (:func:`mlsys.data.validation.distances`:
+L-infinity for categorical features, Jensen-Shannon and PSI for numeric ones and list lengths).
+
+- **skew**: the window against the training statistics of the model version that served it;
+- **drift**: the window against the previous window of the same version;
+- **prediction drift**: the scores' distribution against the previous window's (the ``score`` column).
+
+    report = judge(window, training_statistics, previous_window, cfg)
+    report.signals()   # {"skew.linf.gender": 0.21, "drift.psi.score": 0.03, ...}: what alert rules read
+    report.anomalies   # ["skew: gender linf 0.2100 > 0.1 (monitor.skew.linf)", ...]
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+from mlsys.data.statistics import DatasetStatistics
+from mlsys.data.validation import distances
+from mlsys.monitor.config import MonitorConfig
+from mlsys.monitor.online import SCORE, Window
+
+REPORT_FORMAT = "mlsys.monitor-report/1"
+
+
+@dataclass
+class WindowReport:
+    """What one merged window showed: every distance, and the ones over their thresholds."""
+
+    model: str
+    version: str
+    start: float
+    end: float
+    requests: int
+    rows: int
+    judged: bool  # False: fewer rows than monitor.min_rows (distances of a handful of rows are noise)
+    skew: dict[str, dict[str, float]] = field(default_factory=dict)  # feature -> measure -> value
+    drift: dict[str, dict[str, float]] = field(default_factory=dict)
+    anomalies: list[str] = field(default_factory=list)
+    baseline: str = ""  # what skew compared with ("" without training statistics)
+    previous: Optional[float] = None  # the previous window's start
+
+    def signals(self) -> dict[str, float]:
+        """Flat signals for alert rules: ``skew.<measure>.<feature>``, ``drift.<measure>.<feature>``
+        (``drift.psi.score`` is prediction drift), their maxima ``skew.max.<measure>``, and the
+        window's size (``window.rows``, ``window.requests``)."""
+        out = {"window.rows": float(self.rows), "window.requests": float(self.requests)}
+        if not self.judged:
+            return out
+        for side, table in (("skew", self.skew), ("drift", self.drift)):
+            for feature, measures in table.items():
+                for measure, value in measures.items():
+                    out[f"{side}.{measure}.{feature}"] = value
+                    key = f"{side}.max.{measure}"
+                    out[key] = max(out.get(key, 0.0), value) if feature != SCORE else out.get(key, 0.0)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"format": REPORT_FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WindowReport":
+        return cls(**{k: v for k, v in d.items() if k != "format"})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+
+def judge(window: Window, training: Optional[DatasetStatistics], previous: Optional[Window], cfg: MonitorConfig) -> WindowReport:
+    report = WindowReport(window.model, window.version, window.start, window.end, window.requests, window.rows,
+                          judged=window.rows >= cfg.min_rows, baseline=training.name if training is not None else "",
+                          previous=previous.start if previous is not None else None)
+    if not report.judged:
+        return report
+    if training is not None:
+        report.skew = distances(training, window.statistics, cfg.ignore)
+    if previous is not None and previous.rows >= cfg.min_rows:
+        report.drift = distances(previous.statistics, window.statistics, cfg.ignore)
+    for side, table in (("skew", report.skew), ("drift", report.drift)):
+        limits = vars(getattr(cfg, side))
+        for feature, measures in table.items():
+            for measure, value in measures.items():
+                limit = cfg.features.get(feature, {}).get(measure, limits[measure])
+                if value > limit:
+                    key = f"monitor.features.{feature}.{measure}" if measure in cfg.features.get(feature, {}) else f"monitor.{side}.{measure}"
+                    what = "prediction drift" if feature == SCORE else side
+                    report.anomalies.append(f"{what}: {feature} {measure} {value:.4f} > {limit:g} ({key})")
+    return report
