@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from mlsys import storage
 from mlsys.config import require
+from mlsys.monitor.alerts import AlertRule
 
 
 def monitor_dir(path: str, home_root: str) -> str:
@@ -34,7 +35,8 @@ class OnlineStatisticsConfig:
     path: str = ""
 
     def __post_init__(self):
-        require(self.window_s > 0, "serve.monitoring.window_s", self.window_s, "> 0 seconds")
+        require(self.window_s >= 1 and float(self.window_s).is_integer(), "serve.monitoring.window_s", self.window_s,
+                "a whole number of seconds >= 1")
         require(0.0 <= self.sample_rate <= 1.0, "serve.monitoring.sample_rate", self.sample_rate, "between 0 and 1")
         require(self.queue_size >= 1, "serve.monitoring.queue_size", self.queue_size, ">= 1")
         require(self.flush_seconds > 0, "serve.monitoring.flush_seconds", self.flush_seconds, "> 0")
@@ -42,33 +44,34 @@ class OnlineStatisticsConfig:
 
 
 @dataclass
-class DriftThresholds:
-    """Per-measure limits (``linf`` for categorical features, ``js``/``psi`` for numeric ones)."""
+class WebhookConfig:
+    """``monitor.webhook.url=http://alerts.internal/hook``: each firing and resolved alert as one JSON POST."""
 
-    linf: float = 0.1
-    js: float = 0.1
-    psi: float = 0.25
+    url: str = ""
+    timeout_s: float = 5.0
+    retries: int = 3
 
 
 @dataclass
 class MonitorConfig:
-    """``monitor``: how merged windows are judged (skew against the serving version's training
-    statistics, drift against the previous window, the score distribution too)."""
+    """``monitor``: how merged windows become signals (skew against the serving version's training
+    statistics, drift against the previous window, prediction drift of the scores) and which
+    signals alert (``monitor.alerts``, rules by name: configs/monitor/default.yaml)."""
 
     # A window is merged once it ended this long ago (replicas flush their parts every flush_seconds).
     grace_s: float = 10.0
-    skew: DriftThresholds = field(default_factory=DriftThresholds)
-    drift: DriftThresholds = field(default_factory=lambda: DriftThresholds(linf=0.1, js=0.1, psi=0.2))
-    # Per-feature overrides: {"gender": {"linf": 0.05}}.
-    features: dict[str, dict[str, float]] = field(default_factory=dict)
+    # How often the monitor merges, judges and evaluates the rules.
+    interval_s: float = 30.0
     # Features never compared (ids and times move by design).
     ignore: list[str] = field(default_factory=lambda: ["timestamp", "user_id", "item_id", "request_id"])
     # A window with fewer rows than this is kept but not judged (its distances are noise).
     min_rows: int = 200
+    alerts: dict[str, AlertRule] = field(default_factory=dict)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
 
     def __post_init__(self):
         require(self.grace_s >= 0, "monitor.grace_s", self.grace_s, ">= 0 seconds")
+        require(self.interval_s > 0, "monitor.interval_s", self.interval_s, "> 0 seconds")
         require(self.min_rows >= 0, "monitor.min_rows", self.min_rows, ">= 0")
-        for side in ("skew", "drift"):
-            for measure, value in vars(getattr(self, side)).items():
-                require(value > 0, f"monitor.{side}.{measure}", value, "> 0")
+        for name, rule in self.alerts.items():
+            rule.check(f"monitor.alerts.{name}")

@@ -6,8 +6,10 @@ L-infinity for categorical features, Jensen-Shannon and PSI for numeric ones and
 - **prediction drift**: the scores' distribution against the previous window's (the ``score`` column).
 
     report = judge(window, training_statistics, previous_window, cfg)
-    report.signals()   # {"skew.linf.gender": 0.21, "drift.psi.score": 0.03, ...}: what alert rules read
-    report.anomalies   # ["skew: gender linf 0.2100 > 0.1 (monitor.skew.linf)", ...]
+    report.signals()   # {"skew.linf.gender": 0.21, "drift.psi.score": 0.03, ...}
+
+Thresholds are not here: they are the alert rules' (``monitor.alerts``), the one place that
+says which distance is too far.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ REPORT_FORMAT = "mlsys.monitor-report/1"
 
 @dataclass
 class WindowReport:
-    """What one merged window showed: every distance, and the ones over their thresholds."""
+    """What one merged window showed: every distance, against training and against the previous window."""
 
     model: str
     version: str
@@ -37,7 +39,6 @@ class WindowReport:
     judged: bool  # False: fewer rows than monitor.min_rows (distances of a handful of rows are noise)
     skew: dict[str, dict[str, float]] = field(default_factory=dict)  # feature -> measure -> value
     drift: dict[str, dict[str, float]] = field(default_factory=dict)
-    anomalies: list[str] = field(default_factory=list)
     baseline: str = ""  # what skew compared with ("" without training statistics)
     previous: Optional[float] = None  # the previous window's start
 
@@ -77,13 +78,4 @@ def judge(window: Window, training: Optional[DatasetStatistics], previous: Optio
         report.skew = distances(training, window.statistics, cfg.ignore)
     if previous is not None and previous.rows >= cfg.min_rows:
         report.drift = distances(previous.statistics, window.statistics, cfg.ignore)
-    for side, table in (("skew", report.skew), ("drift", report.drift)):
-        limits = vars(getattr(cfg, side))
-        for feature, measures in table.items():
-            for measure, value in measures.items():
-                limit = cfg.features.get(feature, {}).get(measure, limits[measure])
-                if value > limit:
-                    key = f"monitor.features.{feature}.{measure}" if measure in cfg.features.get(feature, {}) else f"monitor.{side}.{measure}"
-                    what = "prediction drift" if feature == SCORE else side
-                    report.anomalies.append(f"{what}: {feature} {measure} {value:.4f} > {limit:g} ({key})")
     return report

@@ -316,5 +316,14 @@ def read_windows(directory, model: str, version: Optional[str] = None) -> list[W
     """Every merged window of ``model`` (of one ``version``), oldest first."""
     root = _model_dir(directory, model) / "windows"
     files = sorted(root.glob(f"{version}/*.json" if version is not None else "*/*.json"))
-    windows = [Window.from_dict(json.loads(f.read_text())) for f in files if not f.name.endswith(".report.json")]
+    windows = [Window.from_dict(json.loads(f.read_text())) for f in files if f.stem.isdigit()]
     return sorted(windows, key=lambda w: (w.start, w.version))
+
+
+def previous_window(directory, model: str, window: Window) -> Optional[Window]:
+    """The merged window of ``window``'s version just before it (None for its first)."""
+    root = window_path(directory, model, window.version, 0).parent
+    starts = [float(f.stem) for f in root.glob("*.json") if f.stem.replace(".", "").isdigit() and float(f.stem) < window.start]
+    if not starts:
+        return None
+    return Window.from_dict(json.loads(window_path(directory, model, window.version, max(starts)).read_text()))

@@ -27,40 +27,37 @@ def _window(start: float, **kw) -> Window:
     return Window("ctr", "1", start, start + 60, requests=stats.rows // 10, rows=stats.rows, replicas=["r"], parts=[], statistics=stats)
 
 
-def test_a_category_share_moved_by_20_points_is_skew_and_drift_and_nothing_else_is():
+def test_a_category_share_moved_by_20_points_shows_in_skew_and_drift_and_nothing_else_moves():
     cfg = MonitorConfig()
     training = _stats(0, n=20000, name="train")
-    steady = judge(_window(60), training, _window(0), cfg)
-    assert steady.judged and steady.anomalies == [], steady.anomalies
+    steady = judge(_window(60), training, _window(0), cfg).signals()
+    assert steady["skew.linf.gender"] < 0.03 and steady["drift.linf.gender"] < 0.03 and steady["drift.psi.age"] < 0.05
     shifted = judge(_window(120, female=0.5), training, _window(60), cfg)
     assert shifted.skew["gender"]["linf"] == pytest.approx(0.2, abs=0.03)
     assert shifted.drift["gender"]["linf"] == pytest.approx(0.2, abs=0.03)
-    assert {a.split(":")[0] + ":" + a.split()[1] for a in shifted.anomalies} == {"skew:gender", "drift:gender"}
-    assert any("(monitor.skew.linf)" in a for a in shifted.anomalies)
+    assert shifted.drift["age"]["psi"] < 0.05 and shifted.drift[SCORE]["psi"] < 0.05
     signals = shifted.signals()
     assert signals["skew.linf.gender"] == shifted.skew["gender"]["linf"] and signals["skew.max.linf"] >= signals["skew.linf.gender"]
     assert "skew.linf.user_id" not in signals  # ids are ignored by default
-    assert signals["window.rows"] == 4000.0
+    assert signals["window.rows"] == 4000.0 and shifted.baseline == "train" and shifted.previous == 60
 
 
 def test_prediction_drift_is_the_scores_against_the_previous_window():
     report = judge(_window(120, score_shift=0.3), None, _window(60), MonitorConfig())
     assert report.drift[SCORE]["psi"] > 0.25 and report.skew == {}
-    assert any(a.startswith("prediction drift: score psi") for a in report.anomalies)
     assert report.signals()["drift.psi.score"] == report.drift[SCORE]["psi"]
     assert report.signals()["drift.max.psi"] < report.drift[SCORE]["psi"]  # the maxima are over features, not scores
 
 
-def test_a_small_window_is_kept_but_not_judged_and_per_feature_limits_apply():
+def test_a_small_window_is_kept_but_not_judged():
     tiny = judge(_window(0, n=50), _stats(1), None, MonitorConfig())
-    assert not tiny.judged and tiny.anomalies == [] and set(tiny.signals()) == {"window.rows", "window.requests"}
-    strict = MonitorConfig(features={"age": {"js": 1e-9}})
-    report = judge(_window(60), _stats(2, n=20000), None, strict)
-    assert any(a.startswith("skew: age js") and "(monitor.features.age.js)" in a for a in report.anomalies)
+    assert not tiny.judged and set(tiny.signals()) == {"window.rows", "window.requests"}
+    report = judge(_window(60), _stats(2, n=20000), None, MonitorConfig())
     assert WindowReport.from_dict(report.to_dict()) == report
 
 
-@pytest.mark.parametrize("override, key", [({"grace_s": -1}, "monitor.grace_s"), ({"min_rows": -1}, "monitor.min_rows")])
+@pytest.mark.parametrize("override, key", [({"grace_s": -1}, "monitor.grace_s"), ({"min_rows": -1}, "monitor.min_rows"),
+                                           ({"interval_s": 0}, "monitor.interval_s")])
 def test_bad_monitor_config_names_its_key(override, key):
     with pytest.raises(ConfigError, match=key):
         MonitorConfig(**override)

@@ -1,0 +1,86 @@
+"""One model's monitor, plain Python (the controller on Ray is a thin shell around it).
+
+Each :meth:`Monitor.tick` merges the window parts serving replicas wrote
+(:func:`~mlsys.monitor.online.merge_windows`), judges every new window
+(:func:`~mlsys.monitor.drift.judge`: skew against the serving version's training
+statistics, drift against its previous window), feeds the windows' signals to
+the alert rules in the order the windows ended, notifies what started or
+stopped firing, and saves the alerts' state. A restarted monitor loads that
+state: a firing alert is not notified twice::
+
+    monitor = Monitor("/h/monitor", "ctr", cfg.monitor, baseline_of=training_statistics)
+    tick = monitor.tick()
+    tick.reports, tick.transitions
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from mlsys import storage
+from mlsys.data.statistics import DatasetStatistics
+from mlsys.monitor.alerts import Alerts, AlertState, LogNotifier, Notifier, Transition, WebhookNotifier, notify
+from mlsys.monitor.config import MonitorConfig
+from mlsys.monitor.drift import WindowReport, judge
+from mlsys.monitor.online import merge_windows, previous_window, window_path
+
+
+@dataclass
+class Tick:
+    """What one tick did: the windows it judged and the alerts that changed state."""
+
+    reports: list[WindowReport] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+
+
+def notifiers_of(cfg: MonitorConfig, labels: Optional[dict] = None) -> list[Notifier]:
+    """The log, and the webhook when ``monitor.webhook.url`` is set."""
+    out: list[Notifier] = [LogNotifier()]
+    if cfg.webhook.url:
+        out.append(WebhookNotifier(cfg.webhook.url, timeout_s=cfg.webhook.timeout_s, retries=cfg.webhook.retries, labels=labels or {}))
+    return out
+
+
+def report_path(directory, model: str, version: str, start: float) -> Path:
+    path = window_path(directory, model, version, start)
+    return path.with_name(f"{path.stem}.report.json")
+
+
+class Monitor:
+    """``baseline_of(version)``: the training statistics of a model version (None: no skew for it)."""
+
+    def __init__(self, directory: str, model: str, cfg: MonitorConfig,
+                 baseline_of: Callable[[str], Optional[DatasetStatistics]] = lambda version: None,
+                 notifiers: Optional[list[Notifier]] = None):
+        self.directory, self.model, self.cfg = directory, model, cfg
+        self.state_uri = str(Path(directory) / model / "alerts.json")
+        self.alerts = Alerts.load(self.state_uri, cfg.alerts)
+        self.notifiers = notifiers if notifiers is not None else notifiers_of(cfg, {"model": model})
+        self._baseline_of = baseline_of
+        self._baselines: dict[str, Optional[DatasetStatistics]] = {}
+
+    def baseline(self, version: str) -> Optional[DatasetStatistics]:
+        if version not in self._baselines:
+            self._baselines[version] = self._baseline_of(version)
+        return self._baselines[version]
+
+    def tick(self, now: Optional[float] = None, signals: Optional[dict[str, float]] = None) -> Tick:
+        """Merge, judge, alert. ``signals``: others observed now (freshness, online quality)."""
+        now = time.time() if now is None else now
+        tick = Tick()
+        for window in merge_windows(self.directory, self.model, self.cfg.grace_s, now):
+            report = judge(window, self.baseline(window.version), previous_window(self.directory, self.model, window), self.cfg)
+            storage.write_text(str(report_path(self.directory, self.model, window.version, window.start)), report.to_json())
+            tick.reports.append(report)
+            tick.transitions += self.alerts.observe(report.signals(), now=report.end)
+        if signals:
+            tick.transitions += self.alerts.observe(signals, now=now)
+        notify(tick.transitions, self.notifiers)
+        self.alerts.save(self.state_uri)
+        return tick
+
+    def firing(self) -> list:
+        return self.alerts.alerts(AlertState.firing)
