@@ -19,6 +19,7 @@ from mlsys.errors import ConfigError
 from mlsys.evaluate.config import EvaluateConfig
 from mlsys.features.config import FeaturesConfig
 from mlsys.models.config import ModelConfig
+from mlsys.monitor.config import MonitorConfig
 from mlsys.config import ClusterConfig, HomeConfig
 from mlsys.pipeline.config import PipelineConfig
 from mlsys.registry.config import RegistryConfig
@@ -42,6 +43,7 @@ class MlsysConfig:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     home: HomeConfig = field(default_factory=HomeConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)

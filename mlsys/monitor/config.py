@@ -3,7 +3,9 @@ windows they write are compared (``monitor``)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 from mlsys import storage
 from mlsys.config import require
@@ -66,12 +68,36 @@ class MonitorConfig:
     ignore: list[str] = field(default_factory=lambda: ["timestamp", "user_id", "item_id", "request_id"])
     # A window with fewer rows than this is kept but not judged (its distances are noise).
     min_rows: int = 200
-    alerts: dict[str, AlertRule] = field(default_factory=dict)
+    # name -> AlertRule fields. Plain dicts for Hydra: OmegaConf refuses a new entry of a dict of
+    # dataclasses from the command line (`+monitor.alerts.low_auc={metric: quality.auc, ...}`);
+    # they become AlertRules here, and a bad one is named by its key.
+    alerts: dict[str, Any] = field(default_factory=dict)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
 
     def __post_init__(self):
+        self.alerts = {name: _rule(name, rule) for name, rule in self.alerts.items()}
         require(self.grace_s >= 0, "monitor.grace_s", self.grace_s, ">= 0 seconds")
         require(self.interval_s > 0, "monitor.interval_s", self.interval_s, "> 0 seconds")
         require(self.min_rows >= 0, "monitor.min_rows", self.min_rows, ">= 0")
-        for name, rule in self.alerts.items():
-            rule.check(f"monitor.alerts.{name}")
+
+
+def _rule(name: str, rule) -> AlertRule:
+    if isinstance(rule, AlertRule):
+        rule.check(f"monitor.alerts.{name}")
+        return rule
+    key = f"monitor.alerts.{name}"
+    require(isinstance(rule, dict), key, rule, "a rule: {metric: ..., op: ..., threshold: ...}")
+    fields = {f.name for f in dataclasses.fields(AlertRule)}
+    unknown = sorted(set(rule) - fields)
+    require(not unknown, f"{key}.{unknown[0] if unknown else ''}", rule.get(unknown[0]) if unknown else None,
+            f"one of the rule's fields {sorted(fields)}")
+    for number in ("threshold", "window_s", "for_s"):
+        if number in rule and rule[number] is not None:
+            try:
+                rule = {**rule, number: float(rule[number])}
+            except (TypeError, ValueError):
+                require(False, f"{key}.{number}", rule[number], "a number")
+    made = AlertRule.__new__(AlertRule)  # checked once, with its name (AlertRule() would check it unnamed)
+    made.__dict__.update({f.name: f.default for f in dataclasses.fields(AlertRule)}, **rule)
+    made.check(key)
+    return made

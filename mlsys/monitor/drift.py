@@ -6,7 +6,7 @@ L-infinity for categorical features, Jensen-Shannon and PSI for numeric ones and
 - **prediction drift**: the scores' distribution against the previous window's (the ``score`` column).
 
     report = judge(window, training_statistics, previous_window, cfg)
-    report.signals()   # {"skew.linf.gender": 0.21, "drift.psi.score": 0.03, ...}
+    report.signals()   # {"skew.linf.gender": 0.21, "drift.psi.age": 0.01, "prediction_drift.psi": 0.03, ...}
 
 Thresholds are not here: they are the alert rules' (``monitor.alerts``), the one place that
 says which distance is too far.
@@ -43,18 +43,20 @@ class WindowReport:
     previous: Optional[float] = None  # the previous window's start
 
     def signals(self) -> dict[str, float]:
-        """Flat signals for alert rules: ``skew.<measure>.<feature>``, ``drift.<measure>.<feature>``
-        (``drift.psi.score`` is prediction drift), their maxima ``skew.max.<measure>``, and the
-        window's size (``window.rows``, ``window.requests``)."""
+        """Flat signals for alert rules: ``skew.<measure>.<feature>``, ``drift.<measure>.<feature>``,
+        their maxima over features ``skew.max.<measure>``, prediction drift ``prediction_drift.<measure>``
+        (the scores against the previous window's), and the window's size (``window.rows``, ``window.requests``)."""
         out = {"window.rows": float(self.rows), "window.requests": float(self.requests)}
         if not self.judged:
             return out
         for side, table in (("skew", self.skew), ("drift", self.drift)):
             for feature, measures in table.items():
                 for measure, value in measures.items():
+                    if feature == SCORE:
+                        out[f"prediction_{side}.{measure}"] = value
+                        continue
                     out[f"{side}.{measure}.{feature}"] = value
-                    key = f"{side}.max.{measure}"
-                    out[key] = max(out.get(key, 0.0), value) if feature != SCORE else out.get(key, 0.0)
+                    out[f"{side}.max.{measure}"] = max(out.get(f"{side}.max.{measure}", 0.0), value)
         return out
 
     def to_dict(self) -> dict:

@@ -53,7 +53,7 @@ def _clean_env(monkeypatch):
 
 def test_every_group_has_options():
     groups = {g for g, _ in OPTIONS}
-    assert groups == {"data", "validation", "features", "model", "train", "tune", "logger", "evaluate", "registry", "serve", "predict",
+    assert groups == {"data", "validation", "features", "model", "train", "tune", "logger", "evaluate", "registry", "serve", "predict", "monitor",
                       "pipeline", "cluster"}
     assert ("data", "movielens") in OPTIONS and ("data", "synthetic") in OPTIONS
     assert config_dir() == CONFIGS.resolve()
@@ -64,6 +64,8 @@ def _plain(v):
 
     if dataclasses.is_dataclass(v):
         return {k: _plain(x) for k, x in dataclasses.asdict(v).items()}
+    if isinstance(v, dict):  # monitor.alerts: rules by name
+        return {k: _plain(x) for k, x in v.items()}
     return v.value if isinstance(v, Enum) else v
 
 

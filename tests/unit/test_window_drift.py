@@ -45,8 +45,9 @@ def test_a_category_share_moved_by_20_points_shows_in_skew_and_drift_and_nothing
 def test_prediction_drift_is_the_scores_against_the_previous_window():
     report = judge(_window(120, score_shift=0.3), None, _window(60), MonitorConfig())
     assert report.drift[SCORE]["psi"] > 0.25 and report.skew == {}
-    assert report.signals()["drift.psi.score"] == report.drift[SCORE]["psi"]
-    assert report.signals()["drift.max.psi"] < report.drift[SCORE]["psi"]  # the maxima are over features, not scores
+    signals = report.signals()
+    assert signals["prediction_drift.psi"] == report.drift[SCORE]["psi"] and "drift.psi.score" not in signals
+    assert signals["drift.max.psi"] < report.drift[SCORE]["psi"]  # the maxima are over features, not scores
 
 
 def test_a_small_window_is_kept_but_not_judged():
