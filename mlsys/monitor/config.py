@@ -55,6 +55,27 @@ class WebhookConfig:
 
 
 @dataclass
+class RetrainConfig:
+    """``monitor.retrain``: continuous training. A firing alert named in ``on_alerts``, or the cron
+    ``schedule``, submits the retraining pipeline as a Ray job (warm start from the champion; the
+    gate, infra validation and the push decide whether it serves)."""
+
+    on_alerts: list[str] = field(default_factory=list)  # alert rule names whose firing triggers a retrain
+    schedule: str = ""  # cron, UTC ("0 3 * * *": daily at 03:00); empty: none
+    overrides: list[str] = field(default_factory=list)  # the retraining run's own Hydra overrides
+    cooldown_s: float = 3600.0  # at most one alert-triggered retrain in this long
+    address: str = ""  # the Ray Jobs API (dashboard) address; empty: the cluster the monitor runs on
+    warm_start: bool = True  # train.warm_start=models:/<model>@champion
+
+    def __post_init__(self):
+        require(self.cooldown_s >= 0, "monitor.retrain.cooldown_s", self.cooldown_s, ">= 0 seconds")
+        if self.schedule:
+            from mlsys.monitor.schedule import Cron
+
+            Cron(self.schedule)
+
+
+@dataclass
 class MonitorConfig:
     """``monitor``: how merged windows become signals (skew against the serving version's training
     statistics, drift against the previous window, prediction drift of the scores) and which
@@ -73,9 +94,12 @@ class MonitorConfig:
     # they become AlertRules here, and a bad one is named by its key.
     alerts: dict[str, Any] = field(default_factory=dict)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
     def __post_init__(self):
         self.alerts = {name: _rule(name, rule) for name, rule in self.alerts.items()}
+        unknown = [name for name in self.retrain.on_alerts if name not in self.alerts]
+        require(not unknown, "monitor.retrain.on_alerts", self.retrain.on_alerts, f"names of rules in monitor.alerts ({sorted(self.alerts)})")
         require(self.grace_s >= 0, "monitor.grace_s", self.grace_s, ">= 0 seconds")
         require(self.interval_s > 0, "monitor.interval_s", self.interval_s, "> 0 seconds")
         require(self.min_rows >= 0, "monitor.min_rows", self.min_rows, ">= 0")
