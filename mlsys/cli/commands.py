@@ -77,6 +77,18 @@ def model(cfg: MlsysConfig, args) -> str:
     return models.history(cfg, args.model)
 
 
+def monitor(cfg: MlsysConfig, args) -> None:
+    """``mlsys monitor tick|run|start|stop|status``."""
+    from mlsys.api import monitor as api_monitor
+
+    if args.action == "run":
+        api_monitor.run_forever(cfg, args.model)
+    elif args.action == "start":
+        print(api_monitor.start(cfg, args.overrides, args.model))
+    else:
+        print(getattr(api_monitor, args.action)(cfg, args.model))
+
+
 def post_json(url: str, body: dict, timeout: float = 30.0) -> dict:
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=timeout) as resp:

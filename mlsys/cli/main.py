@@ -14,6 +14,7 @@
     mlsys model history [ctr]                  versions, aliases, metrics, blessing decisions, pushes
     mlsys model push [ctr] --version N         push a version by hand, through infra validation
     mlsys model rollback [ctr] [--to N]        move the alias back (docs/release.md)
+    mlsys monitor tick|run|start|stop|status   skew, drift, alerts, retrains (docs/monitoring.md)
     mlsys stats compute PATH --out F.json   statistics of any Parquet/CSV path
     mlsys stats show F.json|RUN_ID          a compact table
     mlsys schema infer F.json --out S.yaml  a schema from training statistics
@@ -65,6 +66,17 @@ def _parser() -> argparse.ArgumentParser:
         "--to", help="the version to roll back to (default: the champion before the current one)")
     for parser in verbs.choices.values():
         parser.add_argument("model", nargs="?", help="the registered model's name (default registry.model_name, ctr)")
+        parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. home.root=/data/mlsys")
+    monitor = sub.add_parser("monitor", help="skew, drift and alerts over what serving scored; continuous training")
+    steps = monitor.add_subparsers(dest="action", required=True)
+    for action, text in (("tick", "one pass: merge the windows serving wrote, judge them, evaluate the alert rules"),
+                         ("run", "the monitor in the foreground, a pass every monitor.interval_s, until Ctrl-C"),
+                         ("start", "the monitor as a detached actor on a Ray cluster (cluster.address=auto)"),
+                         ("stop", "stop the cluster's monitor"),
+                         ("status", "alerts, each version's last window, retrains (from the monitor's files)")):
+        steps.add_parser(action, help=text)
+    for parser in steps.choices.values():
+        parser.add_argument("--model", help="the registered model's name (default registry.model_name, ctr)")
         parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. home.root=/data/mlsys")
     for name in ("run", "serve", "demo", "lineage", "predict"):
         sub.choices[name].add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.embed_dim=32")
@@ -125,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             print(commands.release(cfg, args))
         elif args.command == "model":
             print(commands.model(cfg, args))
+        elif args.command == "monitor":
+            commands.monitor(cfg, args)
         return 0
     except MlsysError as e:
         print(f"mlsys: error: {e}", file=sys.stderr)

@@ -44,9 +44,9 @@ class RetrainState:
     history: list[Retrain] = field(default_factory=list)
 
 
-def entrypoint(model: str, home: str, cfg: RetrainConfig) -> str:
+def entrypoint(model: str, home: str, cfg: RetrainConfig, program: tuple[str, ...] = ("mlsys",)) -> str:
     """``mlsys run`` of the retraining pipeline: the same home and model, a warm start from the champion."""
-    args = ["mlsys", "run", f"home.root={home}", f"registry.model_name={model}"]
+    args = [*program, "run", f"home.root={home}", f"registry.model_name={model}"]
     if cfg.warm_start:
         args.append(f"train.warm_start=models:/{model}@champion")
     return shlex.join([*args, *cfg.overrides])
@@ -54,8 +54,8 @@ def entrypoint(model: str, home: str, cfg: RetrainConfig) -> str:
 
 class Retrainer:
     def __init__(self, model: str, home: str, cfg: RetrainConfig, state_uri: str,
-                 submit: Callable[[str, str], None], status: Callable[[str], str]):
-        self.model, self.home, self.cfg, self.state_uri = model, home, cfg, state_uri
+                 submit: Callable[[str, str], None], status: Callable[[str], str], program: tuple[str, ...] = ("mlsys",)):
+        self.model, self.home, self.cfg, self.state_uri, self.program = model, home, cfg, state_uri, program
         self._submit, self._status = submit, status
         self.cron = Cron(cfg.schedule) if cfg.schedule else None
         self.state = self._load()
@@ -93,7 +93,7 @@ class Retrainer:
         return started
 
     def _start(self, trigger: str, reason: str, now: float) -> Retrain:
-        job = Retrain(f"mlsys-retrain-{self.model}-{trigger}", reason, now, entrypoint(self.model, self.home, self.cfg))
+        job = Retrain(f"mlsys-retrain-{self.model}-{trigger}", reason, now, entrypoint(self.model, self.home, self.cfg, self.program))
         if any(r.submission_id == job.submission_id for r in self.state.history):
             return job
         try:

@@ -1,0 +1,281 @@
+"""``mlsys monitor``: the monitor of one registered model (docs/monitoring.md).
+
+The work is :class:`mlsys.monitor.monitor.Monitor` (merge the windows serving wrote, judge them,
+alert) and :class:`mlsys.monitor.retrain.Retrainer` (submit the retraining job); this module
+wires them to the registry (each version's training statistics, from its package), the Ray
+Jobs API, and a controller that runs them every ``monitor.interval_s``:
+
+- ``mlsys monitor tick``: one pass, in this process (cron-friendly; prints what it judged);
+- ``mlsys monitor run``: the controller in the foreground until Ctrl-C (the embedded default);
+- ``mlsys monitor start`` / ``stop``: the controller as a detached actor on a Ray cluster, restarted
+  by Ray if it dies (its state is on disk: a firing alert is not notified twice);
+- ``mlsys monitor status``: the alerts, the last windows, the retrains, read from disk (no Ray).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Optional
+
+from mlsys.api.config import MlsysConfig
+from mlsys.monitor.config import monitor_dir
+
+NAMESPACE = "mlsys"
+
+
+def _model(cfg: MlsysConfig, model: Optional[str]) -> str:
+    return model or cfg.registry.model_name
+
+
+def _directory(cfg: MlsysConfig) -> str:
+    return monitor_dir(cfg.serve.monitoring.path, cfg.home.root)
+
+
+def training_statistics(cfg: MlsysConfig, model: str):
+    """``version -> DatasetStatistics | None``: the training statistics its package carries."""
+    from mlsys.errors import MlsysError
+    from mlsys.registry import mlflow_store
+    from mlsys.registry.package import read_package
+
+    tracking = mlflow_store.tracking_uri(cfg.home)
+
+    def of(version: str):
+        try:
+            return read_package(mlflow_store.resolve(tracking, f"{model}/{version}").source).training_statistics()
+        except MlsysError as e:
+            print(f"[monitor] no training statistics for {model} version {version} (no skew for it): {e}")
+            return None
+
+    return of
+
+
+def monitor_for(cfg: MlsysConfig, model: Optional[str] = None):
+    from mlsys.monitor.monitor import Monitor
+
+    name = _model(cfg, model)
+    return Monitor(_directory(cfg), name, cfg.monitor, training_statistics(cfg, name))
+
+
+def retrainer_for(cfg: MlsysConfig, model: Optional[str] = None):
+    """The retrain trigger, or None when ``monitor.retrain`` names neither alerts nor a schedule."""
+    from pathlib import Path
+
+    from mlsys import storage
+    from mlsys.monitor.retrain import Retrainer
+
+    retrain, name = cfg.monitor.retrain, _model(cfg, model)
+    if not retrain.on_alerts and not retrain.schedule:
+        return None
+    jobs: dict = {}
+
+    def client():
+        if "client" not in jobs:
+            from ray.job_submission import JobSubmissionClient
+
+            jobs["client"] = JobSubmissionClient(retrain.address or _dashboard_url())
+        return jobs["client"]
+
+    def submit(submission_id: str, entrypoint: str) -> None:
+        client().submit_job(entrypoint=entrypoint, submission_id=submission_id)
+
+    home = storage.absolute(cfg.home.root)
+    state = str(Path(_directory(cfg)) / name / "retrain.json")
+    # The job runs this Python's mlsys: the same environment as the monitor, whatever PATH the job has.
+    return Retrainer(name, home, retrain, state, submit, lambda submission_id: client().get_job_status(submission_id),
+                     program=(sys.executable, "-m", "mlsys.cli.main"))
+
+
+def _dashboard_url() -> str:
+    """The connected cluster's Jobs API (its dashboard)."""
+    import ray
+
+    url = ray._private.worker.get_dashboard_url()
+    if not url:
+        from mlsys.errors import ConfigError
+
+        raise ConfigError("monitor.retrain needs the Ray Jobs API: this cluster has no dashboard; set monitor.retrain.address")
+    return url if "://" in url else f"http://{url}"
+
+
+class Controller:
+    """The monitor's loop: a tick every ``monitor.interval_s``, then the retrain trigger."""
+
+    def __init__(self, cfg: MlsysConfig, model: Optional[str] = None):
+        self.cfg, self.model = cfg, _model(cfg, model)
+        self.monitor = monitor_for(cfg, model)
+        self.retrainer = retrainer_for(cfg, model)
+        self.ticks, self.last_error = 0, None
+        self._stop = threading.Event()
+
+    def step(self, now: Optional[float] = None):
+        tick = self.monitor.tick(now=now)
+        retrains = self.retrainer.consider(tick.transitions, now=now) if self.retrainer is not None else []
+        self.ticks += 1
+        return tick, retrains
+
+    def loop(self, echo=print) -> None:
+        while not self._stop.is_set():
+            try:
+                tick, retrains = self.step()
+                for line in describe_tick(tick, retrains):
+                    echo(line)
+                self.last_error = None
+            except Exception as e:  # noqa: BLE001 - a bad tick (a full disk, the registry away) is said, then retried
+                self.last_error = f"{type(e).__name__}: {e}"
+                echo(f"[monitor] tick failed ({self.last_error}); again in {self.cfg.monitor.interval_s:g}s")
+            self._stop.wait(self.cfg.monitor.interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class ControllerActor:
+    """The controller on Ray (``mlsys monitor start``): the loop in a thread of a 0-CPU actor."""
+
+    def __init__(self, overrides: list[str], model: Optional[str] = None):
+        from mlsys.api.config import compose_config
+
+        self.controller = Controller(compose_config(overrides), model)
+        self._thread = threading.Thread(target=self.controller.loop, name="mlsys-monitor", daemon=True)
+        self._thread.start()
+
+    def state(self) -> dict:
+        return {"model": self.controller.model, "ticks": self.controller.ticks, "last_error": self.controller.last_error,
+                "alive": self._thread.is_alive()}
+
+    def stop(self) -> None:
+        self.controller.stop()
+        self._thread.join(timeout=30)
+
+
+def _actor_name(model: str) -> str:
+    return f"mlsys-monitor-{model}"
+
+
+def start(cfg: MlsysConfig, overrides: list[str], model: Optional[str] = None) -> str:
+    import ray
+
+    from mlsys.cluster import connect
+    from mlsys.errors import ConfigError
+
+    name = _model(cfg, model)
+    if cfg.cluster.address == "local":
+        raise ConfigError("mlsys monitor start leaves the monitor running on a Ray cluster (cluster.address=auto or an "
+                          "address); the embedded Ray ends with this command: run `mlsys monitor run` instead")
+    connect(cfg.cluster)
+    actor = ray.remote(ControllerActor).options(
+        name=_actor_name(name), namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
+        num_cpus=0).remote(list(overrides), name)
+    state = ray.get(actor.state.remote(), timeout=120)
+    return (f"[monitor] {name}: monitor running on the cluster (actor {_actor_name(name)}, namespace {NAMESPACE}), "
+            f"every {cfg.monitor.interval_s:g}s; {state['ticks']} ticks so far. `mlsys monitor status` shows what it sees")
+
+
+def stop(cfg: MlsysConfig, model: Optional[str] = None) -> str:
+    import ray
+
+    from mlsys.cluster import connect
+
+    name = _model(cfg, model)
+    connect(cfg.cluster)
+    try:
+        actor = ray.get_actor(_actor_name(name), namespace=NAMESPACE)
+    except ValueError:
+        return f"[monitor] {name}: no monitor is running on this cluster"
+    ray.get(actor.stop.remote(), timeout=60)
+    ray.kill(actor, no_restart=True)
+    return f"[monitor] {name}: monitor stopped (its state stays under {_directory(cfg)})"
+
+
+def tick(cfg: MlsysConfig, model: Optional[str] = None) -> str:
+    """One pass in this process; what it judged and what changed, one line each."""
+    controller = Controller(cfg, model)
+    lines = describe_tick(*controller.step())
+    return "\n".join(lines) if lines else (
+        f"[monitor] {controller.model}: no window ended since the last pass (windows of {cfg.serve.monitoring.window_s:g}s, "
+        f"merged {cfg.monitor.grace_s:g}s after they end; parts under {_directory(cfg)})")
+
+
+def run_forever(cfg: MlsysConfig, model: Optional[str] = None) -> None:
+    import signal
+
+    controller = Controller(cfg, model)
+
+    def _stop(signum, frame):
+        controller.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
+    print(f"[monitor] {controller.model}: a pass every {cfg.monitor.interval_s:g}s over {_directory(cfg)}; Ctrl-C stops")
+    controller.loop()
+    print("[monitor] stopped")
+
+
+# -- what is printed ------------------------------------------------------------------------
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t))
+
+
+def _top(table: dict, measure: str) -> Optional[tuple[str, float]]:
+    values = [(feature, m[measure]) for feature, m in table.items() if measure in m and feature != "score"]
+    return max(values, key=lambda fv: fv[1]) if values else None
+
+
+def describe_report(report) -> str:
+    head = f"[monitor] window {_when(report.start)} {report.model} v{report.version}: {report.rows:,} rows, {report.requests:,} requests"
+    if not report.judged:
+        return head + " (too few rows to judge: monitor.min_rows)"
+    parts = []
+    for side, table in (("skew", report.skew), ("drift", report.drift)):
+        for measure in ("linf", "psi"):
+            top = _top(table, measure)
+            if top:
+                parts.append(f"{side} {measure} {top[1]:.3f} ({top[0]})")
+    score = report.drift.get("score", {}).get("psi")
+    if score is not None:
+        parts.append(f"prediction drift psi {score:.3f}")
+    if not report.baseline:
+        parts.append("no training statistics: no skew")
+    return head + ("; " + ", ".join(parts) if parts else "")
+
+
+def describe_tick(tick, retrains=()) -> list[str]:
+    lines = [describe_report(r) for r in tick.reports]
+    lines += [f"[monitor] {t.message}" for t in tick.transitions if t.notifies]
+    lines += [f"[monitor] retraining: Ray job {r.submission_id} ({r.reason})" for r in retrains]
+    return lines
+
+
+def status(cfg: MlsysConfig, model: Optional[str] = None) -> str:
+    """The alerts, each version's last window and the retrains, from the monitor's files."""
+    import json
+    from pathlib import Path
+
+    from mlsys.monitor.alerts import Alerts, AlertState
+    from mlsys.monitor.drift import WindowReport
+
+    name, directory = _model(cfg, model), _directory(cfg)
+    root = Path(directory) / name
+    lines = [f"monitor of {name} ({root})"]
+    alerts = Alerts.load(str(root / "alerts.json"), cfg.monitor.alerts)
+    firing, pending = alerts.alerts(AlertState.firing), alerts.alerts(AlertState.pending)
+    lines.append(f"alerts: {len(firing)} firing, {len(pending)} pending, {len(cfg.monitor.alerts)} rules")
+    lines += [f"  {a.message}" for a in firing + pending]
+    reports = sorted(root.glob("windows/*/*.report.json"))
+    latest: dict = {}
+    for path in reports:
+        report = WindowReport.from_dict(json.loads(path.read_text()))
+        if report.version not in latest or report.start > latest[report.version].start:
+            latest[report.version] = report
+    lines.append(f"windows: {len(reports)} judged" if reports else "windows: none judged yet (is serving sketching? serve.monitoring.enabled)")
+    lines += ["  " + describe_report(r).removeprefix("[monitor] ") for r in sorted(latest.values(), key=lambda r: r.version)]
+    retrain = root / "retrain.json"
+    if retrain.exists():
+        history = json.loads(retrain.read_text())["history"]
+        lines.append(f"retrains: {len(history)}")
+        lines += [f"  {_when(r['at'])} {r['submission_id']}: {r['status']} ({r['reason']})" for r in history[-5:]]
+    return "\n".join(lines)
