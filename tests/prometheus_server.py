@@ -26,7 +26,9 @@ class PrometheusServer:
     workdir: str
 
     @classmethod
-    def start(cls, targets: list[str], scrape_interval: str = "5s", timeout_s: float = 30.0) -> "PrometheusServer":
+    def start(cls, targets: list[str], scrape_interval: str = "5s", timeout_s: float = 30.0,
+              rule_files: tuple[str, ...] = ()) -> "PrometheusServer":
+        """``rule_files``: Prometheus rule files (recording and alerting) it loads and evaluates."""
         binary = shutil.which("prometheus")
         if binary is None:
             raise RuntimeError("prometheus is not installed; run `make test` (apt-get install prometheus)")
@@ -39,6 +41,7 @@ class PrometheusServer:
             "global": {"scrape_interval": scrape_interval, "scrape_timeout": scrape_interval,
                        "evaluation_interval": scrape_interval},
             "scrape_configs": [{"job_name": "ray", "static_configs": [{"targets": targets}]}],
+            "rule_files": [str(Path(f).resolve()) for f in rule_files],
         }))
         args = [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir}/data",
                 f"--web.listen-address=127.0.0.1:{port}"]
@@ -77,6 +80,10 @@ class PrometheusServer:
                 return result
             time.sleep(1.0)
         raise AssertionError(f"prometheus never had {promql!r} within {timeout_s}s; its targets: {self.targets()}")
+
+    def firing(self, alertname: str) -> list[dict]:
+        """The alert's firing instances (the ``ALERTS`` series), their labels."""
+        return [r["metric"] for r in self.query(f'ALERTS{{alertname="{alertname}", alertstate="firing"}}')]
 
     def targets(self) -> list[dict]:
         """Each scrape target's health, last error and last scrape duration (``/api/v1/targets``)."""

@@ -18,11 +18,14 @@ from mlsys.api.config import compose_config
 from tests.conftest import MLSYS, REPO, free_port
 
 
+WINDOW_S = 4  # the app's online statistics windows (serve.monitoring.window_s)
+
+
 @pytest.fixture(scope="module")
 def served(trained):
     home, overrides, result = trained
     port = free_port()
-    cfg = compose_config([*overrides, f"serve.port={port}", "serve.model=ctr/1"])
+    cfg = compose_config([*overrides, f"serve.port={port}", "serve.model=ctr/1", f"serve.monitoring.window_s={WINDOW_S}"])
     url = commands.start_server(cfg)
     yield url, home, result
     from ray import serve
@@ -229,15 +232,27 @@ def test_a_fuzz_of_both_apis_finds_no_server_error(served):
     assert not failures, "\n".join(failures[:10])
 
 
-def test_prometheus_reads_the_per_stage_metrics(served, split_url):
-    """A real prometheus server scrapes this Ray node's metrics endpoint and reads every stage's series back."""
+def _fast_rules(tmp_path) -> tuple[str, str]:
+    """monitoring/prometheus's rules as shipped, but the client-error alert with `for: 0s` and a 0 threshold
+    (the recipe in monitoring/README.md): a test can fire it with a few 422s."""
+    rules = (REPO / "monitoring" / "prometheus" / "rules.yml").read_text()
+    for old, new in (("mlsys:rank_4xx:ratio_rate5m > 0.05", "mlsys:rank_4xx:ratio_rate5m > 0"), ("for: 15m", "for: 0s")):
+        assert rules.count(old) == 1, old
+        rules = rules.replace(old, new)
+    (tmp_path / "rules.yml").write_text(rules)
+    return str(REPO / "monitoring" / "prometheus" / "recording.yml"), str(tmp_path / "rules.yml")
+
+
+def test_prometheus_reads_the_per_stage_metrics_and_fires_the_shipped_alert_rules(served, split_url, tmp_path):
+    """A real prometheus server scrapes this Ray node's metrics endpoint, reads every stage's series back, and
+    evaluates monitoring/prometheus's rules: the client-error alert fires on the app's own 422s."""
     import ray
 
     from tests.prometheus_server import PrometheusServer
 
     url, _, result = served
     node = ray._private.worker.global_worker.node
-    with PrometheusServer.start([f"{node.node_ip_address}:{node.metrics_export_port}"]) as prom:
+    with PrometheusServer.start([f"{node.node_ip_address}:{node.metrics_export_port}"], rule_files=_fast_rules(tmp_path)) as prom:
         for user, candidates in _requests(result, n_users=3):
             for base in (url, split_url):
                 assert requests.post(f"{base}/v1/rank", json={"user_id": user, "candidates": candidates}, timeout=30).ok
@@ -252,3 +267,82 @@ def test_prometheus_reads_the_per_stage_metrics(served, split_url):
         assert requests.post(f"{url}/v1/rank", json={"user_id": 1, "candidates": []}, timeout=30).status_code == 422
         prom.wait_for('sum(ray_mlsys_errors_total{route="/v1/rank", status="422"})')
         prom.wait_for('sum(ray_mlsys_candidates_count{model="ctr"})')
+        # rate() needs two scrapes of the 422 counter: bad requests keep coming until the alert fires.
+        deadline = time.monotonic() + 120
+        while not prom.firing("MlsysRankClientErrorRatioHigh"):
+            assert time.monotonic() < deadline, (prom.query("mlsys:rank_4xx:ratio_rate5m"), prom.query("ALERTS"))
+            requests.post(f"{url}/v1/rank", json={"user_id": 1, "candidates": []}, timeout=30)
+            time.sleep(1)
+        [alert] = [a for a in prom.firing("MlsysRankClientErrorRatioHigh") if a.get("version") == "1"]
+        assert alert["model"] == "ctr" and alert["severity"] == "info"
+        assert not prom.firing("MlsysRankErrorRatioHigh") and not prom.firing("MlsysVersionRefused")
+
+
+def _one_window(url: str, requests_of) -> float:
+    """Requests from the next window's start to just before its end; returns that window's start."""
+    start = (time.time() // WINDOW_S + 1) * WINDOW_S
+    time.sleep(start - time.time() + 0.2)
+    with requests.Session() as session:
+        while time.time() < start + WINDOW_S - 0.3:
+            user, candidates = requests_of()
+            assert session.post(f"{url}/v1/rank", json={"user_id": user, "candidates": candidates}, timeout=30).ok
+    return start
+
+
+def test_the_monitor_judges_what_serving_scored_and_a_planted_shift_fires_a_drift_alert(served, trained, tmp_path):
+    """Live traffic: serving sketches each window; the monitor merges and judges them (skew against the
+    version's training statistics, drift against the previous window); a category's share moved by 20
+    points in one window fires the drift alert, which a real local webhook receives."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from mlsys.api import monitor as api_monitor
+
+    url, home, result = served
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    cfg = compose_config([*trained[1], f"serve.monitoring.window_s={WINDOW_S}", "monitor.grace_s=2", "monitor.min_rows=100",
+                          f"monitor.webhook.url=http://127.0.0.1:{hook.server_address[1]}/hook"])
+    controller = api_monitor.Controller(cfg)
+    controller.step()  # what earlier tests' traffic left
+    users = pd.read_parquet(result.output("transform").users, columns=["user_id", "gender"])
+    items = [c for _, c in _requests(result, n_users=1)][0]
+    rng = np.random.default_rng(0)
+    female, male = users.user_id[users.gender == "F"].tolist(), users.user_id[users.gender == "M"].tolist()
+    base_share = len(female) / len(users)
+
+    def mix(share: float):
+        return lambda: (int(rng.choice(female if rng.random() < share else male)), items)
+
+    normal = [_one_window(url, mix(base_share)) for _ in range(2)]
+    shifted = _one_window(url, mix(base_share + 0.2))
+    time.sleep(max(0.0, shifted + WINDOW_S + 2.5 - time.time()))
+    tick, _ = controller.step()
+    reports = {r.start: r for r in tick.reports if r.version == "1"}
+    assert set(normal + [shifted]) <= set(reports), (sorted(reports), normal, shifted)
+    steady, moved = reports[normal[1]], reports[shifted]
+    assert steady.judged and moved.judged and moved.requests > 20
+    assert moved.baseline and {"gender", "age", "occupation"} <= set(moved.skew), moved.skew  # against training
+    assert steady.drift["gender"]["linf"] < 0.1 < moved.drift["gender"]["linf"], (steady.drift["gender"], moved.drift["gender"])
+    assert moved.drift["gender"]["linf"] == pytest.approx(0.2, abs=0.08)
+    fired = [t for t in tick.transitions if t.notifies and t.alert.signal == "drift.linf.gender"]
+    assert fired and fired[-1].alert.state.value == "firing" and fired[-1].alert.updated_at == moved.end
+    [last] = [b for b in received if b["signal"] == "drift.linf.gender"][-1:]
+    assert last["status"] == "firing" and last["alert"] == "feature_drift" and last["labels"] == {"model": "ctr"}
+    status = api_monitor.status(cfg)
+    assert "feature_drift: drift.linf.gender" in status and "ctr v1" in status, status
+    metrics = requests.get(f"{url}/v1/metrics", timeout=10).json()["monitoring"]
+    assert metrics["sketched_requests"] > 0 and metrics["errors"] == 0 and metrics["dropped"] == 0
+    hook.shutdown()
