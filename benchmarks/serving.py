@@ -20,6 +20,8 @@ Each repeat measures every side of a case in turn, rotating the order; the table
 - ``batching``: the v2 route at concurrency 16, ``serve.batching.enabled=true`` against ``false``,
   fused and split, and a few ``max_batch_size`` / ``wait_s`` settings; the batch sizes formed.
 - ``split``: ``serve.graph=split`` against ``fused``, ``/v1/rank``, concurrency 1 and 16.
+- ``monitoring`` (issue 15): ``/v1/rank`` with the online statistics on (windows of 10 s, so parts are
+  written during the run) against ``serve.monitoring.enabled=false``, concurrency 1 and 4 (target p50 <= 1.05x).
 
 Stage latencies and batch sizes come from the Ray node's Prometheus endpoint (``ray_mlsys_*``).
 """
@@ -47,7 +49,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 from harness import Row, median, record  # noqa: E402
 
-CASES = ("rank", "v2", "batching", "split")
+CASES = ("rank", "v2", "batching", "split", "monitoring")
 CANDIDATES = 100
 
 
@@ -429,6 +431,20 @@ def case_split(b: Bench) -> list[Row]:
 # -- the report ------------------------------------------------------------------------------------
 
 
+def case_monitoring(b: Bench) -> list[Row]:
+    on = b.serving.deploy("monitored", ["serve.monitoring.window_s=10", f"serve.monitoring.path={b.serving.home}/monitor-bench"])
+    off = b.serving.deploy("unmonitored", ["serve.monitoring.enabled=false"])
+    sides = [Side("online statistics on", f"{on}/v1/rank", "monitored"), Side("online statistics off", f"{off}/v1/rank", "unmonitored")]
+    try:
+        b.rounds("monitoring", sides, "rank", [1, 4])
+    finally:
+        for name in ("monitored", "unmonitored"):
+            b.serving.delete(name)
+    cand, base = (s.label for s in sides)
+    return [b.row("monitoring", f"/v1/rank p50 with online statistics, concurrency {c} (target <= 1.05x)", cand, base, c, "p50_ms", "ms")
+            for c in (1, 4)] + [b.row("monitoring", "/v1/rank p99 with online statistics, concurrency 4", cand, base, 4, "p99_ms", "ms")]
+
+
 def _per_repeat(b: Bench, case: str, c: int, key: str) -> str:
     labels = [label for (cs, label, cc) in b.results if cs == case and cc == c]
     return "; ".join(f"{label}: {', '.join(f'{r[key]:.1f}' for r in b.results[(case, label, c)])}" for label in labels)
@@ -507,6 +523,8 @@ def main() -> None:
                 rows += case_v2(bench, model.source)
             elif case == "batching":
                 rows += case_batching(bench)
+            elif case == "monitoring":
+                rows += case_monitoring(bench)
             else:
                 rows += case_split(bench)
     finally:
