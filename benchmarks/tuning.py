@@ -66,9 +66,25 @@ def run_tuning(ds, spec, cfg, tracking_uri: str, home: str, label: str, **tune_f
                         tracking_uri=tracking_uri, parent_run_id=parent, echo=lambda line: None)
     client.set_terminated(parent)
     packing = result.wall_s / (result.trial_s / tune_cfg.max_concurrent_trials)
+    overlap = _most_at_once(client, exp, parent)
     print(f"  {label}: best AUC {result.value:.4f}, {result.trial_epochs} trial-epochs, {result.stopped_early} stopped early, "
-          f"wall {result.wall_s:.0f}s, trials {result.trial_s:.0f}s summed ({packing:.2f}x of perfect packing)", flush=True)
+          f"wall {result.wall_s:.0f}s, trials {result.trial_s:.0f}s summed ({packing:.2f}x of perfect packing), "
+          f"at most {overlap} trials at once (their MLflow runs' start and end)", flush=True)
     return result
+
+
+def _most_at_once(client, experiment_id: str, parent: str) -> int:
+    """The most trials whose MLflow runs (created at a trial's start, ended at its end) overlapped."""
+    from mlsys.registry.mlflow_store import Tag
+
+    runs = client.search_runs([experiment_id], f"tags.`{Tag.PARENT}` = '{parent}'", max_results=1000)
+    edges = sorted([(r.info.start_time, 1) for r in runs] + [(r.info.end_time or r.info.start_time, -1) for r in runs],
+                   key=lambda e: (e[0], e[1]))
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
 
 
 def main() -> None:

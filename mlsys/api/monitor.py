@@ -51,11 +51,49 @@ def training_statistics(cfg: MlsysConfig, model: str):
     return of
 
 
+def offline_metrics(cfg: MlsysConfig, model: str):
+    """``version -> {"auc": ..., "logloss": ...}``: the evaluate step's metrics, from the version's tags."""
+    from mlsys.registry import mlflow_store
+
+    client = mlflow_store.client(mlflow_store.tracking_uri(cfg.home))
+
+    def of(version: str) -> dict:
+        try:
+            tags = client.get_model_version(model, str(version)).tags
+        except Exception:  # noqa: BLE001 - a version served by path, or deleted: nothing to compare with
+            return {}
+        return {k.removeprefix("eval_"): float(v) for k, v in tags.items() if k.startswith("eval_")}
+
+    return of
+
+
+def read_labels(path: str):
+    """A label file or folder (Parquet or CSV): user_id, item_id, timestamp, label[, request_id]."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    files = sorted(p for p in Path(path).rglob("*") if p.suffix in (".parquet", ".csv")) if Path(path).is_dir() else [Path(path)]
+    frames = [pd.read_parquet(f) if f.suffix == ".parquet" else pd.read_csv(f) for f in files if f.exists()]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def quality_source(cfg: MlsysConfig):
+    """``() -> (feature log, labels)`` for online quality, or None without labels or a feature log."""
+    from mlsys.features.feature_log import default_log_dir, read_feature_log
+
+    log_dir = cfg.serve.feature_logging.path or default_log_dir(cfg.features.project, cfg.home.root)
+    if not cfg.monitor.quality.labels or not log_dir:
+        return None
+    return lambda: (read_feature_log(log_dir), read_labels(cfg.monitor.quality.labels))
+
+
 def monitor_for(cfg: MlsysConfig, model: Optional[str] = None):
     from mlsys.monitor.monitor import Monitor
 
     name = _model(cfg, model)
-    return Monitor(_directory(cfg), name, cfg.monitor, training_statistics(cfg, name))
+    return Monitor(_directory(cfg), name, cfg.monitor, training_statistics(cfg, name),
+                   quality_source=quality_source(cfg), offline_of=offline_metrics(cfg, name))
 
 
 def retrainer_for(cfg: MlsysConfig, model: Optional[str] = None):
@@ -243,8 +281,15 @@ def describe_report(report) -> str:
     return head + ("; " + ", ".join(parts) if parts else "")
 
 
+def describe_quality(w) -> str:
+    auc = f"AUC {w.auc:.4f}" if w.auc is not None else "AUC n/a (one class)"
+    offline = f" (offline {w.offline['auc']:.4f})" if "auc" in w.offline else ""
+    return (f"[monitor] quality {_when(w.start)} {w.model} v{w.version}: {w.rows:,} impressions, {w.clicks:,} clicks "
+            f"(CTR {w.ctr:.3f}); {auc}{offline}, logloss {w.logloss:.4f}")
+
+
 def describe_tick(tick, retrains=()) -> list[str]:
-    lines = [describe_report(r) for r in tick.reports]
+    lines = [describe_report(r) for r in tick.reports] + [describe_quality(w) for w in tick.quality]
     lines += [f"[monitor] {t.message}" for t in tick.transitions if t.notifies]
     lines += [f"[monitor] retraining: Ray job {r.submission_id} ({r.reason})" for r in retrains]
     return lines

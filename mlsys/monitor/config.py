@@ -55,6 +55,23 @@ class WebhookConfig:
 
 
 @dataclass
+class QualityConfig:
+    """``monitor.quality``: online AUC, logloss, calibration and CTR per version, from delayed labels
+    joined with the feature log (``serve.feature_logging`` must be on)."""
+
+    enabled: bool = True
+    # Labels: a Parquet or CSV file or folder with user_id, item_id, timestamp (epoch s), label
+    # (1 = click) and optionally request_id; empty: none (quality is not measured).
+    labels: str = ""
+    window_s: float = 300.0  # windows of when the impressions were served, aligned to the clock
+    attribution_s: float = 3600.0  # a click counts for an impression served at most this long before it
+
+    def __post_init__(self):
+        require(self.window_s >= 1, "monitor.quality.window_s", self.window_s, ">= 1 second")
+        require(self.attribution_s >= 0, "monitor.quality.attribution_s", self.attribution_s, ">= 0 seconds")
+
+
+@dataclass
 class RetrainConfig:
     """``monitor.retrain``: continuous training. A firing alert named in ``on_alerts``, or the cron
     ``schedule``, submits the retraining pipeline as a Ray job (warm start from the champion; the
@@ -94,6 +111,7 @@ class MonitorConfig:
     # they become AlertRules here, and a bad one is named by its key.
     alerts: dict[str, Any] = field(default_factory=dict)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
     def __post_init__(self):

@@ -15,6 +15,8 @@ state: a firing alert is not notified twice::
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from mlsys.monitor.alerts import Alerts, AlertState, LogNotifier, Notifier, Tran
 from mlsys.monitor.config import MonitorConfig
 from mlsys.monitor.drift import WindowReport, judge
 from mlsys.monitor.online import merge_windows, previous_window, window_path
+from mlsys.monitor.quality import online_quality
 
 
 @dataclass
@@ -33,6 +36,7 @@ class Tick:
     """What one tick did: the windows it judged and the alerts that changed state."""
 
     reports: list[WindowReport] = field(default_factory=list)
+    quality: list = field(default_factory=list)  # QualityWindow: online quality measured this tick
     transitions: list[Transition] = field(default_factory=list)
 
 
@@ -54,13 +58,18 @@ class Monitor:
 
     def __init__(self, directory: str, model: str, cfg: MonitorConfig,
                  baseline_of: Callable[[str], Optional[DatasetStatistics]] = lambda version: None,
-                 notifiers: Optional[list[Notifier]] = None):
+                 notifiers: Optional[list[Notifier]] = None,
+                 quality_source: Optional[Callable[[], tuple]] = None, offline_of: Callable[[str], dict] = lambda version: {}):
+        """``quality_source()``: (the feature log, the labels) as frames, for online quality; ``offline_of(version)``:
+        its offline evaluation metrics (``{"auc": ...}``)."""
         self.directory, self.model, self.cfg = directory, model, cfg
         self.state_uri = str(Path(directory) / model / "alerts.json")
         self.alerts = Alerts.load(self.state_uri, cfg.alerts)
         self.notifiers = notifiers if notifiers is not None else notifiers_of(cfg, {"model": model})
         self._baseline_of = baseline_of
         self._baselines: dict[str, Optional[DatasetStatistics]] = {}
+        self._quality_source, self._offline_of = quality_source, offline_of
+        self.quality_uri = str(Path(directory) / model / "quality.json")
 
     def baseline(self, version: str) -> Optional[DatasetStatistics]:
         if version not in self._baselines:
@@ -76,11 +85,28 @@ class Monitor:
             storage.write_text(str(report_path(self.directory, self.model, window.version, window.start)), report.to_json())
             tick.reports.append(report)
             tick.transitions += self.alerts.observe(report.signals(), now=report.end)
+        for window in self._quality(now):
+            storage.write_text(str(Path(self.directory) / self.model / "quality" / window.version / f"{window.start:.0f}.json"),
+                               json.dumps(window.to_dict(), indent=1))
+            tick.quality.append(window)
+            tick.transitions += self.alerts.observe(window.signals(), now=window.end + self.cfg.quality.attribution_s)
         if signals:
             tick.transitions += self.alerts.observe(signals, now=now)
         notify(tick.transitions, self.notifiers)
         self.alerts.save(self.state_uri)
         return tick
+
+    def _quality(self, now: float) -> list:
+        """The online quality of every window whose labels came in since the last tick."""
+        q = self.cfg.quality
+        if not q.enabled or self._quality_source is None:
+            return []
+        done = json.loads(storage.read_text(self.quality_uri))["until"] if storage.exists(self.quality_uri) else -math.inf
+        log, labels = self._quality_source()
+        windows = online_quality(log, labels, q.window_s, q.attribution_s, now, self._offline_of, since=done)
+        if windows:
+            storage.write_text(self.quality_uri, json.dumps({"until": max(w.end for w in windows)}))
+        return windows
 
     def firing(self) -> list:
         return self.alerts.alerts(AlertState.firing)

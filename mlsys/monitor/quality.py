@@ -66,7 +66,7 @@ def online_quality(log: pd.DataFrame, labels: pd.DataFrame, window_s: float, att
     (it ended ``attribution_s`` before ``now``), oldest first."""
     if log.empty:
         return []
-    served = pd.to_datetime(log["logged_at"], utc=True).astype("int64") / 1e9
+    served = (pd.to_datetime(log["logged_at"], utc=True) - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)  # any unit
     start = np.floor(served / window_s) * window_s
     ready = (start >= since) & (start + window_s + attribution_s <= now)
     if not ready.any():

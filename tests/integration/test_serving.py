@@ -278,14 +278,17 @@ def test_prometheus_reads_the_per_stage_metrics_and_fires_the_shipped_alert_rule
         assert not prom.firing("MlsysRankErrorRatioHigh") and not prom.firing("MlsysVersionRefused")
 
 
-def _one_window(url: str, requests_of) -> float:
-    """Requests from the next window's start to just before its end; returns that window's start."""
+def _one_window(url: str, requests_of, answers: list) -> float:
+    """Requests from the next window's start to just before its end (their answers appended to
+    ``answers``); returns that window's start."""
     start = (time.time() // WINDOW_S + 1) * WINDOW_S
     time.sleep(start - time.time() + 0.2)
     with requests.Session() as session:
         while time.time() < start + WINDOW_S - 0.3:
             user, candidates = requests_of()
-            assert session.post(f"{url}/v1/rank", json={"user_id": user, "candidates": candidates}, timeout=30).ok
+            r = session.post(f"{url}/v1/rank", json={"user_id": user, "candidates": candidates}, timeout=30)
+            assert r.ok
+            answers.append((time.time(), r.json()))
     return start
 
 
@@ -313,8 +316,10 @@ def test_the_monitor_judges_what_serving_scored_and_a_planted_shift_fires_a_drif
 
     hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
+    labels = tmp_path / "clicks.parquet"
     cfg = compose_config([*trained[1], f"serve.monitoring.window_s={WINDOW_S}", "monitor.grace_s=2", "monitor.min_rows=100",
-                          f"monitor.webhook.url=http://127.0.0.1:{hook.server_address[1]}/hook"])
+                          f"monitor.webhook.url=http://127.0.0.1:{hook.server_address[1]}/hook",
+                          f"monitor.quality.labels={labels}", f"monitor.quality.window_s={WINDOW_S}", "monitor.quality.attribution_s=1"])
     controller = api_monitor.Controller(cfg)
     controller.step()  # what earlier tests' traffic left
     users = pd.read_parquet(result.output("transform").users, columns=["user_id", "gender"])
@@ -326,9 +331,14 @@ def test_the_monitor_judges_what_serving_scored_and_a_planted_shift_fires_a_drif
     def mix(share: float):
         return lambda: (int(rng.choice(female if rng.random() < share else male)), items)
 
-    normal = [_one_window(url, mix(base_share)) for _ in range(2)]
-    shifted = _one_window(url, mix(base_share + 0.2))
-    time.sleep(max(0.0, shifted + WINDOW_S + 2.5 - time.time()))
+    answers: list = []
+    normal = [_one_window(url, mix(base_share), answers) for _ in range(2)]
+    shifted = _one_window(url, mix(base_share + 0.2), answers)
+    # Delayed labels: a user clicks an item with the probability the model gave it (the model is right).
+    clicks = [{"request_id": body["request_id"], "user_id": body["user_id"], "item_id": item["item_id"], "timestamp": at + 0.1, "label": 1}
+              for at, body in answers for item in body["items"] if rng.random() < item["score"]]
+    pd.DataFrame(clicks).to_parquet(labels)
+    time.sleep(max(0.0, shifted + WINDOW_S + 3 - time.time()))  # the grace, the attribution, the feature log's flush
     tick, _ = controller.step()
     reports = {r.start: r for r in tick.reports if r.version == "1"}
     assert set(normal + [shifted]) <= set(reports), (sorted(reports), normal, shifted)
@@ -341,6 +351,12 @@ def test_the_monitor_judges_what_serving_scored_and_a_planted_shift_fires_a_drif
     assert fired and fired[-1].alert.state.value == "firing" and fired[-1].alert.updated_at == moved.end
     [last] = [b for b in received if b["signal"] == "drift.linf.gender"][-1:]
     assert last["status"] == "firing" and last["alert"] == "feature_drift" and last["labels"] == {"model": "ctr"}
+    quality = {w.start: w for w in tick.quality if w.version == "1"}
+    assert set(normal + [shifted]) <= set(quality), (sorted(quality), normal)
+    first = quality[normal[0]]
+    assert abs(first.requests - sum(1 for at, _ in answers if normal[0] <= at < normal[0] + WINDOW_S)) <= 1
+    assert first.rows == 20 * first.requests and 0 < first.clicks < first.rows
+    assert first.auc > 0.6 and "auc" in first.offline  # clicks follow the model's ranking; offline: the version's eval_auc
     status = api_monitor.status(cfg)
     assert "feature_drift: drift.linf.gender" in status and "ctr v1" in status, status
     metrics = requests.get(f"{url}/v1/metrics", timeout=10).json()["monitoring"]

@@ -25,14 +25,15 @@ def _log(rng, n_requests: int, version: str, t0: float, signal: float) -> tuple[
     return pd.DataFrame(rows), pd.DataFrame(clicks)
 
 
-def test_windowed_auc_per_version_matches_the_joined_rows_and_waits_for_its_labels():
+def test_windowed_auc_per_version_matches_the_joined_rows_and_waits_for_its_labels(tmp_path):
     rng = np.random.default_rng(0)
-    good, good_clicks = _log(rng, 100, "1", 0.0, signal=0.4)  # 50 s of requests: windows [0, 60)
-    bad, bad_clicks = _log(rng, 100, "2", 0.0, signal=0.0)  # a canary whose scores say nothing
+    good, good_clicks = _log(rng, 100, "1", 6000.0, signal=0.4)  # 50 s of requests: the window [6000, 6060)
+    bad, bad_clicks = _log(rng, 100, "2", 6000.0, signal=0.0)  # a canary whose scores say nothing
     log, labels = pd.concat([good, bad], ignore_index=True), pd.concat([good_clicks, bad_clicks], ignore_index=True)
-    assert online_quality(log, labels, 60, attribution_s=600, now=600) == []  # labels may still come
-    windows = online_quality(log, labels, 60, attribution_s=600, now=661, offline_of=lambda v: {"auc": 0.75})
-    assert [(w.version, w.start, w.requests, w.rows) for w in windows] == [("1", 0.0, 100, 1000), ("2", 0.0, 100, 1000)]
+    log["logged_at"] = pd.DatetimeIndex(log["logged_at"]).as_unit("us")  # as the feature log writes and reads them
+    assert online_quality(log, labels, 60, attribution_s=600, now=6600) == []  # labels may still come
+    windows = online_quality(log, labels, 60, attribution_s=600, now=6661, offline_of=lambda v: {"auc": 0.75})
+    assert [(w.version, w.start, w.requests, w.rows) for w in windows] == [("1", 6000.0, 100, 1000), ("2", 6000.0, 100, 1000)]
     one, two = windows
     clicked = set(zip(good_clicks.request_id, good_clicks.item_id))
     expected = auc(np.array([(r, i) in clicked for r, i in zip(good.request_id, good.item_id)]), good.score.to_numpy())
@@ -44,11 +45,11 @@ def test_windowed_auc_per_version_matches_the_joined_rows_and_waits_for_its_labe
 
 def test_labels_without_a_request_id_join_the_latest_impression_within_the_attribution_window():
     rng = np.random.default_rng(1)
-    log, clicks = _log(rng, 40, "1", 0.0, signal=0.5)
+    log, clicks = _log(rng, 40, "1", 6000.0, signal=0.5)
     anonymous = clicks.drop(columns=["request_id"])
     late = anonymous.assign(timestamp=anonymous.timestamp + 3600)  # after the attribution window: not this impression's
-    with_ids = online_quality(log, clicks, 60, 600, now=10_000)[0]
-    by_time = online_quality(log, anonymous, 60, 600, now=10_000)[0]
+    with_ids = online_quality(log, clicks, 60, 600, now=20_000)[0]
+    by_time = online_quality(log, anonymous, 60, 600, now=20_000)[0]
     assert by_time.clicks == with_ids.clicks and by_time.auc == pytest.approx(with_ids.auc)
-    assert online_quality(log, late, 60, 600, now=10_000)[0].clicks == 0
-    assert online_quality(log, None, 60, 600, now=10_000)[0].auc is None  # no labels: one class, no AUC
+    assert online_quality(log, late, 60, 600, now=20_000)[0].clicks == 0
+    assert online_quality(log, None, 60, 600, now=20_000)[0].auc is None  # no labels: one class, no AUC
