@@ -9,7 +9,8 @@ Jobs API, and a controller that runs them every ``monitor.interval_s``:
 - ``mlsys monitor run``: the controller in the foreground until Ctrl-C (the embedded default);
 - ``mlsys monitor start`` / ``stop``: the controller as a detached actor on a Ray cluster, restarted
   by Ray if it dies (its state is on disk: a firing alert is not notified twice);
-- ``mlsys monitor status``: the alerts, the last windows, the retrains, read from disk (no Ray).
+- ``mlsys monitor status``: the alerts, the last windows, the retrains, read from disk (no Ray);
+- ``mlsys monitor spans --feature F``: a feature across every ingested span (offline statistics).
 """
 
 from __future__ import annotations
@@ -323,4 +324,20 @@ def status(cfg: MlsysConfig, model: Optional[str] = None) -> str:
         history = json.loads(retrain.read_text())["history"]
         lines.append(f"retrains: {len(history)}")
         lines += [f"  {_when(r['at'])} {r['submission_id']}: {r['status']} ({r['reason']})" for r in history[-5:]]
+    return "\n".join(lines)
+
+
+def spans(cfg: MlsysConfig, feature: str, split: str = "train") -> str:
+    """``mlsys monitor spans --feature F``: one line per statistics step that ran, oldest first."""
+    from mlsys.monitor.spans import span_series
+    from mlsys.registry import mlflow_store
+
+    points = span_series(mlflow_store.tracking_uri(cfg.home), feature, split)
+    if not points:
+        return f"no statistics of a feature {feature!r} in {mlflow_store.tracking_uri(cfg.home)} (run the pipeline first)"
+    lines = [f"{feature} ({split} split) across {len(points)} statistics runs, oldest first:"]
+    for p in points:
+        what = (", ".join(f"{v} {share:.1%}" for v, share in p.top[:4]) if p.top is not None else
+                f"mean {p.mean:.4g}, std {p.std:.4g}, p50 {p.quantiles['p50']:.4g}" if p.mean is not None else "no values")
+        lines.append(f"  {_when(p.at)}  {p.source or '?'} span {p.span or '-'}: {p.rows:,} rows, missing {p.missing_rate:.1%}; {what}")
     return "\n".join(lines)

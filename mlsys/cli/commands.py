@@ -85,6 +85,8 @@ def monitor(cfg: MlsysConfig, args) -> None:
         api_monitor.run_forever(cfg, args.model)
     elif args.action == "start":
         print(api_monitor.start(cfg, args.overrides, args.model))
+    elif args.action == "spans":
+        print(api_monitor.spans(cfg, args.feature))
     else:
         print(getattr(api_monitor, args.action)(cfg, args.model))
 

@@ -15,6 +15,7 @@
     mlsys model push [ctr] --version N         push a version by hand, through infra validation
     mlsys model rollback [ctr] [--to N]        move the alias back (docs/release.md)
     mlsys monitor tick|run|start|stop|status   skew, drift, alerts, retrains (docs/monitoring.md)
+    mlsys monitor spans --feature gender       a feature across every ingested span
     mlsys stats compute PATH --out F.json   statistics of any Parquet/CSV path
     mlsys stats show F.json|RUN_ID          a compact table
     mlsys schema infer F.json --out S.yaml  a schema from training statistics
@@ -73,8 +74,10 @@ def _parser() -> argparse.ArgumentParser:
                          ("run", "the monitor in the foreground, a pass every monitor.interval_s, until Ctrl-C"),
                          ("start", "the monitor as a detached actor on a Ray cluster (cluster.address=auto)"),
                          ("stop", "stop the cluster's monitor"),
-                         ("status", "alerts, each version's last window, retrains (from the monitor's files)")):
+                         ("status", "alerts, each version's last window, retrains (from the monitor's files)"),
+                         ("spans", "a feature's statistics across every ingested span (--feature F)")):
         steps.add_parser(action, help=text)
+    steps.choices["spans"].add_argument("--feature", required=True, help="a feature of the data set, e.g. gender")
     for parser in steps.choices.values():
         parser.add_argument("--model", help="the registered model's name (default registry.model_name, ctr)")
         parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. home.root=/data/mlsys")

@@ -54,6 +54,24 @@ def test_planted_drift_stops_the_pipeline_naming_the_feature(span_one):
     assert not (home / "artifacts" / "train").exists()
 
 
+def test_every_spans_statistics_are_a_series(span_one):
+    """Offline sample monitoring: the spans the tests above ingested, followed feature by feature (API and CLI)."""
+    import subprocess
+
+    from mlsys.monitor.spans import span_series
+    from tests.conftest import MLSYS
+
+    home, _ = span_one
+    points = span_series(f"sqlite:///{home}/mlflow.db", "gender")
+    assert [p.span for p in points] == ["0", "1", "1"] and all(p.source == "synthetic" for p in points)
+    share = [dict(p.top)["F"] for p in points]
+    assert abs(share[1] - share[0]) < 0.05 and share[2] - share[0] > 0.15  # the planted span: gender_share=0.7 (0.5 before)
+    ages = span_series(f"sqlite:///{home}/mlflow.db", "age")
+    assert all(p.mean is not None and p.missing_rate == 0.0 for p in ages)
+    out = subprocess.run([MLSYS, "monitor", "spans", "--feature", "gender", f"home.root={home}"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "gender (train split) across 3 statistics runs" in out.stdout and "synthetic span 1" in out.stdout, out.stderr
+
+
 def _csv_with_bad_rows(tmp_path, good: int):
     from mlsys.data.movielens import movielens_dir
 
