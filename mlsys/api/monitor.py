@@ -148,8 +148,9 @@ class Controller:
         self.ticks, self.last_error = 0, None
         self._stop = threading.Event()
 
-    def step(self, now: Optional[float] = None):
-        tick = self.monitor.tick(now=now)
+    def step(self, now: Optional[float] = None, signals: Optional[dict] = None):
+        """One tick (``signals``: others observed now), then the retrain trigger."""
+        tick = self.monitor.tick(now=now, signals=signals)
         retrains = self.retrainer.consider(tick.transitions, now=now) if self.retrainer is not None else []
         self.ticks += 1
         return tick, retrains
@@ -323,7 +324,8 @@ def status(cfg: MlsysConfig, model: Optional[str] = None) -> str:
     if retrain.exists():
         history = json.loads(retrain.read_text())["history"]
         lines.append(f"retrains: {len(history)}")
-        lines += [f"  {_when(r['at'])} {r['submission_id']}: {r['status']} ({r['reason']})" for r in history[-5:]]
+        lines += [f"  {_when(r['at'])} {r['submission_id']}: {r['status']}{' - ' + r['error'] if r.get('error') else ''} ({r['reason']})"
+                  for r in history[-5:]]
     return "\n".join(lines)
 
 

@@ -23,6 +23,9 @@ from mlsys.monitor.config import RetrainConfig
 from mlsys.monitor.schedule import Cron
 
 FINISHED = ("SUCCEEDED", "FAILED", "STOPPED")
+# A submission the Jobs API refused (its agent not up yet: "No available agent to submit job, please try
+# again later"; the head restarting) is retried every tick for this long, then given up and said.
+SUBMIT_RETRY_S = 900.0
 
 
 @dataclass
@@ -33,8 +36,9 @@ class Retrain:
     reason: str  # "alert feature_drift: FIRING ..." or "schedule 0 3 * * *"
     at: float
     entrypoint: str
-    status: str = "PENDING"  # the Jobs API's: PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED
+    status: str = "UNSUBMITTED"  # then the Jobs API's: PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED
     finished_at: Optional[float] = None
+    error: str = ""  # the last submission error (retried every tick for SUBMIT_RETRY_S)
 
 
 @dataclass
@@ -45,8 +49,9 @@ class RetrainState:
 
 
 def entrypoint(model: str, home: str, cfg: RetrainConfig, program: tuple[str, ...] = ("mlsys",)) -> str:
-    """``mlsys run`` of the retraining pipeline: the same home and model, a warm start from the champion."""
-    args = [*program, "run", f"home.root={home}", f"registry.model_name={model}"]
+    """``mlsys run`` of the retraining pipeline: the same home and model, a warm start from the champion,
+    on the cluster the job runs on (``cluster.address=auto``: the Jobs API's driver joins it)."""
+    args = [*program, "run", f"home.root={home}", f"registry.model_name={model}", "cluster.address=auto"]
     if cfg.warm_start:
         args.append(f"train.warm_start=models:/{model}@champion")
     return shlex.join([*args, *cfg.overrides])
@@ -72,6 +77,7 @@ class Retrainer:
     def consider(self, transitions: Iterable[Transition], now: Optional[float] = None) -> list[Retrain]:
         """Submit what ``transitions`` (this tick's) and the schedule call for; follow running jobs."""
         now = time.time() if now is None else now
+        self._follow(now)  # first: a job submitted below gets one try this pass
         started: list[Retrain] = []
         for t in transitions:
             a = t.alert
@@ -88,7 +94,6 @@ class Retrainer:
             elif self.cron.due(self.state.schedule_checked, now):
                 started.append(self._start(f"schedule-{int(now // 60 * 60)}", f"schedule {self.cfg.schedule}", now))
             self.state.schedule_checked = now
-        self._follow(now)
         self.save()
         return started
 
@@ -96,19 +101,31 @@ class Retrainer:
         job = Retrain(f"mlsys-retrain-{self.model}-{trigger}", reason, now, entrypoint(self.model, self.home, self.cfg, self.program))
         if any(r.submission_id == job.submission_id for r in self.state.history):
             return job
+        self.state.history.append(job)
+        self._try_submit(job, now)
+        return job
+
+    def _try_submit(self, job: Retrain, now: float) -> None:
         try:
             self._submit(job.submission_id, job.entrypoint)
-            print(f"[monitor] retraining {self.model} ({reason}): Ray job {job.submission_id}")
         except Exception as e:  # noqa: BLE001 - the Jobs API's errors are plain RuntimeErrors
-            if "already exists" not in str(e):  # submitted before a restart: the same job
-                job.status, job.finished_at = f"FAILED to submit: {e}", now
-                print(f"[monitor] could not submit the retraining job of {self.model}: {e}")
-        self.state.history.append(job)
-        return job
+            if "already exists" not in str(e):  # else: submitted before a restart, the same job
+                job.error = str(e).strip()
+                if now - job.at >= SUBMIT_RETRY_S:
+                    job.status, job.finished_at = "FAILED to submit", now
+                    print(f"[monitor] gave up submitting the retraining job of {self.model} after {now - job.at:.0f}s: {job.error}")
+                else:
+                    print(f"[monitor] could not submit the retraining job of {self.model} (retried next pass): {job.error}")
+                return
+        job.status, job.error = "PENDING", ""
+        print(f"[monitor] retraining {self.model} ({job.reason}): Ray job {job.submission_id}")
 
     def _follow(self, now: float) -> None:
         for job in self.state.history:
             if job.status in FINISHED or job.finished_at is not None:
+                continue
+            if job.status == "UNSUBMITTED":
+                self._try_submit(job, now)
                 continue
             try:
                 status = self._status(job.submission_id)  # a JobStatus enum, or its name

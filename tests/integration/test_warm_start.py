@@ -78,3 +78,43 @@ def test_a_source_of_another_architecture_is_refused_before_any_step(spans):
         mlsys.run_pipeline([*base, "data.span=1", "model.embed_dim=8", "train.warm_start=models:/ctr@champion"])
     with pytest.raises(ConfigError, match=r"train\.warm_start='models:/ctr@nope' does not resolve"):
         mlsys.run_pipeline([*base, "data.span=1", "train.warm_start=models:/ctr@nope"])
+
+
+def test_a_firing_alert_retrains_through_the_jobs_api_and_the_gate_pushes_the_new_version(spans):
+    """Continuous training: the monitor's retrain trigger submits `mlsys run` (warm start from the champion,
+    the newest span) as a Ray job to this session's Ray; the job's gate blesses it and its push moves the alias."""
+    import dataclasses
+    import time
+
+    from ray.job_submission import JobSubmissionClient
+
+    from mlsys.api import monitor as api_monitor
+    from mlsys.api.config import compose_config
+    from mlsys.monitor.config import RetrainConfig
+    from mlsys.registry import mlflow_store, pushes
+
+    home, base, _, _, _ = spans
+    registry = f"sqlite:///{home}/mlflow.db"
+    before = mlflow_store.resolve(registry, "ctr@champion").version
+    cfg = compose_config(base)
+    retrain = RetrainConfig(on_alerts=["feature_drift"], cooldown_s=0,
+                            overrides=[*SMALL, "data.span=1", f"train.max_epochs={EPOCHS}", "evaluate.blessing.thresholds.auc=0.6"])
+    cfg = dataclasses.replace(cfg, monitor=dataclasses.replace(cfg.monitor, retrain=retrain))
+    controller = api_monitor.Controller(cfg)
+    _, [job] = controller.step(signals={"drift.linf.gender": 0.3})  # as a judged window would report it
+    assert job.reason.startswith("alert feature_drift: FIRING") and "train.warm_start=models:/ctr@champion" in job.entrypoint
+    deadline = time.monotonic() + 900
+    while controller.retrainer.state.history[0].finished_at is None:
+        assert time.monotonic() < deadline, "the retraining job did not finish in 15 minutes"
+        time.sleep(5)
+        controller.step()
+    logs = JobSubmissionClient(api_monitor._dashboard_url()).get_job_logs(job.submission_id)
+    assert controller.retrainer.state.history[0].status == "SUCCEEDED", logs[-4000:]
+    after = mlflow_store.resolve(registry, "ctr@champion").version
+    assert int(after) > int(before), logs[-4000:]  # blessed, infra validated, pushed: by the job itself
+    assert "push: pushed: champion is version" in logs
+    row = next(r for r in pushes.history(registry, "ctr") if r["version"] == after)
+    assert row["pushed"].startswith(f"pushed: champion is version {after}") and row["blessed"] is True
+    assert job.submission_id in api_monitor.status(cfg) and "SUCCEEDED" in api_monitor.status(cfg)
+    _, again = controller.step(signals={"drift.linf.gender": 0.3})
+    assert again == []  # still firing: one alert, one retrain

@@ -39,7 +39,7 @@ def test_a_firing_alert_submits_one_warm_started_job_and_the_cooldown_holds(tmp_
     [job] = retrainer.consider(_firing(alerts, 0.3, 100), now=100)
     assert job.reason.startswith("alert feature_drift: FIRING") and list(jobs.submitted) == [job.submission_id]
     assert jobs.submitted[job.submission_id] == entrypoint("ctr", "/h", cfg) == \
-        "mlsys run home.root=/h registry.model_name=ctr train.warm_start=models:/ctr@champion data.span=1"
+        "mlsys run home.root=/h registry.model_name=ctr cluster.address=auto train.warm_start=models:/ctr@champion data.span=1"
     assert retrainer.consider(_firing(alerts, 0.3, 200), now=200) == []  # still firing: no new trigger
     _firing(alerts, 0.0, 300)  # resolved
     assert retrainer.consider(_firing(alerts, 0.4, 400), now=400) == []  # fired again within the cooldown
@@ -73,3 +73,28 @@ def test_the_schedule_submits_once_per_scheduled_minute(tmp_path):
     [job] = retrainer.consider([], now=t + 90)  # 03:00:30
     assert job.reason == "schedule 0 3 * * *" and "warm_start" not in job.entrypoint
     assert retrainer.consider([], now=t + 150) == [] and len(jobs.submitted) == 1
+
+
+def test_a_refused_submission_is_retried_then_given_up(tmp_path):
+    from mlsys.monitor.retrain import SUBMIT_RETRY_S
+
+    jobs, down = Jobs(), {"n": 2}
+
+    def flaky(submission_id: str, command: str) -> None:
+        if down["n"]:
+            down["n"] -= 1
+            raise RuntimeError("Request failed with status code 500: No available agent to submit job, please try again later.")
+        jobs.submit(submission_id, command)
+
+    cfg = RetrainConfig(on_alerts=["feature_drift"])
+    retrainer = Retrainer("ctr", "/h", cfg, str(tmp_path / "r.json"), flaky, jobs.status)
+    [job] = retrainer.consider(_firing(Alerts({"feature_drift": AlertRule(metric="drift.linf.*", threshold=0.1)}), 0.3, 100), now=100)
+    assert job.status == "UNSUBMITTED" and "No available agent" in job.error and jobs.submitted == {}
+    retrainer.consider([], now=130)
+    assert job.status == "UNSUBMITTED"
+    retrainer.consider([], now=160)
+    assert job.status == "PENDING" and list(jobs.submitted) == [job.submission_id]
+    dead = Retrainer("ctr", "/h", cfg, str(tmp_path / "d.json"), lambda *a: (_ for _ in ()).throw(RuntimeError("refused")), jobs.status)
+    [never] = dead.consider(_firing(Alerts({"feature_drift": AlertRule(metric="drift.linf.*", threshold=0.1)}), 0.3, 100), now=100)
+    dead.consider([], now=100 + SUBMIT_RETRY_S)
+    assert never.status == "FAILED to submit" and never.finished_at == 100 + SUBMIT_RETRY_S
