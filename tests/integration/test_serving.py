@@ -292,33 +292,25 @@ def _one_window(url: str, requests_of, answers: list) -> float:
     return start
 
 
-def test_the_monitor_judges_what_serving_scored_and_a_planted_shift_fires_a_drift_alert(served, trained, tmp_path):
+@pytest.fixture
+def webhook():
+    from tests.webhook_server import WebhookServer
+
+    with WebhookServer() as hook:
+        yield hook
+
+
+def test_the_monitor_judges_what_serving_scored_and_a_planted_shift_fires_a_drift_alert(served, trained, tmp_path, webhook):
     """Live traffic: serving sketches each window; the monitor merges and judges them (skew against the
     version's training statistics, drift against the previous window); a category's share moved by 20
     points in one window fires the drift alert, which a real local webhook receives."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from mlsys.api import monitor as api_monitor
 
     url, home, result = served
-    received: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    received = webhook.bodies
     labels = tmp_path / "clicks.parquet"
     cfg = compose_config([*trained[1], f"serve.monitoring.window_s={WINDOW_S}", "monitor.grace_s=2", "monitor.min_rows=100",
-                          f"monitor.webhook.url=http://127.0.0.1:{hook.server_address[1]}/hook",
+                          f"monitor.webhook.url={webhook.url}",
                           f"monitor.quality.labels={labels}", f"monitor.quality.window_s={WINDOW_S}", "monitor.quality.attribution_s=1"])
     controller = api_monitor.Controller(cfg)
     controller.step()  # what earlier tests' traffic left
@@ -361,4 +353,3 @@ def test_the_monitor_judges_what_serving_scored_and_a_planted_shift_fires_a_drif
     assert "feature_drift: drift.linf.gender" in status and "ctr v1" in status, status
     metrics = requests.get(f"{url}/v1/metrics", timeout=10).json()["monitoring"]
     assert metrics["sketched_requests"] > 0 and metrics["errors"] == 0 and metrics["dropped"] == 0
-    hook.shutdown()

@@ -8,7 +8,6 @@ import logging
 import re
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -16,6 +15,7 @@ from mlsys.errors import ConfigError
 from mlsys.monitor.alerts import (
     Alert, AlertRule, Alerts, AlertState, LogNotifier, Transition, WebhookNotifier, notify,
 )
+from tests.webhook_server import WebhookServer
 
 FIRING, RESOLVED, PENDING = AlertState.firing, AlertState.resolved, AlertState.pending
 
@@ -171,43 +171,10 @@ def test_a_failing_notifier_does_not_stop_the_others(caplog):
 # -- the webhook, against a real HTTP server ------------------------------------------------------
 
 
-class _Hook:
-    """A local ThreadingHTTPServer that answers each POST with the next status of ``statuses`` (then 200)."""
-
-    def __init__(self, statuses: list[int] | None = None):
-        self.bodies: list[dict] = []
-        self.statuses = list(statuses or [])
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status = hook.statuses.pop(0) if hook.statuses else 200
-                if status == 200:
-                    hook.bodies.append(body)
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_webhook_posts_one_json_document_per_firing_and_resolved_transition():
     alerts = Alerts({"psi": AlertRule(metric="drift.psi.*", threshold=0.25, for_s=60, severity="critical",
                                       description="feature drift since training")})
-    with _Hook() as hook:
+    with WebhookServer() as hook:
         webhook = WebhookNotifier(hook.url, labels={"app": "ranker"})
         for now, value in [(0, 0.4), (30, 0.4), (60, 0.41), (90, 0.5), (120, 0.1)]:
             notify(alerts.observe({"drift.psi.gender": value}, now=now), [webhook])
@@ -225,14 +192,14 @@ def test_webhook_posts_one_json_document_per_firing_and_resolved_transition():
 
 def test_webhook_retries_a_500_and_delivers():
     alerts = Alerts({"auc": AlertRule(metric="quality.auc", op="<", threshold=0.7)})
-    with _Hook(statuses=[500, 500]) as hook:
+    with WebhookServer(statuses=[500, 500]) as hook:
         notify(alerts.observe({"quality.auc": 0.5}, now=0), [WebhookNotifier(hook.url, retries=3, backoff_s=0.01)])
     assert [b["status"] for b in hook.bodies] == ["firing"] and hook.statuses == []
 
 
 def test_webhook_gives_up_on_a_4xx_and_logs_it(caplog):
     alerts = Alerts({"auc": AlertRule(metric="quality.auc", op="<", threshold=0.7)})
-    with _Hook(statuses=[400, 500]) as hook:
+    with WebhookServer(statuses=[400, 500]) as hook:
         notify(alerts.observe({"quality.auc": 0.5}, now=0), [WebhookNotifier(hook.url, backoff_s=0.01)])
     assert hook.bodies == [] and hook.statuses == [500]  # one attempt: a 400 is not retried
     assert "HTTP 400" in caplog.text and "FIRING warning auc" in caplog.text

@@ -3,9 +3,6 @@ that fires once, reaches a real local webhook, survives a restart without firing
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pandas as pd
@@ -17,6 +14,7 @@ from mlsys.monitor.alerts import AlertRule, AlertState
 from mlsys.monitor.config import MonitorConfig, OnlineStatisticsConfig, WebhookConfig
 from mlsys.monitor.monitor import Monitor, report_path
 from mlsys.monitor.online import WindowSketcher
+from tests.webhook_server import WebhookServer
 
 
 class Clock:
@@ -29,21 +27,8 @@ class Clock:
 
 @pytest.fixture
 def webhook():
-    received: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
-    server.shutdown()
+    with WebhookServer() as hook:
+        yield hook.url, hook.bodies
 
 
 def _frame(rng, n: int, female: float) -> pd.DataFrame:
