@@ -97,6 +97,25 @@ def _call(session, url: str, body: dict, timeout: float) -> tuple[dict[int, floa
     return {int(i["item_id"]): float(i["score"]) for i in answer["items"]}, ms
 
 
+def _running_serve():
+    """The running Serve's client, or None. A process keeps its client of the Serve it last used; a Ray
+    worker that ran an earlier sandbox may hold one of a Serve that has since been shut down and started
+    again elsewhere (on another port): forget it and find the controller again."""
+    from ray.serve.context import _disconnect, _get_global_client
+
+    _disconnect()
+    return _get_global_client(raise_if_no_controller_running=False)
+
+
+def _proxy_port() -> int:
+    """The port the running Serve's HTTP proxies listen on, as its controller has it (a client's own copy
+    of the HTTP options is the one it started with: CI saw a sandbox poll the port of a Serve long gone)."""
+    import ray
+    from ray.serve.context import _get_global_client
+
+    return ray.get(_get_global_client()._controller.get_http_config.remote()).port
+
+
 def _answers(session, url: str, timeout_s: float) -> bool:
     """Poll until ``url`` answers 200: ``serve.run`` returns when the app's replicas run, which can be
     before the HTTP proxy listens (seen on a loaded 2-CPU machine: every request refused)."""
@@ -116,7 +135,6 @@ def validate_in_sandbox(package_uri: str, model_name: str, version: str, eval_ur
     """Deploy ``package_uri`` in a sandbox app, send ``cfg.requests`` canned requests, judge the answers."""
     import requests
     from ray import serve
-    from ray.serve.context import _get_global_client
 
     from mlsys.registry.package import read_package
     from mlsys.serve import app
@@ -132,10 +150,10 @@ def validate_in_sandbox(package_uri: str, model_name: str, version: str, eval_ur
     except Exception as e:  # it loads but cannot score: what every replica would answer
         return refused(f"the package does not score offline: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
     sandbox = _sandbox_config(serve_cfg, model_name, version)
-    running = _get_global_client(raise_if_no_controller_running=False)
+    running = _running_serve()
     if running is None:
         serve.start(http_options={"host": serve_cfg.host, "port": _free_port(serve_cfg.host)}, logging_config={"log_level": "WARNING"})
-    port = _get_global_client().http_config.port
+    port = _proxy_port()
     url = f"http://{serve_cfg.host}:{port}{sandbox.route_prefix}"
     echo(f"[infra] deploying {model_name} version {version} in a sandbox app at {url}")
     try:

@@ -87,6 +87,37 @@ def test_the_first_model_is_blessed_by_value_thresholds_validated_in_a_sandbox_a
     assert "<html" in open(result.output("bless").report).read().lower()
 
 
+def test_infra_validation_finds_a_serve_restarted_elsewhere_on_another_port(trained, first, ray_local, tmp_path):
+    """A process keeps its Serve client (and its HTTP options) from the Serve it last used; here Serve is then
+    shut down and started on another port by another process (a Ray task). The sandbox must deploy into the
+    running Serve and call it on its real port (CI: a push step polled a port long gone and refused a good model)."""
+    import dataclasses
+
+    import ray
+    from ray import serve
+
+    from mlsys.evaluate.config import InfraValidationConfig
+    from mlsys.serve.sandbox import validate_in_sandbox
+
+    uri, result = first
+    serve.shutdown()
+    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})  # this process's client: that port
+
+    @ray.remote(num_cpus=0)
+    def restart_serve_elsewhere(port: int) -> int:
+        serve.shutdown()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        return port
+
+    port = ray.get(restart_serve_elsewhere.remote(free_port()))
+    cfg = compose_config(trained[1])
+    infra = validate_in_sandbox(resolve(uri, f"{NAME}/1").source, NAME, "1", result.output("transform").eval, cfg.serve,
+                                dataclasses.replace(InfraValidationConfig(), requests=5, timeout_s=30))
+    assert infra.passed, infra.reason
+    assert f":{port}/sandbox/" in infra.where, infra.where
+    serve.shutdown()
+
+
 def test_a_worse_candidate_is_refused_with_one_line_reason_and_never_serves(trained, first, app, capsys):
     uri, _ = first
     capsys.readouterr()
