@@ -105,7 +105,9 @@ def _searcher(cfg: TuneConfig, study_name: str, study_db: str | None):
     if SearcherKind(cfg.searcher) is SearcherKind.random:
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        return BasicVariantGenerator(random_state=cfg.seed)
+        # max_concurrent here: Tune ignores TuneConfig.max_concurrent_trials for a search generator (it only
+        # wraps Searchers in a ConcurrencyLimiter): all 8 trials of a benchmark ran at once, waiting on CPUs
+        return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials)
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 

@@ -125,3 +125,18 @@ def test_the_config_group_composes_and_overrides_reach_the_space(monkeypatch):
     assert space.distributions[-1].values == (1e-3, 1e-2)
     with pytest.raises(ConfigError, match="'model.embed_dimm' is not a field of ModelConfig"):
         compose_config(["tune=optuna_asha", '+tune.search_space.model.embed_dimm="choice [8]"'])
+
+
+@pytest.mark.parametrize("searcher", ["random", "optuna"])
+def test_both_searchers_keep_to_max_concurrent_trials(searcher):
+    """Tune applies TuneConfig.max_concurrent_trials only to a Searcher; random search is a search generator,
+    so it carries the limit itself (without it, a benchmark ran all 8 trials at once)."""
+    from ray.tune.search import ConcurrencyLimiter
+
+    from mlsys.tune.tuner import _searcher
+
+    made = _searcher(TuneConfig(searcher=searcher, max_concurrent_trials=3), "study", None)
+    if searcher == "random":
+        assert made.max_concurrent == 3
+    else:  # Tune wraps a Searcher in a ConcurrencyLimiter of max_concurrent_trials
+        assert not isinstance(made, ConcurrencyLimiter) and hasattr(made, "suggest")
