@@ -34,7 +34,6 @@ import socket
 import threading
 import time
 import uuid
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -45,6 +44,7 @@ import pyarrow as pa
 
 from mlsys import storage
 from mlsys.data.statistics import DatasetStatistics, FeatureAccumulator, FeatureKind, block_accumulators, finalize, infer_kinds, merge_all
+from mlsys.features.feature_log import sampled  # the same hash: at equal rates, the same requests as the feature log
 from mlsys.monitor.config import OnlineStatisticsConfig
 
 SCORE = "score"  # the scores' column in a window's statistics (prediction drift)
@@ -91,10 +91,6 @@ class _Open:
     accumulators: dict = field(default_factory=dict)
     requests: int = 0
     rows: int = 0
-
-
-def sampled(request_id: str, rate: float) -> bool:
-    return rate >= 1.0 or zlib.crc32(request_id.encode()) < rate * 2**32
 
 
 class WindowSketcher:
