@@ -24,7 +24,7 @@ from typing import Callable, Optional
 
 from mlsys import storage
 from mlsys.data.statistics import DatasetStatistics
-from mlsys.monitor.alerts import Alerts, AlertState, LogNotifier, Notifier, Transition, WebhookNotifier, notify
+from mlsys.monitor.alerts import Alerts, LogNotifier, Notifier, Transition, WebhookNotifier, notify
 from mlsys.monitor.config import MonitorConfig
 from mlsys.monitor.drift import WindowReport, judge
 from mlsys.monitor.online import merge_windows, previous_window, window_path
@@ -107,6 +107,3 @@ class Monitor:
         if windows:
             storage.write_text(self.quality_uri, json.dumps({"until": max(w.end for w in windows)}))
         return windows
-
-    def firing(self) -> list:
-        return self.alerts.alerts(AlertState.firing)
