@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -70,6 +70,7 @@ class Monitor:
         self._baselines: dict[str, Optional[DatasetStatistics]] = {}
         self._quality_source, self._offline_of = quality_source, offline_of
         self.quality_uri = str(Path(directory) / model / "quality.json")
+        self.events_uri = str(Path(directory) / model / "alerts.jsonl")
 
     def baseline(self, version: str) -> Optional[DatasetStatistics]:
         if version not in self._baselines:
@@ -93,8 +94,20 @@ class Monitor:
         if signals:
             tick.transitions += self.alerts.observe(signals, now=now)
         notify(tick.transitions, self.notifiers)
+        self._record(tick.transitions)
         self.alerts.save(self.state_uri)
         return tick
+
+    def _record(self, transitions: list[Transition]) -> None:
+        """Append what fired and resolved to ``<model>/alerts.jsonl`` (the report's history; alerts.json
+        holds only each alert's last state)."""
+        lines = [json.dumps({**asdict(t.alert), "state": t.alert.state.value, "previous": t.previous.value})
+                 for t in transitions if t.notifies]
+        if lines:
+            path = Path(self.events_uri)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as f:
+                f.write("\n".join(lines) + "\n")
 
     def _quality(self, now: float) -> list:
         """The online quality of every window whose labels came in since the last tick."""

@@ -4,6 +4,8 @@ that fires once, reaches a real local webhook, survives a restart without firing
 from __future__ import annotations
 
 
+import json
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -80,4 +82,7 @@ def test_a_planted_shift_fires_one_alert_within_one_window_and_it_resolves(tmp_p
     _traffic(sketcher, clock, 240, 0.5, seed=5)
     assert [t for t in restarted.tick(now=305).transitions if t.notifies] == []  # still skewed: not notified again
     assert [b["status"] for b in received] == ["firing", "resolved", "firing"]
+    history = [json.loads(line) for line in (tmp_path / "ctr" / "alerts.jsonl").read_text().splitlines()]
+    assert [(h["rule"], h["state"], h["previous"]) for h in history] == [
+        ("gender_drift", "firing", "inactive"), ("gender_drift", "resolved", "firing"), ("gender_skew", "firing", "pending")]
     sketcher.close()
