@@ -68,25 +68,17 @@ def offline_metrics(cfg: MlsysConfig, model: str):
     return of
 
 
-def read_labels(path: str):
-    """A label file or folder (Parquet or CSV): user_id, item_id, timestamp, label[, request_id]."""
-    from pathlib import Path
-
-    import pandas as pd
-
-    files = sorted(p for p in Path(path).rglob("*") if p.suffix in (".parquet", ".csv")) if Path(path).is_dir() else [Path(path)]
-    frames = [pd.read_parquet(f) if f.suffix == ".parquet" else pd.read_csv(f) for f in files if f.exists()]
-    return pd.concat(frames, ignore_index=True) if frames else None
-
-
-def quality_source(cfg: MlsysConfig):
-    """``() -> (feature log, labels)`` for online quality, or None without labels or a feature log."""
+def quality_source(cfg: MlsysConfig, model: Optional[str] = None):
+    """``() -> (feature log, labels)`` for online quality and online learning, or None without a feature
+    log. The labels: ``monitor.quality.labels``, else what ``POST /v1/events`` recorded."""
     from mlsys.features.feature_log import default_log_dir, read_feature_log
+    from mlsys.monitor.labels import labels_dir, read_labels
 
     log_dir = cfg.serve.feature_logging.path or default_log_dir(cfg.features.project, cfg.home.root)
-    if not cfg.monitor.quality.labels or not log_dir:
+    if not log_dir:
         return None
-    return lambda: (read_feature_log(log_dir), read_labels(cfg.monitor.quality.labels))
+    labels = cfg.monitor.quality.labels or str(labels_dir(_directory(cfg), _model(cfg, model)))
+    return lambda: (read_feature_log(log_dir), read_labels(labels))
 
 
 def monitor_for(cfg: MlsysConfig, model: Optional[str] = None):
@@ -94,7 +86,7 @@ def monitor_for(cfg: MlsysConfig, model: Optional[str] = None):
 
     name = _model(cfg, model)
     return Monitor(_directory(cfg), name, cfg.monitor, training_statistics(cfg, name),
-                   quality_source=quality_source(cfg), offline_of=offline_metrics(cfg, name))
+                   quality_source=quality_source(cfg, name), offline_of=offline_metrics(cfg, name))
 
 
 def retrainer_for(cfg: MlsysConfig, model: Optional[str] = None):
@@ -126,6 +118,89 @@ def retrainer_for(cfg: MlsysConfig, model: Optional[str] = None):
                      program=(sys.executable, "-m", "mlsys.cli.main"))
 
 
+def learner_for(cfg: MlsysConfig, model: Optional[str] = None):
+    """Online learning (``monitor.online.enabled``), or None: updates of the version the alias serves,
+    each registered as a new version (an MLflow run of its own) and pushed to the alias."""
+    from pathlib import Path
+
+    from mlsys.errors import ConfigError
+    from mlsys.monitor.learning import OnlineLearner
+
+    online, name = cfg.monitor.online, _model(cfg, model)
+    if not online.enabled:
+        return None
+    source = quality_source(cfg, name)
+    alias = online.alias or cfg.registry.alias
+    if source is None:
+        raise ConfigError("monitor.online.enabled=true learns from the feature log: set serve.feature_logging.path "
+                          "(the home is remote, so it has no default place)")
+    if not alias:
+        raise ConfigError("monitor.online.enabled=true pushes to an alias: set monitor.online.alias or registry.alias")
+    state = str(Path(_directory(cfg)) / name / "online.json")
+    return OnlineLearner(online, state, source, _serving_version(cfg, name, alias), _publisher(cfg, name, alias),
+                         attribution_s=cfg.monitor.quality.attribution_s)
+
+
+def _serving_version(cfg: MlsysConfig, name: str, alias: str):
+    """``() -> (version, package)``: the alias's version; before its first push, ``registry.alias``'s."""
+    from mlsys.errors import ModelNotFoundError
+    from mlsys.registry import mlflow_store
+    from mlsys.registry.package import read_package
+
+    tracking = mlflow_store.tracking_uri(cfg.home)
+
+    def base():
+        try:
+            resolved = mlflow_store.resolve(tracking, f"{name}@{alias}")
+        except ModelNotFoundError:
+            if not cfg.registry.alias or cfg.registry.alias == alias:
+                raise
+            resolved = mlflow_store.resolve(tracking, f"{name}@{cfg.registry.alias}")
+        return resolved.version, read_package(resolved.source)
+
+    return base
+
+
+def _publisher(cfg: MlsysConfig, name: str, alias: str):
+    """``(package folder, update) -> (version, pushed, line)``: an MLflow run of the update, the version it
+    registers (tagged with its evaluation on the base's eval split), and the push."""
+    import dataclasses
+    import json
+
+    from mlsys import storage
+    from mlsys.registry import mlflow_store
+    from mlsys.registry.mlflow_store import Tag
+    from mlsys.registry.package import read_package
+    from mlsys.serve.push import validate_and_push
+
+    tracking = mlflow_store.tracking_uri(cfg.home)
+    evaluate = dataclasses.replace(cfg.evaluate, infra=dataclasses.replace(cfg.evaluate.infra, enabled=cfg.monitor.online.infra_validation))
+
+    def publish(path: str, update) -> tuple[str, bool, str]:
+        from mlsys.evaluate.evaluation import evaluate_package
+
+        client = mlflow_store.client(tracking)
+        experiment = mlflow_store.ensure_experiment(tracking, cfg.pipeline.experiment, storage.join(cfg.home.root, "mlartifacts"))
+        run = client.create_run(experiment, run_name=f"online-{name}-v{update.base_version}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                tags={Tag.STEP: "online_learning", Tag.WARM_START: f"{name}/{update.base_version}"})
+        run_id = run.info.run_id
+        for key in ("rows", "train_rows", "holdout_rows", "clicks", "auc_base", "auc_new"):
+            if getattr(update, key) is not None:
+                client.log_metric(run_id, f"online_{key}", float(getattr(update, key)))
+        eval_uri = read_package(path).manifest["lineage"].get("eval")
+        metrics = evaluate_package(path, eval_uri) if eval_uri and storage.exists(eval_uri) else {}
+        tags = {Tag.WARM_START: f"{name}/{update.base_version}", "mlsys.online_learning": json.dumps(
+            {"base_version": update.base_version, "rows": update.rows, "auc_base": update.auc_base, "auc_new": update.auc_new}),
+            **{f"eval_{k}": round(v, 6) for k, v in metrics.items()}}
+        version = mlflow_store.register(tracking, run_id, path, name, None, tags)
+        outcome = validate_and_push(tracking, name, version.version, version.source, alias, eval_uri, evaluate, cfg.serve,
+                                    via=f"online learning (MLflow run {run_id})", reason=update.reason)
+        client.set_terminated(run_id)
+        return version.version, bool(outcome["pushed"]), outcome["line"]
+
+    return publish
+
+
 def _dashboard_url() -> str:
     """The connected cluster's Jobs API (its dashboard)."""
     import ray
@@ -138,6 +213,33 @@ def _dashboard_url() -> str:
     return url if "://" in url else f"http://{url}"
 
 
+def freshness(cfg: MlsysConfig, model: str, now: float) -> dict[str, float]:
+    """The freshness signals (:mod:`mlsys.monitor.freshness`) of one model's service, now."""
+    from pathlib import Path
+
+    from mlsys.monitor.freshness import freshness_signals, last_window_end, modified_at
+    from mlsys.monitor.labels import labels_dir
+
+    materialized = None
+    if cfg.features.enabled:
+        from mlsys.features.store import store_paths
+
+        materialized = modified_at(store_paths(cfg.features, cfg.home.root).watermark)
+    created = None
+    if cfg.registry.alias:
+        from mlsys.registry import mlflow_store
+
+        try:
+            created = mlflow_store.client(mlflow_store.tracking_uri(cfg.home)).get_model_version_by_alias(
+                model, cfg.registry.alias).creation_timestamp / 1000.0
+        except Exception:  # noqa: BLE001 - no such model or alias yet: no signal
+            created = None
+    labels = Path(cfg.monitor.quality.labels) if cfg.monitor.quality.labels else labels_dir(_directory(cfg), model)
+    files = [labels] if labels.is_file() else list(labels.rglob("*.*")) if labels.is_dir() else []
+    label_at = max((t for t in map(modified_at, map(str, files)) if t is not None), default=None)
+    return freshness_signals(now, materialized, last_window_end(Path(_directory(cfg)) / model), created, label_at)
+
+
 class Controller:
     """The monitor's loop: a tick every ``monitor.interval_s``, then the retrain trigger."""
 
@@ -145,13 +247,17 @@ class Controller:
         self.cfg, self.model = cfg, _model(cfg, model)
         self.monitor = monitor_for(cfg, model)
         self.retrainer = retrainer_for(cfg, model)
+        self.learner = learner_for(cfg, model)
         self.ticks, self.last_error = 0, None
         self._stop = threading.Event()
 
     def step(self, now: Optional[float] = None, signals: Optional[dict] = None):
         """One tick (``signals``: others observed now), then the retrain trigger."""
-        tick = self.monitor.tick(now=now, signals=signals)
+        at = time.time() if now is None else now
+        tick = self.monitor.tick(now=now, signals={**freshness(self.cfg, self.model, at), **(signals or {})})
         retrains = self.retrainer.consider(tick.transitions, now=now) if self.retrainer is not None else []
+        if self.learner is not None:
+            tick.update = self.learner.consider(now=now)
         self.ticks += 1
         return tick, retrains
 
@@ -294,6 +400,8 @@ def describe_tick(tick, retrains=()) -> list[str]:
     lines = [describe_report(r) for r in tick.reports] + [describe_quality(w) for w in tick.quality]
     lines += [f"[monitor] {t.message}" for t in tick.transitions if t.notifies]
     lines += [f"[monitor] retraining: Ray job {r.submission_id} ({r.reason})" for r in retrains]
+    if getattr(tick, "update", None) is not None:
+        lines.append(f"[monitor] {tick.update.line()}")
     return lines
 
 
@@ -320,6 +428,13 @@ def status(cfg: MlsysConfig, model: Optional[str] = None) -> str:
             latest[report.version] = report
     lines.append(f"windows: {len(reports)} judged" if reports else "windows: none judged yet (is serving sketching? serve.monitoring.enabled)")
     lines += ["  " + describe_report(r).removeprefix("[monitor] ") for r in sorted(latest.values(), key=lambda r: r.version)]
+    online = root / "online.json"
+    if online.exists():
+        history = json.loads(online.read_text())["history"]
+        pushed = sum(1 for u in history if u["pushed"])
+        lines.append(f"online learning: {len(history)} updates, {pushed} pushed")
+        lines += [f"  {_when(u['at'])} v{u['base_version']} -> {'v' + u['version'] if u.get('version') else 'no version'}: {u['reason']}"
+                  for u in history[-5:]]
     retrain = root / "retrain.json"
     if retrain.exists():
         history = json.loads(retrain.read_text())["history"]

@@ -203,7 +203,7 @@ def join_labels(log: pd.DataFrame, labels: pd.DataFrame, window: pd.Timedelta = 
 
     ``labels`` has ``user_id``, ``item_id``, ``timestamp`` (epoch seconds or
     datetimes) and ``label``, and optionally ``request_id``. With a request id
-    a label joins its (request, item); without one it joins the latest logged
+    a label joins its (request, item); without one (no column, or a null) it joins the latest logged
     row of the same (user, item) served at most ``window`` before it (the
     impression it answers). A logged row with no label is a negative (label 0):
     shown, not clicked.
@@ -214,16 +214,16 @@ def join_labels(log: pd.DataFrame, labels: pd.DataFrame, window: pd.Timedelta = 
     [1.0]
     """
     labels = labels.assign(timestamp=_utc(labels["timestamp"]))
-    if "request_id" in labels.columns:
-        keys = ["request_id", "item_id"]
-        hits = log[keys].reset_index().merge(labels[[*keys, "label"]], on=keys)
-    else:
+    by_request = labels["request_id"].notna() if "request_id" in labels.columns else pd.Series(False, index=labels.index)
+    keys = ["request_id", "item_id"]
+    hits = [log[keys].reset_index().merge(labels.loc[by_request, [*keys, "label"]], on=keys)] if by_request.any() else []
+    if not by_request.all():  # labels without a request id: the latest impression of the same user and item
         keys = ["user_id", "item_id"]
-        events = labels[[*keys, "timestamp", "label"]].reset_index(names="event")
-        hits = log[[*keys, "logged_at"]].reset_index().merge(events, on=keys)
-        hits = hits[(hits["timestamp"] >= hits["logged_at"]) & (hits["timestamp"] <= hits["logged_at"] + window)]
-        hits = hits.sort_values("logged_at", kind="stable").groupby("event").tail(1)  # the latest impression
-    label = hits.groupby("index")["label"].max()
+        events = labels.loc[~by_request, [*keys, "timestamp", "label"]].reset_index(names="event")
+        near = log[[*keys, "logged_at"]].reset_index().merge(events, on=keys)
+        near = near[(near["timestamp"] >= near["logged_at"]) & (near["timestamp"] <= near["logged_at"] + window)]
+        hits.append(near.sort_values("logged_at", kind="stable").groupby("event").tail(1))
+    label = pd.concat([h[["index", "label"]] for h in hits]).groupby("index")["label"].max() if hits else pd.Series(dtype=np.float64)
     out = log.copy()
     out["label"] = label.reindex(out.index).fillna(0).to_numpy(dtype=np.float64)
     return out

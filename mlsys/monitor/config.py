@@ -35,6 +35,8 @@ class OnlineStatisticsConfig:
     batch_rows: int = 20000
     # Where replicas write their window parts and the merged windows go; empty: `<home>/monitor`.
     path: str = ""
+    # Record the labels of POST /v1/events under `<path>/<model>/labels/` (online quality, online learning).
+    labels: bool = True
 
     def __post_init__(self):
         require(self.window_s >= 1 and float(self.window_s).is_integer(), "serve.monitoring.window_s", self.window_s,
@@ -60,8 +62,9 @@ class QualityConfig:
     joined with the feature log (``serve.feature_logging`` must be on)."""
 
     enabled: bool = True
-    # Labels: a Parquet or CSV file or folder with user_id, item_id, timestamp (epoch s), label
-    # (1 = click) and optionally request_id; empty: none (quality is not measured).
+    # Labels: a Parquet, CSV or JSON Lines file or folder with user_id, item_id, timestamp (epoch s),
+    # label (1 = click) and optionally request_id; empty: those POST /v1/events recorded
+    # (`<serve.monitoring.path>/<model>/labels/`). No label yet: quality is not measured.
     labels: str = ""
     window_s: float = 300.0  # windows of when the impressions were served, aligned to the clock
     attribution_s: float = 3600.0  # a click counts for an impression served at most this long before it
@@ -93,6 +96,37 @@ class RetrainConfig:
 
 
 @dataclass
+class OnlineLearningConfig:
+    """``monitor.online``: ``monitor.online.enabled=true monitor.online.every_s=600 monitor.online.min_rows=5000``."""
+
+    enabled: bool = False
+    every_s: float = 600.0  # an update at least this often while new labelled rows come in...
+    min_rows: int = 5000  # ...or as soon as this many newly labelled rows are in
+    min_new_rows: int = 200  # fewer new rows than this: no update, whatever the time (the gate would judge noise)
+    max_rows: int = 200_000  # train on at most the newest this many rows
+    holdout: float = 0.2  # the newest share of the new requests, held out for the gate
+    epochs: int = 2
+    lr: float = 1e-3
+    batch_size: int = 512
+    max_auc_drop: float = 0.0  # the gate: held-out AUC >= the serving version's - this
+    seed: int = 0
+    alias: str = ""  # the alias updates are pushed to; empty: registry.alias
+    infra_validation: bool = False  # also the sandbox app of the push (evaluate.infra); the gate already scores the new ONNX
+
+    def __post_init__(self):
+        require(self.every_s > 0, "monitor.online.every_s", self.every_s, "> 0 seconds")
+        require(self.min_rows >= 1, "monitor.online.min_rows", self.min_rows, ">= 1")
+        require(1 <= self.min_new_rows <= self.min_rows, "monitor.online.min_new_rows", self.min_new_rows,
+                f"between 1 and monitor.online.min_rows ({self.min_rows})")
+        require(self.max_rows >= self.min_rows, "monitor.online.max_rows", self.max_rows, f">= monitor.online.min_rows ({self.min_rows})")
+        require(0 < self.holdout < 1, "monitor.online.holdout", self.holdout, "between 0 and 1 (exclusive)")
+        require(self.epochs >= 1, "monitor.online.epochs", self.epochs, ">= 1")
+        require(self.lr > 0, "monitor.online.lr", self.lr, "> 0")
+        require(self.batch_size >= 1, "monitor.online.batch_size", self.batch_size, ">= 1")
+        require(self.max_auc_drop >= 0, "monitor.online.max_auc_drop", self.max_auc_drop, ">= 0")
+
+
+@dataclass
 class MonitorConfig:
     """``monitor``: how merged windows become signals (skew against the serving version's training
     statistics, drift against the previous window, prediction drift of the scores) and which
@@ -113,6 +147,7 @@ class MonitorConfig:
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    online: OnlineLearningConfig = field(default_factory=OnlineLearningConfig)
 
     def __post_init__(self):
         self.alerts = {name: _rule(name, rule) for name, rule in self.alerts.items()}

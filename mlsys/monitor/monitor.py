@@ -38,6 +38,7 @@ class Tick:
     reports: list[WindowReport] = field(default_factory=list)
     quality: list = field(default_factory=list)  # QualityWindow: online quality measured this tick
     transitions: list[Transition] = field(default_factory=list)
+    update: object = None  # an online-learning Update (mlsys.monitor.learning), when one ran after this tick
 
 
 def notifiers_of(cfg: MonitorConfig, labels: Optional[dict] = None) -> list[Notifier]:
@@ -116,6 +117,8 @@ class Monitor:
             return []
         done = json.loads(storage.read_text(self.quality_uri))["until"] if storage.exists(self.quality_uri) else -math.inf
         log, labels = self._quality_source()
+        if labels is None:  # no label has ever come in (no events, no label file): nothing to measure yet
+            return []
         windows = online_quality(log, labels, q.window_s, q.attribution_s, now, self._offline_of, since=done)
         if windows:
             storage.write_text(self.quality_uri, json.dumps({"until": max(w.end for w in windows)}))

@@ -74,13 +74,17 @@ class EventRequest(BaseModel):
     rating: Optional[float] = Field(default=None, allow_inf_nan=False, description="A rating at or above data.click_threshold is a click.")
     clicked: Optional[bool] = Field(default=None, description="Overrides the rating's click.")
     timestamp: Optional[float] = Field(default=None, ge=0, allow_inf_nan=False, description="Event time, Unix seconds; default: now.")
+    request_id: Optional[str] = Field(default=None, max_length=128, description=(
+        "The /v1/rank answer this event is about (its request_id): the label joins exactly that impression; "
+        "without it, the latest impression of the same user and item."))
 
 
 class EventResponse(BaseModel):
     user_id: int
     clicked: bool
-    history: list[int]
-    aggregates: dict[str, Optional[float]]
+    labelled: bool = Field(description="Recorded as a label for online quality and online learning (serve.monitoring).")
+    history: Optional[list[int]] = Field(default=None, description="The user's behaviour sequence now (features=feast).")
+    aggregates: Optional[dict[str, Optional[float]]] = Field(default=None, description="The user's aggregates now (features=feast).")
 
 
 class ErrorOut(BaseModel):
@@ -422,10 +426,13 @@ class Ingress:
         self.metrics.serving(True)
         REPLICA.max_body_bytes, REPLICA.metrics = cfg.max_body_bytes, self.metrics
         monitoring = cfg.monitoring
+        self.labels = None  # the label log of POST /v1/events (online quality, online learning)
         if monitoring.enabled and monitoring.path:
+            from mlsys.monitor.labels import LabelLog
             from mlsys.monitor.online import WindowSketcher
 
             self.sketcher = WindowSketcher(monitoring, monitoring.path, model_name, kinds_of=self._training_kinds)
+            self.labels = LabelLog(monitoring.path, model_name) if monitoring.labels else None
         self._new_windows()
         _batched(self._fused_batch, cfg)
         if follow is not None:
@@ -706,23 +713,41 @@ class Ingress:
             request_id=request_id,
         )
 
-    @api.post("/v1/events", responses={409: {"model": ErrorOut}})
+    @api.post("/v1/events", responses={409: {"model": ErrorOut}, 503: {"model": ErrorOut}})
     def events(self, event: EventRequest) -> EventResponse:
+        """A user's interaction: a label for online quality (serve.monitoring) and, with features=feast,
+        an update of the user's online features (behaviour sequence, aggregates)."""
         from datetime import datetime, timezone
 
-        from mlsys.features.push import Interaction
-
-        if self.pusher is None:
-            raise HTTPException(status_code=409, detail="POST /v1/events updates the online feature store; serve with features=feast")
+        if self.pusher is None and self.labels is None:
+            raise HTTPException(status_code=409, detail=(
+                "POST /v1/events records labels (serve.monitoring.enabled with serve.monitoring.labels) and updates the "
+                "online feature store (features=feast); this app does neither"))
         if event.rating is None and event.clicked is None:
             raise HTTPException(status_code=422, detail="an event needs `rating` or `clicked`")
-        at = datetime.fromtimestamp(event.timestamp, timezone.utc) if event.timestamp is not None else None
-        result = self.pusher.push(Interaction(event.user_id, event.item_id, event.rating, event.clicked, at))
-        for served in list(self.loaded.values()):  # the history changed: drop the user's cached side now
-            if served.user_side is not None:
-                served.user_side.cache.invalidate(event.user_id)
+        threshold = self.routing.champion.ranker.package.preprocessor.schema.click_threshold
+        clicked = bool(event.clicked) if event.clicked is not None else event.rating >= threshold
+        at = event.timestamp if event.timestamp is not None else time.time()
+        if self.labels is not None:
+            from mlsys.monitor.labels import Label
+
+            try:  # written and flushed before the answer: an accepted label is not lost
+                self.labels.append(Label(int(event.user_id), int(event.item_id), int(clicked), float(at), event.request_id))
+            except OSError as e:
+                raise HTTPException(status_code=503, detail=f"the label could not be written ({e}); send the event again") from None
+        history = aggregates = None
+        if self.pusher is not None:
+            from mlsys.features.push import Interaction
+
+            result = self.pusher.push(Interaction(event.user_id, event.item_id, event.rating, event.clicked,
+                                                  datetime.fromtimestamp(at, timezone.utc)))
+            for served in list(self.loaded.values()):  # the history changed: drop the user's cached side now
+                if served.user_side is not None:
+                    served.user_side.cache.invalidate(event.user_id)
+            history, aggregates = result.history, result.aggregates
         self._count("/v1/events", events=1)
-        return EventResponse(user_id=result.user_id, clicked=result.clicked, history=result.history, aggregates=result.aggregates)
+        return EventResponse(user_id=int(event.user_id), clicked=clicked, labelled=self.labels is not None,
+                             history=history, aggregates=aggregates)
 
     # -- the KServe v2 / Open Inference Protocol ----------------------------------------------
 

@@ -308,10 +308,8 @@ def test_the_monitor_judges_what_serving_scored_and_a_planted_shift_fires_a_drif
 
     url, home, result = served
     received = webhook.bodies
-    labels = tmp_path / "clicks.parquet"
     cfg = compose_config([*trained[1], f"serve.monitoring.window_s={WINDOW_S}", "monitor.grace_s=2", "monitor.min_rows=100",
-                          f"monitor.webhook.url={webhook.url}",
-                          f"monitor.quality.labels={labels}", f"monitor.quality.window_s={WINDOW_S}", "monitor.quality.attribution_s=1"])
+                          f"monitor.webhook.url={webhook.url}", f"monitor.quality.window_s={WINDOW_S}", "monitor.quality.attribution_s=1"])
     controller = api_monitor.Controller(cfg)
     controller.step()  # what earlier tests' traffic left
     users = pd.read_parquet(result.output("transform").users, columns=["user_id", "gender"])
@@ -326,10 +324,14 @@ def test_the_monitor_judges_what_serving_scored_and_a_planted_shift_fires_a_drif
     answers: list = []
     normal = [_one_window(url, mix(base_share), answers) for _ in range(2)]
     shifted = _one_window(url, mix(base_share + 0.2), answers)
-    # Delayed labels: a user clicks an item with the probability the model gave it (the model is right).
-    clicks = [{"request_id": body["request_id"], "user_id": body["user_id"], "item_id": item["item_id"], "timestamp": at + 0.1, "label": 1}
-              for at, body in answers for item in body["items"] if rng.random() < item["score"]]
-    pd.DataFrame(clicks).to_parquet(labels)
+    # Delayed labels through POST /v1/events, with the answer's request id: a user clicks an item with the
+    # probability the model gave it (the model is right). The first window's only: a few hundred events.
+    clicks = [{"request_id": body["request_id"], "user_id": body["user_id"], "item_id": item["item_id"], "clicked": True,
+               "timestamp": at + 0.1} for at, body in answers if normal[0] <= at < normal[0] + WINDOW_S
+              for item in body["items"] if rng.random() < item["score"]]
+    with requests.Session() as session:
+        events = [session.post(f"{url}/v1/events", json=click, timeout=30) for click in clicks]
+    assert all(e.status_code == 200 and e.json()["labelled"] and e.json()["history"] is None for e in events), events[0].text
     time.sleep(max(0.0, shifted + WINDOW_S + 3 - time.time()))  # the grace, the attribution, the feature log's flush
     tick, _ = controller.step()
     reports = {r.start: r for r in tick.reports if r.version == "1"}
@@ -355,9 +357,102 @@ def test_the_monitor_judges_what_serving_scored_and_a_planted_shift_fires_a_drif
     assert set(normal + [shifted]) <= set(quality), (sorted(quality), normal)
     first = quality[normal[0]]
     assert abs(first.requests - sum(1 for at, _ in answers if normal[0] <= at < normal[0] + WINDOW_S)) <= 1
-    assert first.rows == 20 * first.requests and 0 < first.clicks < first.rows
+    assert first.rows == 20 * first.requests and first.clicks == len(clicks) and 0 < first.clicks < first.rows
     assert first.auc > 0.6 and "auc" in first.offline  # clicks follow the model's ranking; offline: the version's eval_auc
     status = api_monitor.status(cfg)
     assert "feature_drift: drift.linf.gender" in status and "ctr v1" in status, status
     metrics = requests.get(f"{url}/v1/metrics", timeout=10).json()["monitoring"]
     assert metrics["sketched_requests"] > 0 and metrics["errors"] == 0 and metrics["dropped"] == 0
+
+
+def test_online_learning_on_live_traffic_hot_pushes_a_model_that_ranks_a_newly_clicked_item_higher(served, trained):
+    """The streaming loop, closed: an app follows ``ctr@online``; users suddenly click one item (through
+    POST /v1/events, by request id); each update warm-starts from what serves, passes the fast gate and is
+    pushed, and the app hot-reloads it. Within three updates the app ranks the item higher, and the
+    learned model's AUC on the new traffic beats the static model's on the same rows.
+    Last in the module: its pushes add versions to the session's registry (under the alias ``online``)."""
+    from ray import serve
+
+    from mlsys.api import monitor as api_monitor
+    from mlsys.evaluate.metrics import auc
+    from mlsys.features.feature_log import join_labels, read_feature_log
+    from mlsys.registry import mlflow_store
+    from mlsys.registry.package import read_package
+    from mlsys.registry.scoring import PackageScorer
+    from mlsys.serve import app
+    from tests.conftest import wait_until
+
+    url, home, result = served
+    mlflow_store.client(f"sqlite:///{home}/mlflow.db").set_registered_model_alias("ctr", "online", "1")
+    cfg = compose_config([*trained[1], f"serve.port={url.rsplit(':', 1)[1]}", "serve.model=ctr@online", "serve.app_name=ranking-online",
+                          "serve.route_prefix=/online", "serve.release.poll_s=1", f"serve.monitoring.window_s={WINDOW_S}",
+                          "monitor.online.enabled=true", "monitor.online.alias=online", "monitor.online.min_rows=2000",
+                          "monitor.online.min_new_rows=1000", "monitor.online.epochs=3", "monitor.online.lr=0.01",
+                          "monitor.quality.attribution_s=1"])
+    model = commands.resolve_model(cfg)
+    store, log_dir = commands.online_features(cfg)
+    online = app.start(commands.served_config(cfg), model.source, model.name, model.version, store, log_dir, commands.following(cfg))
+    try:
+        controller = api_monitor.Controller(cfg)
+        controller.step()  # the learner starts its watermark: it learns from what is served from now on
+        users = pd.read_parquet(result.output("transform").users, columns=["user_id"]).user_id.tolist()
+        items = next(_requests(result, n_users=1))[1]
+        rng = np.random.default_rng(3)
+
+        def rank(users_, version_check=None):
+            answers = [requests.post(f"{online}/v1/rank", json={"user_id": u, "candidates": items}, timeout=30).json() for u in users_]
+            scores = np.array([[{i["item_id"]: i["score"] for i in a["items"]}[c] for c in items] for a in answers])
+            return answers, scores
+
+        _, probe = rank(users[:30])
+        hot = items[int(np.argmin(probe.mean(axis=0)))]  # the item the static model likes least
+
+        def hot_rank(scores) -> float:
+            column = scores[:, items.index(hot)]
+            return float((scores > column[:, None]).sum(axis=1).mean() + 1)
+
+        def live_round(seconds: float = 4.0):
+            """Traffic for ``seconds``, and its clicks: the hot item at 70%, any other at 2%."""
+            answers, clicks, until = [], [], time.time() + seconds
+            with requests.Session() as session:
+                while time.time() < until:
+                    body = session.post(f"{online}/v1/rank", json={"user_id": int(rng.choice(users)), "candidates": items}, timeout=30).json()
+                    answers.append(body)
+                    for item in body["items"]:
+                        if rng.random() < (0.7 if item["item_id"] == hot else 0.02):
+                            clicks.append({"request_id": body["request_id"], "user_id": body["user_id"], "item_id": item["item_id"],
+                                           "clicked": True, "timestamp": time.time()})
+                for click in clicks:
+                    assert session.post(f"{online}/v1/events", json=click, timeout=30).json()["labelled"]
+            scores = np.array([[{i["item_id"]: i["score"] for i in a["items"]}[c] for c in items] for a in answers])
+            return answers, clicks, scores
+
+        static_rank, ranks, updates = hot_rank(probe), [], []
+        for _ in range(3):
+            answers, clicks, scores = live_round()
+            ranks.append(hot_rank(scores))
+            time.sleep(3.5)  # the attribution (1 s) and the feature log's flush (2 s)
+            update = controller.step()[0].update
+            assert update is not None and update.rows >= 2000, update
+            updates.append(update)
+            if update.pushed:
+                wait_until(lambda: requests.get(f"{online}/healthz", timeout=10).json()["version"] == update.version,
+                           f"the app to hot-reload version {update.version}", timeout=60)
+        answers, clicks, scores = live_round()  # the new traffic, served by the last version pushed
+        ranks.append(hot_rank(scores))
+        assert any(u.pushed for u in updates), [u.reason for u in updates]
+        assert {a["version"] for a in answers} == {updates[-1].version if updates[-1].pushed else
+                                                    next(u.version for u in reversed(updates) if u.pushed)}
+        assert min(ranks[1:]) < static_rank - 3, (static_rank, ranks, [u.line() for u in updates])
+
+        ids = {a["request_id"] for a in answers}
+        log = read_feature_log(log_dir)
+        rows = join_labels(log[log.request_id.isin(ids)].reset_index(drop=True), pd.DataFrame(clicks).assign(label=1))
+        static = PackageScorer(read_package(model.source)).score(rows.drop(columns=["request_id", "logged_at", "model", "model_version",
+                                                                                     "position", "score", "label"]))
+        y = rows.label.to_numpy()
+        assert auc(y, rows.score.to_numpy()) > auc(y, static) + 0.05, (auc(y, rows.score.to_numpy()), auc(y, static))
+        status = api_monitor.status(cfg)
+        assert "online learning:" in status and "pushed" in status, status
+    finally:
+        serve.delete(cfg.serve.app_name)

@@ -114,6 +114,14 @@ def test_labels_join_by_user_item_within_the_window():
     assert len(rows) == 6 and rows.drop(columns="label").equals(_log())
 
 
+def test_labels_with_and_without_a_request_id_join_each_their_way():
+    labels = pd.DataFrame({"request_id": ["a", None], "user_id": [1, 2], "item_id": [11, 12],
+                           "timestamp": [1_010, 2_100], "label": [1, 1]})
+    rows = join_labels(_log(), labels)
+    assert rows.loc[rows.request_id == "a", "label"].tolist() == [0, 1, 0]
+    assert rows.loc[rows.request_id == "b", "label"].tolist() == [0, 0, 1]  # user 2's click on 12, by its impression
+
+
 def test_a_click_is_credited_to_the_latest_impression_before_it():
     log = pd.concat([_request("first", user=1, at=1_000).rows(), _request("second", user=1, at=1_500).rows()], ignore_index=True)
     clicks = pd.DataFrame({"user_id": [1, 1], "item_id": [10, 11], "timestamp": [1_600, 1_200], "label": [1, 1]})
