@@ -28,6 +28,9 @@ class OnlineStatisticsConfig:
     window_s: float = 300.0
     # Fraction of requests sketched, by a hash of the request id (1.0: all).
     sample_rate: float = 1.0
+    # Candidate rows sketched per request, drawn at random (0: all): every share is kept, at a
+    # fraction of the cost (the rows' conversion to Arrow is most of it).
+    rows_per_request: int = 10
     # Requests waiting to be sketched; beyond this, requests are skipped (and counted).
     queue_size: int = 10000
     # Sketch what is queued after this long, or at this many rows (one table per batch of requests).
@@ -42,6 +45,7 @@ class OnlineStatisticsConfig:
         require(self.window_s >= 1 and float(self.window_s).is_integer(), "serve.monitoring.window_s", self.window_s,
                 "a whole number of seconds >= 1")
         require(0.0 <= self.sample_rate <= 1.0, "serve.monitoring.sample_rate", self.sample_rate, "between 0 and 1")
+        require(self.rows_per_request >= 0, "serve.monitoring.rows_per_request", self.rows_per_request, ">= 0 (0: all)")
         require(self.queue_size >= 1, "serve.monitoring.queue_size", self.queue_size, ">= 1")
         require(self.flush_seconds > 0, "serve.monitoring.flush_seconds", self.flush_seconds, "> 0")
         require(self.batch_rows >= 1, "serve.monitoring.batch_rows", self.batch_rows, ">= 1")

@@ -35,7 +35,7 @@ def _requests(seed: int, count: int):
 
 
 def test_two_replicas_windows_merge_exactly_into_what_one_pass_computes(tmp_path):
-    cfg = OnlineStatisticsConfig(window_s=60, flush_seconds=0.05)
+    cfg = OnlineStatisticsConfig(window_s=60, flush_seconds=0.05, rows_per_request=0)  # every row: exact
     clock = Clock(1_000_030.0)  # in the window [1000020, 1000080)
     start = window_start(clock.t, 60)
     kinds = {"age": FeatureKind.numeric, "gender": FeatureKind.categorical}
@@ -123,3 +123,29 @@ def test_sampling_a_full_queue_and_a_bad_frame_never_raise(tmp_path):
 def test_bad_config_names_its_key(key, value):
     with pytest.raises(ConfigError, match=f"serve.monitoring.{key}"):
         OnlineStatisticsConfig(**{key: value})
+
+
+def test_a_sample_of_each_requests_rows_keeps_the_shares(tmp_path):
+    """rows_per_request=5: at most 5 rows of each request, drawn at random; a request-level feature's
+    share is exact, an item-level one's close, the scores sampled with their rows."""
+    cfg = OnlineStatisticsConfig(window_s=60, flush_seconds=0.05, rows_per_request=5)
+    clock = Clock(60.0)
+    sketcher = WindowSketcher(cfg, str(tmp_path), "ctr", replica="r", clock=clock)
+    rng = np.random.default_rng(0)
+    sizes, female, rows = [], 0, 0
+    for i in range(400):
+        n = int(rng.integers(1, 40))
+        gender = "F" if rng.random() < 0.3 else "M"
+        frame = pd.DataFrame({"gender": [gender] * n, "year": rng.choice([1990.0, 2000.0], n, p=[0.25, 0.75])})
+        scores = np.where(frame.year.to_numpy() == 1990.0, 0.9, 0.1)
+        sketcher.observe(f"q{i}", "1", lambda f=frame: f, scores)
+        sizes.append(min(n, 5))
+        female += (gender == "F") * min(n, 5)
+    sketcher.close()
+    [window] = merge_windows(tmp_path, "ctr", grace_s=0, now=200)
+    assert window.requests == 400 and window.rows == sum(sizes)
+    top = dict(window.statistics.features["gender"].top)
+    assert top["F"] == female  # the request's own features: every sampled row has them
+    year = window.statistics.features["year"]
+    assert year.mean == pytest.approx(1997.5, abs=0.6)  # an item-level feature: a uniform sample of the candidates
+    assert window.statistics.features[SCORE].mean == pytest.approx(0.1 + 0.8 * (2000 - year.mean) / 10, abs=1e-9)  # rows and scores together
