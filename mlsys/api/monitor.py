@@ -10,7 +10,8 @@ Jobs API, and a controller that runs them every ``monitor.interval_s``:
 - ``mlsys monitor start`` / ``stop``: the controller as a detached actor on a Ray cluster, restarted
   by Ray if it dies (its state is on disk: a firing alert is not notified twice);
 - ``mlsys monitor status``: the alerts, the last windows, the retrains, read from disk (no Ray);
-- ``mlsys monitor spans --feature F``: a feature across every ingested span (offline statistics).
+- ``mlsys monitor spans --feature F``: a feature across every ingested span (offline statistics);
+- ``mlsys monitor report``: drift, online quality, alerts, retrains and online updates as one HTML page.
 """
 
 from __future__ import annotations
@@ -458,3 +459,15 @@ def spans(cfg: MlsysConfig, feature: str, split: str = "train") -> str:
                 f"mean {p.mean:.4g}, std {p.std:.4g}, p50 {p.quantiles['p50']:.4g}" if p.mean is not None else "no values")
         lines.append(f"  {_when(p.at)}  {p.source or '?'} span {p.span or '-'}: {p.rows:,} rows, missing {p.missing_rate:.1%}; {what}")
     return "\n".join(lines)
+
+
+def report(cfg: MlsysConfig, model: Optional[str] = None, out: Optional[str] = None) -> str:
+    """``mlsys monitor report``: the monitor's files as one HTML page (plotly, offline)."""
+    from pathlib import Path
+
+    from mlsys.monitor.report import write_report
+
+    name = _model(cfg, model)
+    root = Path(_directory(cfg)) / name
+    path = write_report(root, Path(out) if out else root / "report.html", title=f"Monitoring of {name}")
+    return f"[monitor] {name}: report written to {path}"

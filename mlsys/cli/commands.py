@@ -78,7 +78,7 @@ def model(cfg: MlsysConfig, args) -> str:
 
 
 def monitor(cfg: MlsysConfig, args) -> None:
-    """``mlsys monitor tick|run|start|stop|status``."""
+    """``mlsys monitor tick|run|start|stop|status|spans|report``."""
     from mlsys.api import monitor as api_monitor
 
     if args.action == "run":
@@ -87,6 +87,8 @@ def monitor(cfg: MlsysConfig, args) -> None:
         print(api_monitor.start(cfg, args.overrides, args.model))
     elif args.action == "spans":
         print(api_monitor.spans(cfg, args.feature))
+    elif args.action == "report":
+        print(api_monitor.report(cfg, args.model, args.out))
     else:
         print(getattr(api_monitor, args.action)(cfg, args.model))
 

@@ -16,6 +16,7 @@
     mlsys model rollback [ctr] [--to N]        move the alias back (docs/release.md)
     mlsys monitor tick|run|start|stop|status   skew, drift, alerts, retrains (docs/monitoring.md)
     mlsys monitor spans --feature gender       a feature across every ingested span
+    mlsys monitor report [--out page.html]     drift, quality, alerts, retrains and online updates as one HTML page
     mlsys stats compute PATH --out F.json   statistics of any Parquet/CSV path
     mlsys stats show F.json|RUN_ID          a compact table
     mlsys schema infer F.json --out S.yaml  a schema from training statistics
@@ -75,9 +76,11 @@ def _parser() -> argparse.ArgumentParser:
                          ("start", "the monitor as a detached actor on a Ray cluster (cluster.address=auto)"),
                          ("stop", "stop the cluster's monitor"),
                          ("status", "alerts, each version's last window, retrains (from the monitor's files)"),
-                         ("spans", "a feature's statistics across every ingested span (--feature F)")):
+                         ("spans", "a feature's statistics across every ingested span (--feature F)"),
+                         ("report", "an HTML page: drift per feature over time, online quality, alerts, retrains, online updates")):
         steps.add_parser(action, help=text)
     steps.choices["spans"].add_argument("--feature", required=True, help="a feature of the data set, e.g. gender")
+    steps.choices["report"].add_argument("--out", help="the HTML file (default <monitor dir>/<model>/report.html)")
     for parser in steps.choices.values():
         parser.add_argument("--model", help="the registered model's name (default registry.model_name, ctr)")
         parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. home.root=/data/mlsys")

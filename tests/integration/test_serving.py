@@ -451,5 +451,10 @@ def test_online_learning_on_live_traffic_hot_pushes_a_model_that_ranks_a_newly_c
         assert auc(y, rows.score.to_numpy()) > auc(y, static) + 0.05, (auc(y, rows.score.to_numpy()), auc(y, static))
         status = api_monitor.status(cfg)
         assert "online learning:" in status and "pushed" in status, status
+        page = api_monitor.report(cfg).rsplit(" ", 1)[1]  # mlsys monitor report: every section from the same files
+        html = open(page).read()
+        pushes = sum(u.pushed for u in updates)
+        assert f"{len(updates)} update(s), {pushes} pushed" in html and "gender" in html  # the earlier test's windows too
+        assert "Online quality against the offline evaluation" in html and "cdn.plot.ly" not in html, page
     finally:
         serve.delete(cfg.serve.app_name)
