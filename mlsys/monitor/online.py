@@ -86,9 +86,10 @@ def rows_of(request_id: str, n: int, k: int) -> np.ndarray:
     """
     if k <= 0 or n <= k:
         return np.arange(n)
+    import random
     import zlib
 
-    return np.sort(np.random.default_rng(zlib.crc32(request_id.encode())).choice(n, k, replace=False))
+    return np.sort(np.fromiter(random.Random(zlib.crc32(request_id.encode())).sample(range(n), k), dtype=np.int64, count=k))
 
 
 @dataclass
@@ -191,10 +192,7 @@ class WindowSketcher:
             groups.setdefault((o.version, window_start(o.at, self.cfg.window_s)), []).append(o)
         for (version, start), items in groups.items():
             try:
-                picks = [(o, rows_of(o.request_id, len(o.scores), self.cfg.rows_per_request)) for o in items]
-                frame = pd.concat([o.frame().iloc[rows] for o, rows in picks], ignore_index=True)
-                frame[SCORE] = np.concatenate([np.asarray(o.scores, dtype=np.float64)[rows] for o, rows in picks])
-                table = pa.Table.from_pandas(frame, preserve_index=False)
+                table = self._table(items)
                 parts = block_accumulators(table, self._kinds_for(version, table.schema))
             except Exception as e:  # a frame that does not convert: counted and said, never raised
                 self._count("errors")
@@ -206,6 +204,15 @@ class WindowSketcher:
             window.rows += table.num_rows
             self._count("sketched_requests", len(items))
             self._count("sketched_rows", table.num_rows)
+
+    def _table(self, items: list[_Observed]) -> pa.Table:
+        """The sampled rows of every request and their scores, as one table: gathered column by column
+        (no per-request DataFrame), converted to Arrow once."""
+        frames = [o.frame() for o in items]
+        picks = [rows_of(o.request_id, len(o.scores), self.cfg.rows_per_request) for o in items]
+        columns = {name: np.concatenate([f[name].to_numpy()[rows] for f, rows in zip(frames, picks)]) for name in frames[0].columns}
+        columns[SCORE] = np.concatenate([np.asarray(o.scores, dtype=np.float64)[rows] for o, rows in zip(items, picks)])
+        return pa.Table.from_pandas(pd.DataFrame(columns), preserve_index=False)
 
     def _kinds_for(self, version: str, schema: pa.Schema) -> dict:
         if version not in self._kinds:
