@@ -97,9 +97,13 @@ def split_holdout(rows: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.Da
     return rows[~mask].reset_index(drop=True), rows[mask].reset_index(drop=True)
 
 
+def _features(rows: pd.DataFrame) -> pd.DataFrame:
+    """The raw feature columns of labelled log rows (what the preprocessor reads)."""
+    return rows.drop(columns=[c for c in (*LOG_COLUMNS, "label") if c in rows.columns])
+
+
 def _inputs(package: ModelPackage, rows: pd.DataFrame) -> dict[str, np.ndarray]:
-    features = rows.drop(columns=[c for c in (*LOG_COLUMNS, "label") if c in rows.columns])
-    return {k: v for k, v in package.preprocessor.transform_batch(features).items() if k in MODEL_INPUTS}
+    return {k: v for k, v in package.preprocessor.transform_batch(_features(rows)).items() if k in MODEL_INPUTS}
 
 
 def scores_of(module: torch.nn.Module, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -156,10 +160,9 @@ def write_candidate(directory: Path, base: ModelPackage, module: torch.nn.Module
     statistics = base.path / "statistics.json"
     path = write_package(directory, model=module, model_config=base.model_config, preprocessor=base.preprocessor, users=base.users,
                          items=base.items, lineage=lineage, statistics=str(statistics) if statistics.exists() else None)
-    held = holdout.drop(columns=[c for c in (*LOG_COLUMNS, "label") if c in holdout.columns])
-    served = PackageScorer(read_package(str(path), cache_dir=directory.parent / "check")).score(held)
+    served = PackageScorer(read_package(str(path), cache_dir=directory.parent / "check")).score(_features(holdout))
     trained = scores_of(module, _inputs(base, holdout))
-    worst = float(np.max(np.abs(served - trained))) if len(held) else 0.0
+    worst = float(np.max(np.abs(served - trained))) if len(holdout) else 0.0
     if worst > 1e-4:
         raise RuntimeError(f"the candidate's ONNX graph scores the held-out rows up to {worst:.2g} away from the trained model's")
     return path
