@@ -80,9 +80,36 @@ def test_a_source_of_another_architecture_is_refused_before_any_step(spans):
         mlsys.run_pipeline([*base, "data.span=1", "train.warm_start=models:/ctr@nope"])
 
 
-def test_a_firing_alert_retrains_through_the_jobs_api_and_the_gate_pushes_the_new_version(spans):
-    """Continuous training: the monitor's retrain trigger submits `mlsys run` (warm start from the champion,
-    the newest span) as a Ray job to this session's Ray; the job's gate blesses it and its push moves the alias."""
+def _sketch_two_windows(cfg, version: str, events: str, end: float) -> None:
+    """What serving replicas do: sketch scored rows into two ended windows of ``version`` with the real
+    WindowSketcher, the first with the training data's gender shares, the second with 20 points of the
+    men turned into women (the planted shift of the issue)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from mlsys.api.monitor import _directory
+    from mlsys.monitor.online import WindowSketcher
+
+    stats = cfg.serve.monitoring
+    rows = pq.read_table(events).to_pandas().drop(columns=["label", "split", "timestamp"], errors="ignore")
+    rng = np.random.default_rng(0)
+    male = float((rows.gender == "M").mean())
+    sketcher = WindowSketcher(stats, _directory(cfg), "ctr", replica="test", clock=lambda: end)
+    for w, shift in enumerate((0.0, 0.2)):
+        at = end - (2 - w) * stats.window_s - 1  # both windows have ended by `end`
+        for r in range(40):  # 40 requests of 20 candidate rows: 800 rows a window, over monitor.min_rows
+            frame = rows.sample(20, random_state=int(rng.integers(1 << 30))).reset_index(drop=True)
+            frame.loc[(frame.gender == "M") & (rng.random(20) < shift / male), "gender"] = "F"
+            sketcher.observe(f"w{w}-{r}", version, lambda f=frame: f, rng.uniform(0.2, 0.4, len(frame)), at=at)
+    sketcher.close()
+
+
+def test_a_drifting_window_fires_the_webhook_retrains_through_the_jobs_api_and_the_gate_pushes(spans):
+    """The continuous-training chain: two windows written by the serving replicas' sketcher, the second
+    with a category's share moved by 20 points; one controller step merges and judges them, the drift
+    alert fires, a real local webhook receives it, the retrain trigger submits `mlsys run` (warm start
+    from the champion, the newest span) as a Ray job to this session's Ray, and the job's gate blesses
+    the new model and its push moves the alias, by itself."""
     import dataclasses
     import time
 
@@ -92,22 +119,32 @@ def test_a_firing_alert_retrains_through_the_jobs_api_and_the_gate_pushes_the_ne
     from mlsys.api.config import compose_config
     from mlsys.monitor.config import RetrainConfig
     from mlsys.registry import mlflow_store, pushes
+    from tests.webhook_server import WebhookServer
 
-    home, base, _, _, _ = spans
+    home, base, first, _, _ = spans
     registry = f"sqlite:///{home}/mlflow.db"
     before = mlflow_store.resolve(registry, "ctr@champion").version
-    cfg = compose_config(base)
-    retrain = RetrainConfig(on_alerts=["feature_drift"], cooldown_s=0,
-                            overrides=[*SMALL, "data.span=1", f"train.max_epochs={EPOCHS}", "evaluate.blessing.thresholds.auc=0.6"])
-    cfg = dataclasses.replace(cfg, monitor=dataclasses.replace(cfg.monitor, retrain=retrain))
-    controller = api_monitor.Controller(cfg)
-    _, [job] = controller.step(signals={"drift.linf.gender": 0.3})  # as a judged window would report it
+    with WebhookServer() as hook:
+        cfg = compose_config([*base, "serve.monitoring.window_s=60", "serve.monitoring.rows_per_request=0",
+                              "serve.monitoring.sample_rate=1.0", f"monitor.webhook.url={hook.url}"])
+        retrain = RetrainConfig(on_alerts=["feature_drift"], cooldown_s=0,
+                                overrides=[*SMALL, "data.span=1", f"train.max_epochs={EPOCHS}", "evaluate.blessing.thresholds.auc=0.6"])
+        cfg = dataclasses.replace(cfg, monitor=dataclasses.replace(cfg.monitor, retrain=retrain))
+        now = time.time()
+        _sketch_two_windows(cfg, before, first.output("ingest").events, end=now - cfg.monitor.grace_s)
+        controller = api_monitor.Controller(cfg)
+        tick, [job] = controller.step(now=now)
+        assert len(tick.reports) == 2, [r.to_json()[:200] for r in tick.reports]
+        drift = max(tick.reports, key=lambda r: r.end).signals()["drift.linf.gender"]
+        assert 0.1 < drift < 0.3, drift  # 20 points planted, sampled over 40 requests
+        fired = [(b["alert"], b["signal"]) for b in hook.bodies if b["status"] == "firing"]
+        assert ("feature_drift", "drift.linf.gender") in fired, hook.bodies
     assert job.reason.startswith("alert feature_drift: FIRING") and "train.warm_start=models:/ctr@champion" in job.entrypoint
     deadline = time.monotonic() + 900
     while controller.retrainer.state.history[0].finished_at is None:
         assert time.monotonic() < deadline, "the retraining job did not finish in 15 minutes"
         time.sleep(5)
-        controller.step()
+        assert controller.step()[1] == []  # still firing, no new window: one alert, one retrain
     logs = JobSubmissionClient(api_monitor._dashboard_url()).get_job_logs(job.submission_id)
     assert controller.retrainer.state.history[0].status == "SUCCEEDED", logs[-4000:]
     after = mlflow_store.resolve(registry, "ctr@champion").version
@@ -116,5 +153,3 @@ def test_a_firing_alert_retrains_through_the_jobs_api_and_the_gate_pushes_the_ne
     row = next(r for r in pushes.history(registry, "ctr") if r["version"] == after)
     assert row["pushed"].startswith(f"pushed: champion is version {after}") and row["blessed"] is True
     assert job.submission_id in api_monitor.status(cfg) and "SUCCEEDED" in api_monitor.status(cfg)
-    _, again = controller.step(signals={"drift.linf.gender": 0.3})
-    assert again == []  # still firing: one alert, one retrain
