@@ -38,11 +38,13 @@ DS_OPS := $(TORCH_EXTENSIONS_DIR)/.built
 
 setup: $(VENV)/.installed
 
-# Tests start real servers from Debian's packages: redis-server (the Redis online store) and prometheus
-# (scraping a live app's metrics); the demo needs neither.
+# Tests start real servers from Debian's packages: redis-server (the Redis online store), prometheus
+# (scraping a live app's metrics), and chromium with its chromedriver (the dashboard in a real browser);
+# the demo needs none of them.
 test-servers:
-	@command -v redis-server >/dev/null && command -v prometheus >/dev/null || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server prometheus >/dev/null; }
+	@command -v redis-server >/dev/null && command -v prometheus >/dev/null && test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		redis-server prometheus chromium chromium-driver >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)

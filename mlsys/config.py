@@ -59,3 +59,24 @@ class ClusterConfig:
     # Logical CPUs of the embedded Ray: more than cores, so Ray Data keeps
     # running beside the training workers (see ARCHITECTURE.md, traps).
     num_cpus: int = 4
+
+
+@dataclass
+class UiConfig:
+    """The dashboard (``mlsys ui ui.port=8600``; docs/ui.md).
+
+    Reading needs no token; every action that changes something (launch a run, push, roll back,
+    start, promote or roll back a release) needs ``Authorization: Bearer <ui.token>``. Empty: a
+    random token is made at the first start and kept in ``<home>/ui/token`` (mode 0600)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8600
+    token: str = ""
+    runs: int = 200  # the newest pipeline runs the runs page lists
+    mlflow_url: str = ""  # links out (empty: not shown), e.g. http://127.0.0.1:5000
+    ray_dashboard_url: str = ""  # e.g. http://127.0.0.1:8265
+    optuna_dashboard_url: str = ""
+
+    def __post_init__(self):
+        require(0 < self.port < 65536, "ui.port", self.port, "a TCP port, 1-65535")
+        require(self.runs >= 1, "ui.runs", self.runs, ">= 1")

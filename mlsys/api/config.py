@@ -20,7 +20,7 @@ from mlsys.evaluate.config import EvaluateConfig
 from mlsys.features.config import FeaturesConfig
 from mlsys.models.config import ModelConfig
 from mlsys.monitor.config import MonitorConfig
-from mlsys.config import ClusterConfig, HomeConfig
+from mlsys.config import ClusterConfig, HomeConfig, UiConfig
 from mlsys.pipeline.config import PipelineConfig
 from mlsys.registry.config import RegistryConfig
 from mlsys.serve.config import ServeConfig
@@ -47,6 +47,7 @@ class MlsysConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     home: HomeConfig = field(default_factory=HomeConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    ui: UiConfig = field(default_factory=UiConfig)
 
 
 ConfigStore.instance().store(name="mlsys_schema", node=MlsysConfig)

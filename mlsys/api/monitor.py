@@ -106,7 +106,7 @@ def retrainer_for(cfg: MlsysConfig, model: Optional[str] = None):
         if "client" not in jobs:
             from ray.job_submission import JobSubmissionClient
 
-            jobs["client"] = JobSubmissionClient(retrain.address or _dashboard_url())
+            jobs["client"] = JobSubmissionClient(retrain.address or dashboard_url())
         return jobs["client"]
 
     def submit(submission_id: str, entrypoint: str) -> None:
@@ -202,7 +202,7 @@ def _publisher(cfg: MlsysConfig, name: str, alias: str):
     return publish
 
 
-def _dashboard_url() -> str:
+def dashboard_url() -> str:
     """The connected cluster's Jobs API (its dashboard)."""
     import ray
 

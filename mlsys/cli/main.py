@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="serve a registered model over HTTP until Ctrl-C")
     sub.add_parser("demo", help="run the pipeline, serve it, send a few ranking requests, stop")
     sub.add_parser("lineage", help="walk a registered model (serve.model) back to the data it came from")
+    sub.add_parser("ui", help="the dashboard: runs, lineage, data, models, releases, monitoring (ui.port, default 8600)")
     predict = sub.add_parser("predict", help="score a Parquet/CSV file of (user, item[, context]) rows with a registered model")
     predict.add_argument("--model", help="a registered model (name@alias, name/version) or a package folder; "
                                          "default predict.model (ctr@champion)")
@@ -84,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     for parser in steps.choices.values():
         parser.add_argument("--model", help="the registered model's name (default registry.model_name, ctr)")
         parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. home.root=/data/mlsys")
-    for name in ("run", "serve", "demo", "lineage", "predict"):
+    for name in ("run", "serve", "demo", "lineage", "predict", "ui"):
         sub.choices[name].add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.embed_dim=32")
     from mlsys.cli import data_commands
 
@@ -137,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
             from mlsys.api.serving import lineage
 
             print(lineage(cfg))
+        elif args.command == "ui":
+            from mlsys.ui.app import serve_forever
+
+            serve_forever(cfg)
         elif args.command == "predict":
             commands.predict(cfg, args.model, args.input, args.output)
         elif args.command == "release":

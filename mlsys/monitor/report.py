@@ -127,7 +127,7 @@ def _by_version(version: str) -> tuple:
     return (0, int(version), "") if version.isdigit() else (1, 0, version)  # "9" before "10"
 
 
-def _counts(folder: MonitorFolder) -> dict[str, Any]:
+def counts(folder: MonitorFolder) -> dict[str, Any]:
     updates = folder.online["history"] if folder.online else []
     return {
         "windows": len(folder.reports), "judged": sum(r.judged for r in folder.reports),
@@ -144,7 +144,7 @@ def _counts(folder: MonitorFolder) -> dict[str, Any]:
 
 def summary(root: Path) -> dict[str, Any]:
     """Counts of what ``root`` holds: ``{"windows": 12, "judged": 10, "versions": ["3", "4"], "firing": 1, ...}``."""
-    return _counts(read_folder(root))
+    return counts(read_folder(root))
 
 
 # -- cells and charts -------------------------------------------------------------------
@@ -355,7 +355,7 @@ def render_report(folder: MonitorFolder, *, title: Optional[str] = None, now: Op
     except ImportError as e:
         raise MissingDependencyError("The HTML monitor report", "plotly") from e
     title = title or f"Monitor report: {folder.model}"
-    c = _counts(folder)
+    c = counts(folder)
     line = (f"{c['windows']:,} windows ({c['judged']:,} judged), {c['quality_windows']:,} quality windows, "
             f"{c['firing']} alert(s) firing now ({c['fired']} fired, {c['resolved']} resolved), {c['retrains']} retrain(s), "
             f"{c['online_updates']} online update(s) ({c['pushed']} pushed)")

@@ -8,6 +8,7 @@ import pytest
 
 import mlsys
 from mlsys.errors import ConfigError
+from tests.windows import sketch_windows
 
 # Three pipeline runs happen in the module fixture, which counts against the first test's timeout.
 pytestmark = pytest.mark.timeout(2400)
@@ -80,30 +81,6 @@ def test_a_source_of_another_architecture_is_refused_before_any_step(spans):
         mlsys.run_pipeline([*base, "data.span=1", "train.warm_start=models:/ctr@nope"])
 
 
-def _sketch_two_windows(cfg, version: str, events: str, end: float) -> None:
-    """What serving replicas do: sketch scored rows into two ended windows of ``version`` with the real
-    WindowSketcher, the first with the training data's gender shares, the second with 20 points of the
-    men turned into women (the planted shift of the issue)."""
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    from mlsys.api.monitor import _directory
-    from mlsys.monitor.online import WindowSketcher
-
-    stats = cfg.serve.monitoring
-    rows = pq.read_table(events).to_pandas().drop(columns=["label", "split", "timestamp"], errors="ignore")
-    rng = np.random.default_rng(0)
-    male = float((rows.gender == "M").mean())
-    sketcher = WindowSketcher(stats, _directory(cfg), "ctr", replica="test", clock=lambda: end)
-    for w, shift in enumerate((0.0, 0.2)):
-        at = end - (2 - w) * stats.window_s - 1  # both windows have ended by `end`
-        for r in range(40):  # 40 requests of 20 candidate rows: 800 rows a window, over monitor.min_rows
-            frame = rows.sample(20, random_state=int(rng.integers(1 << 30))).reset_index(drop=True)
-            frame.loc[(frame.gender == "M") & (rng.random(20) < shift / male), "gender"] = "F"
-            sketcher.observe(f"w{w}-{r}", version, lambda f=frame: f, rng.uniform(0.2, 0.4, len(frame)), at=at)
-    sketcher.close()
-
-
 def test_a_drifting_window_fires_the_webhook_retrains_through_the_jobs_api_and_the_gate_pushes(spans):
     """The continuous-training chain: two windows written by the serving replicas' sketcher, the second
     with a category's share moved by 20 points; one controller step merges and judges them, the drift
@@ -131,7 +108,7 @@ def test_a_drifting_window_fires_the_webhook_retrains_through_the_jobs_api_and_t
                                 overrides=[*SMALL, "data.span=1", f"train.max_epochs={EPOCHS}", "evaluate.blessing.thresholds.auc=0.6"])
         cfg = dataclasses.replace(cfg, monitor=dataclasses.replace(cfg.monitor, retrain=retrain))
         now = time.time()
-        _sketch_two_windows(cfg, before, first.output("ingest").events, end=now - cfg.monitor.grace_s)
+        sketch_windows(cfg, "ctr", before, first.output("ingest").events, end=now - cfg.monitor.grace_s)
         controller = api_monitor.Controller(cfg)
         tick, [job] = controller.step(now=now)
         assert len(tick.reports) == 2, [r.to_json()[:200] for r in tick.reports]
@@ -145,7 +122,7 @@ def test_a_drifting_window_fires_the_webhook_retrains_through_the_jobs_api_and_t
         assert time.monotonic() < deadline, "the retraining job did not finish in 15 minutes"
         time.sleep(5)
         assert controller.step()[1] == []  # still firing, no new window: one alert, one retrain
-    logs = JobSubmissionClient(api_monitor._dashboard_url()).get_job_logs(job.submission_id)
+    logs = JobSubmissionClient(api_monitor.dashboard_url()).get_job_logs(job.submission_id)
     assert controller.retrainer.state.history[0].status == "SUCCEEDED", logs[-4000:]
     after = mlflow_store.resolve(registry, "ctr@champion").version
     assert int(after) > int(before), logs[-4000:]  # blessed, infra validated, pushed: by the job itself

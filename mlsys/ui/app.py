@@ -1,0 +1,235 @@
+"""The dashboard (``mlsys ui``): a JSON API over :mod:`mlsys.ui.read` under ``/api``, described at
+``/openapi.json``, and pages under ``/`` that draw it (every asset ships in ``mlsys/ui/static``: plotly
+from the installed plotly package, nothing from the network).
+
+Reading needs no token. Every route that changes something is a POST under ``/api/actions`` and
+needs ``Authorization: Bearer <ui.token>``: launch a run (a Ray job, as ``ray job submit`` does),
+push or roll back the serving alias (``mlsys model push|rollback``), start, promote or roll back a
+release (``mlsys release``) — the same functions the CLI calls::
+
+    app = build_app(cfg, token)        # FastAPI
+    uvicorn.run(app, host=cfg.ui.host, port=cfg.ui.port)
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+from mlsys import storage
+from mlsys.errors import ConfigError, MlsysError
+from mlsys.ui.read import Home, NotFound
+
+STATIC = Path(__file__).with_name("static")
+
+
+def token_of(cfg) -> str:
+    """``ui.token``, else the home's ``ui/token`` (made at the first start, mode 0600)."""
+    if cfg.ui.token:
+        return cfg.ui.token
+    path = Path(storage.absolute(cfg.home.root)) / "ui" / "token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
+def _plotly_js() -> Path:
+    import plotly
+
+    return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+def build_app(cfg, token: str, jobs=None):
+    """The FastAPI app over ``cfg``'s home. ``jobs``: a Ray ``JobSubmissionClient`` (default: the
+    connected cluster's, made at the first launch)."""
+    from fastapi import Body, Depends, FastAPI, Header, HTTPException, Query
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
+
+    home = Home.of(cfg)
+    app = FastAPI(title="mlsys dashboard", version="1", description="Runs, lineage, data, models, releases and monitoring of one mlsys home.")
+    state = {"jobs": jobs}
+
+    @app.exception_handler(NotFound)
+    async def _not_found(request, e: NotFound):
+        return JSONResponse({"detail": str(e)}, status_code=404)
+
+    @app.exception_handler(MlsysError)
+    async def _refused(request, e: MlsysError):  # a refused action (no such version, a release in progress): said, not raised
+        return JSONResponse({"detail": str(e)}, status_code=409)
+
+    def authorized(authorization: Optional[str] = Header(default=None)) -> None:
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise HTTPException(401, "this action changes something: send Authorization: Bearer <ui.token> "
+                                     "(the token `mlsys ui` printed at its start, or ui.token in config)",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    # -- reads ------------------------------------------------------------------------------
+
+    @app.get("/api/home", tags=["read"], summary="the home, its model and links out")
+    def get_home() -> dict:
+        return {"root": home.root, "tracking_uri": home.tracking_uri, "model": home.model,
+                "links": {k: v for k, v in (("mlflow", cfg.ui.mlflow_url), ("ray", cfg.ui.ray_dashboard_url),
+                                             ("optuna", cfg.ui.optuna_dashboard_url)) if v}}
+
+    @app.get("/api/runs", tags=["read"], summary="the newest pipeline runs")
+    def get_runs(limit: int = Query(default=cfg.ui.runs, ge=1, le=5000)) -> list[dict]:
+        return home.runs(limit)
+
+    @app.get("/api/runs/{run_id}", tags=["read"], summary="one run: its steps and resolved config")
+    def get_run(run_id: str) -> dict:
+        return home.run(run_id)
+
+    @app.get("/api/diff", tags=["read"], summary="two runs' config and metrics side by side")
+    def get_diff(a: str, b: str) -> dict:
+        return home.diff(a, b)
+
+    @app.get("/api/runs/{run_id}/data", tags=["read"], summary="a run's statistics per split, anomalies, quarantined rows")
+    def get_data(run_id: str) -> dict:
+        return home.data(run_id)
+
+    @app.get("/api/spans", tags=["read"], summary="a feature's statistics across every statistics run")
+    def get_spans(feature: str, split: str = "train") -> list[dict]:
+        return home.spans(feature, split)
+
+    @app.get("/api/models/{name}", tags=["read"], summary="versions, metrics, blessing, pushes, the release in progress")
+    def get_models(name: str) -> dict:
+        return home.models(name)
+
+    @app.get("/api/models/{name}/{version}/lineage", tags=["read"], summary="a version back through its steps to the data")
+    def get_lineage(name: str, version: str) -> dict:
+        return home.lineage(name, version)
+
+    @app.get("/api/downstream", tags=["read"], summary="every model version trained on an artifact")
+    def get_downstream(uri: str) -> list[dict]:
+        return home.downstream(uri)
+
+    @app.get("/api/monitoring/{name}", tags=["read"], summary="drift, skew, online quality, alerts, retrains")
+    def get_monitoring(name: str) -> dict:
+        return home.monitoring(name)
+
+    @app.get("/api/artifact", tags=["read"], summary="an HTML report under the home (data report, evaluation report)")
+    def get_artifact(uri: str):
+        path = Path(uri.removeprefix("file://")).resolve()
+        if not path.is_relative_to(Path(home.root).resolve()) or path.suffix != ".html" or not path.is_file():
+            raise NotFound(f"{uri} is not an HTML report under the home {home.root}")
+        return FileResponse(path, media_type="text/html")
+
+    @app.get("/api/jobs/{submission_id}", tags=["read"], summary="a launched run's status and the tail of its log")
+    def get_job(submission_id: str, tail: int = Query(default=20000, ge=0)) -> dict:
+        client = _jobs()
+        try:
+            status = client.get_job_status(submission_id)
+        except Exception as e:  # noqa: BLE001 - the Jobs API says what it does not know
+            raise NotFound(f"no job {submission_id!r}: {e}") from None
+        return {"submission_id": submission_id, "status": str(getattr(status, "value", status)),
+                "log": client.get_job_logs(submission_id)[-tail:] if tail else ""}
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def _jobs():
+        if state["jobs"] is None:
+            from ray.job_submission import JobSubmissionClient
+
+            from mlsys.api.monitor import dashboard_url
+            from mlsys.cluster import connect
+
+            connect(cfg.cluster)
+            state["jobs"] = JobSubmissionClient(dashboard_url())
+        return state["jobs"]
+
+    @app.post("/api/actions/run", tags=["actions"], dependencies=[Depends(authorized)],
+              summary="launch `mlsys run <overrides>` on this home as a Ray job")
+    def launch(overrides: list[str] = Body(default=[], embed=True)) -> dict:
+        from mlsys.api.config import compose_config
+
+        bad = [o for o in overrides if "=" not in o or o.startswith("-")]
+        if bad:
+            raise HTTPException(422, f"overrides are Hydra key=value pairs (e.g. train.num_workers=2); not: {bad}")
+        compose_config([f"home.root={home.root}", *overrides])  # a wrong key is refused here, named, not in the job
+        entrypoint = shlex.join([sys.executable, "-m", "mlsys.cli.main", "run", f"home.root={home.root}", *overrides])
+        return {"submission_id": _jobs().submit_job(entrypoint=entrypoint), "entrypoint": entrypoint}
+
+    def _cfg_for(name: str):
+        import dataclasses
+
+        return dataclasses.replace(cfg, registry=dataclasses.replace(cfg.registry, model_name=name))
+
+    @app.post("/api/actions/models/{name}/rollback", tags=["actions"], dependencies=[Depends(authorized)],
+              summary="move the serving alias back to the previous champion (mlsys model rollback)")
+    def model_rollback(name: str, to: Optional[str] = Body(default=None, embed=True)) -> dict:
+        from mlsys.api import models
+
+        return {"message": models.rollback(_cfg_for(name), name, to)}
+
+    @app.post("/api/actions/models/{name}/push", tags=["actions"], dependencies=[Depends(authorized)],
+              summary="push a version after infra validation (mlsys model push)")
+    def model_push(name: str, version: str = Body(embed=True)) -> dict:
+        from mlsys.api import models
+
+        return {"message": models.push(_cfg_for(name), name, version)}
+
+    @app.post("/api/actions/releases/{name}/start", tags=["actions"], dependencies=[Depends(authorized)],
+              summary="a canary or shadow release of a version (mlsys release canary)")
+    def release_start(name: str, version: str = Body(embed=True), mode: str = Body(default="canary", embed=True),
+                      percent: float = Body(default=10.0, embed=True)) -> dict:
+        from mlsys.api import releases
+
+        if mode not in ("canary", "shadow"):
+            raise HTTPException(422, f"mode must be canary or shadow, not {mode!r}")
+        return {"message": releases.start(_cfg_for(name), name, version, mode, percent)}
+
+    @app.post("/api/actions/releases/{name}/promote", tags=["actions"], dependencies=[Depends(authorized)],
+              summary="promote the release in progress (mlsys release promote)")
+    def release_promote(name: str) -> dict:
+        from mlsys.api import releases
+
+        return {"message": releases.promote(_cfg_for(name), name)}
+
+    @app.post("/api/actions/releases/{name}/rollback", tags=["actions"], dependencies=[Depends(authorized)],
+              summary="roll back the release in progress (mlsys release rollback)")
+    def release_rollback(name: str) -> dict:
+        from mlsys.api import releases
+
+        return {"message": releases.rollback(_cfg_for(name), name)}
+
+    # -- pages --------------------------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return HTMLResponse((STATIC / "index.html").read_text())
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str):
+        path = _plotly_js() if name == "plotly.min.js" else STATIC / name
+        if path.parent not in (STATIC, _plotly_js().parent) or not path.is_file():
+            return PlainTextResponse("not found", status_code=404)
+        return FileResponse(path, headers={"Cache-Control": "max-age=3600"})
+
+    return app
+
+
+def serve_forever(cfg, echo=print) -> None:
+    """``mlsys ui``: the dashboard on ``ui.host:ui.port`` until Ctrl-C."""
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as s:
+        try:
+            s.bind((cfg.ui.host, cfg.ui.port))
+        except OSError as e:
+            raise ConfigError(f"ui.port={cfg.ui.port} on {cfg.ui.host} is taken ({e.strerror}); choose another, e.g. ui.port={cfg.ui.port + 1}") from None
+    token = token_of(cfg)
+    app = build_app(cfg, token)
+    echo(f"[ui] the dashboard of {storage.absolute(cfg.home.root)} at http://{cfg.ui.host}:{cfg.ui.port}/ (API: /docs, /openapi.json)")
+    echo(f"[ui] actions need the bearer token: {'ui.token' if cfg.ui.token else token}")
+    uvicorn.run(app, host=cfg.ui.host, port=cfg.ui.port, log_level="warning")

@@ -1,0 +1,316 @@
+// The mlsys dashboard: hash routes drawn from the JSON API under /api (see /docs). No framework, no network.
+"use strict";
+
+const main = document.getElementById("main");
+const tokenInput = document.getElementById("token");
+tokenInput.value = sessionStorage.getItem("mlsys-token") || "";
+tokenInput.addEventListener("change", () => sessionStorage.setItem("mlsys-token", tokenInput.value));
+let HOME = null;
+
+// -- helpers -----------------------------------------------------------------------------
+
+function h(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k === "class") e.className = v;
+    else e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) e.append(c instanceof Node ? c : String(c));
+  return e;
+}
+const link = (href, text) => h("a", { href }, text);
+const badge = (s) => h("span", { class: `status s-${s}` }, s);
+const short = (s, n = 12) => (s ? String(s).slice(0, n) : "");
+function when(t) { return t ? new Date(t * 1000).toISOString().replace("T", " ").slice(0, 19) : "-"; }
+function num(x, d = 4) { return x === null || x === undefined ? "-" : typeof x === "number" ? (Number.isInteger(x) ? x.toLocaleString("en") : x.toFixed(d)) : String(x); }
+function secs(x) { return x === null || x === undefined ? "-" : `${x.toFixed(1)} s`; }
+
+function table(head, rows, opts = {}) {
+  return h("table", { class: opts.class },
+    h("thead", {}, h("tr", {}, head.map((c) => h("th", { class: /^(rows|auc|logloss|count|value|seconds|wall|missing|mean|std|threshold|steps ran)$/i.test(c) ? "num" : null, scope: "col" }, c)))),
+    h("tbody", {}, rows.length ? [] : h("tr", {}, h("td", { colspan: head.length, class: "muted" }, "none")), rows.map((r) => (r instanceof Node ? r : h("tr", {}, r.map((c) => (c instanceof Node && c.tagName === "TD" ? c : h("td", {}, c))))))));
+}
+
+async function api(path, options = {}) {
+  const r = await fetch(path, options);
+  const body = await r.json().catch(() => ({ detail: r.statusText }));
+  if (!r.ok) throw new Error(`${r.status}: ${body.detail ? (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)) : r.statusText}`);
+  return body;
+}
+
+function act(path, body, out) {
+  out.replaceChildren(h("p", { class: "muted" }, "working…"));
+  return api(path, {
+    method: "POST", headers: { "Content-Type": "application/json", Authorization: `Bearer ${tokenInput.value}` },
+    body: JSON.stringify(body || {}),
+  }).then((r) => { out.replaceChildren(h("div", { class: "message ok", role: "status" }, r.message || JSON.stringify(r))); return r; },
+           (e) => { out.replaceChildren(h("div", { class: "message error", role: "alert" }, e.message)); throw e; });
+}
+
+function chart(traces, layout) {
+  const div = h("div", { class: "chart" });
+  requestAnimationFrame(() => Plotly.newPlot(div, traces, { margin: { t: 30, r: 10, b: 40, l: 50 }, legend: { orientation: "h" }, ...layout },
+                                               { displaylogo: false, responsive: true }));
+  return div;
+}
+
+function page(title, ...content) {
+  document.title = `${title} · mlsys`;
+  main.replaceChildren(h("h1", {}, title), ...content.filter((c) => c !== null && c !== undefined));
+  main.focus({ preventScroll: true });
+}
+
+// -- runs --------------------------------------------------------------------------------
+
+async function runsPage() {
+  const runs = await api("/api/runs");
+  const picked = new Set();
+  const compare = h("button", { class: "secondary", disabled: true, onclick: () => { const [a, b] = [...picked]; location.hash = `#/diff/${a}/${b}`; } }, "Compare two selected");
+  const rows = runs.map((r) => [
+    h("td", {}, h("input", { type: "checkbox", "aria-label": `select run ${r.name}`, onchange: (e) => {
+      e.target.checked ? picked.add(r.run_id) : picked.delete(r.run_id); compare.disabled = picked.size !== 2; } })),
+    link(`#/runs/${r.run_id}`, r.name), badge(r.status), when(r.start), h("td", { class: "num" }, secs(r.wall_s)),
+    h("td", { class: "num" }, num(r.steps_ran)), h("code", {}, (r.overrides || []).join(" ") || "-"),
+  ]);
+  const out = h("div");
+  const overrides = h("input", { id: "overrides", size: 60, placeholder: "train.num_workers=2 model=din", "aria-label": "Hydra overrides" });
+  const launch = h("form", { class: "inline", onsubmit: (e) => {
+    e.preventDefault();
+    act("/api/actions/run", { overrides: overrides.value.split(/\s+/).filter(Boolean) }, out).then((r) => followJob(r.submission_id, out));
+  } }, h("label", { for: "overrides" }, "Overrides (Hydra)", overrides), h("button", { type: "submit" }, "Launch run"));
+  page(`Pipeline runs (${runs.length})`,
+    h("section", { class: "card" }, h("h2", {}, "Launch a run as a Ray job"), h("p", { class: "muted" },
+      "mlsys run on this home with these overrides; multi-worker training is one field: train.num_workers=2."), launch, out),
+    h("section", { class: "card" }, compare, table(["", "run", "status", "started (UTC)", "wall", "steps ran", "overrides"], rows)));
+}
+
+function followJob(id, out) {
+  const status = h("p", {}, "job ", h("code", {}, id), " ", badge("PENDING"));
+  const log = h("pre", { class: "log", "aria-label": "job log" });
+  out.append(status, log);
+  const poll = async () => {
+    const j = await api(`/api/jobs/${id}?tail=20000`).catch((e) => ({ status: "unknown", log: e.message }));
+    status.replaceChildren("job ", h("code", {}, id), " ", badge(j.status));
+    log.textContent = j.log;
+    log.scrollTop = log.scrollHeight;
+    if (!["SUCCEEDED", "FAILED", "STOPPED"].includes(j.status) && document.body.contains(log)) setTimeout(poll, 2000);
+  };
+  poll();
+}
+
+async function runPage(id) {
+  const r = await api(`/api/runs/${id}`);
+  const steps = r.steps.map((s) => [s.name, badge(s.status), h("td", { class: "num" }, secs(s.seconds)), h("td", { class: "num" }, num(s.rows)),
+    h("code", {}, short(s.fingerprint)), s.cached_from ? h("span", {}, "cached from ", h("code", {}, short(s.cached_from))) : (s.reason || "-")]);
+  const evaluate = r.steps.find((s) => s.name === "evaluate");
+  const rerun = h("input", { size: 60, value: (r.overrides || []).join(" "), "aria-label": "overrides for the rerun" });
+  const out = h("div");
+  page(`Run ${r.name}`,
+    h("p", {}, badge(r.status), ` started ${when(r.start)} UTC, wall ${secs(r.wall_s)}; `, link(`#/data/${r.run_id}`, "data of this run"),
+      " · overrides ", h("code", {}, (r.overrides || []).join(" ") || "(none)")),
+    evaluate ? h("p", {}, "evaluation: ", Object.entries(evaluate.metrics).filter(([k]) => k.startsWith("eval_")).map(([k, v]) => `${k} ${num(v)}`).join(", ")) : null,
+    h("section", { class: "card" }, h("h2", {}, "Steps"), table(["step", "status", "seconds", "rows", "fingerprint", "why"], steps)),
+    h("section", { class: "card" }, h("h2", {}, "Rerun with changed overrides"),
+      h("form", { class: "inline", onsubmit: (e) => { e.preventDefault();
+        act("/api/actions/run", { overrides: rerun.value.split(/\s+/).filter(Boolean) }, out).then((j) => followJob(j.submission_id, out)); } },
+        rerun, h("button", { type: "submit" }, "Rerun")), out),
+    h("section", { class: "card" }, h("details", {}, h("summary", {}, `Resolved config (${Object.keys(r.config).length} keys)`),
+      table(["key", "value"], Object.entries(r.config).map(([k, v]) => [h("code", {}, k), h("code", {}, v)])))),
+  );
+}
+
+async function diffPage(a, b) {
+  const d = await api(`/api/diff?a=${a}&b=${b}`);
+  const diffRow = (x) => { const tr = h("tr", { class: x.a !== x.b ? "anomaly" : null }, h("td", {}, h("code", {}, x.key)), h("td", {}, num(x.a)), h("td", {}, num(x.b))); return tr; };
+  page("Two runs side by side",
+    h("p", {}, "A ", link(`#/runs/${a}`, short(a)), " ", h("code", {}, d.overrides.a.join(" ") || "(no overrides)"),
+      " · B ", link(`#/runs/${b}`, short(b)), " ", h("code", {}, d.overrides.b.join(" ") || "(no overrides)")),
+    h("section", { class: "card" }, h("h2", {}, `Config keys that differ (${d.config.length})`), table(["key", "A", "B"], d.config.map(diffRow))),
+    h("section", { class: "card" }, h("h2", {}, "Metrics"), table(["metric", "A", "B"], d.metrics.map(diffRow))));
+}
+
+// -- data --------------------------------------------------------------------------------
+
+function featureRows(stats, anomalies) {
+  const flagged = new Set((anomalies || []).map((a) => a.feature));
+  return Object.entries(stats.features).map(([name, f]) => {
+    const top = f.top ? f.top.slice(0, 4).map(([v, c]) => `${v} ${(100 * c / Math.max(1, f.count - f.missing)).toFixed(1)}%`).join(", ") : "";
+    return h("tr", { class: flagged.has(name) ? "anomaly" : null }, h("td", {}, name), h("td", {}, f.kind), h("td", { class: "num" }, num(f.count)),
+      h("td", { class: "num" }, `${(100 * f.missing / Math.max(1, f.count)).toFixed(1)}%`), h("td", { class: "num" }, num(f.mean)), h("td", { class: "num" }, num(f.std)),
+      h("td", {}, top || (f.quantiles ? `p50 ${num(f.quantiles.p50)}` : "")));
+  });
+}
+
+async function dataPage(id) {
+  const d = await api(`/api/runs/${id}/data`);
+  const splits = Object.keys(d.splits);
+  const anomalies = (d.anomalies || []).flatMap((r) => r.anomalies.map((a) => ({ ...a, dataset: r.name })));
+  const sections = splits.map((s) => h("section", { class: "card" }, h("h2", {}, `${s}: ${num(d.splits[s].rows)} rows`),
+    table(["feature", "kind", "count", "missing", "mean", "std", "top values / median"], featureRows(d.splits[s], anomalies))));
+  const feature = h("select", { "aria-label": "feature to chart" }, Object.keys(d.splits[splits[0]]?.features || {}).map((f) => h("option", { value: f }, f)));
+  const charts = h("div", { class: "row" });
+  const draw = () => {
+    charts.replaceChildren(...splits.map((s) => {
+      const f = d.splits[s].features[feature.value];
+      if (!f) return h("p", {}, `${s}: no ${feature.value}`);
+      if (f.histogram) return chart([{ type: "bar", x: f.histogram.edges.slice(0, -1), y: f.histogram.counts, name: s }], { title: `${feature.value} (${s})` });
+      if (f.top) return chart([{ type: "bar", x: f.top.slice(0, 20).map((t) => String(t[0])), y: f.top.slice(0, 20).map((t) => t[1]), name: s }], { title: `${feature.value} (${s}): top values` });
+      return h("p", {}, `${s}: ${feature.value} has no histogram`);
+    }));
+  };
+  feature.addEventListener("change", draw);
+  const q = d.quarantine || { rows: 0, by_reason: {}, sample: [] };
+  page(`Data of run ${short(id)}`,
+    h("p", {}, link(`#/runs/${id}`, "back to the run"), d.report ? [" · ", link(`/api/artifact?uri=${encodeURIComponent(d.report)}`, "the data report (HTML)")] : null,
+      " · a feature across spans: ", h("a", { href: `#/spans/${feature.value || ""}`, onclick: (e) => { e.currentTarget.href = `#/spans/${feature.value}`; } }, "spans")),
+    h("section", { class: "card" }, h("h2", {}, `Anomalies (${anomalies.length})`),
+      anomalies.length ? table(["dataset", "feature", "severity", "measure", "value", "threshold", "message"], anomalies.map((a) => h("tr", { class: "anomaly" },
+        h("td", {}, a.dataset), h("td", {}, a.feature), h("td", {}, badge(a.severity)), h("td", {}, a.measure), h("td", { class: "num" }, num(a.value)), h("td", { class: "num" }, num(a.threshold)), h("td", {}, a.message))))
+        : h("p", { class: "muted" }, "none")),
+    h("section", { class: "card" }, h("h2", {}, "Side by side"), h("label", {}, "Feature", feature), charts),
+    ...sections,
+    h("section", { class: "card" }, h("h2", {}, `Quarantined rows (${num(q.rows)})`),
+      h("p", {}, Object.entries(q.by_reason).map(([k, v]) => `${k}: ${v}`).join(", ") || "none"),
+      q.sample.length ? table(Object.keys(q.sample[0]), q.sample.map((r) => Object.values(r).map((v) => h("code", {}, String(v))))) : null));
+  draw();
+}
+
+async function spansPage(feature) {
+  const points = await api(`/api/spans?feature=${encodeURIComponent(feature)}`);
+  const x = points.map((p) => when(p.at));
+  const traces = points.length && points[0].mean !== null && points[0].mean !== undefined
+    ? [{ x, y: points.map((p) => p.mean), name: "mean", mode: "lines+markers" }]
+    : [...new Set(points.flatMap((p) => (p.top || []).slice(0, 5).map((t) => String(t[0]))))].map((v) => ({
+      x, y: points.map((p) => ((p.top || []).find((t) => String(t[0]) === v) || [v, 0])[1]), name: v, mode: "lines+markers" }));
+  page(`${feature} across spans`,
+    h("section", { class: "card" }, chart([...traces, { x, y: points.map((p) => p.missing_rate), name: "missing rate", yaxis: "y2", mode: "lines" }],
+      { yaxis2: { overlaying: "y", side: "right", title: "missing" } })),
+    h("section", { class: "card" }, table(["at (UTC)", "source", "span", "rows", "missing"], points.map((p) => [when(p.at), p.source || "-", p.span ?? "-", h("td", { class: "num" }, num(p.rows)), h("td", { class: "num" }, `${(100 * p.missing_rate).toFixed(1)}%`)]))));
+}
+
+// -- models, lineage, releases -------------------------------------------------------------
+
+async function modelsPage(name) {
+  name = name || HOME.model;
+  const m = await api(`/api/models/${name}`);
+  const rows = m.versions.map((v) => [link(`#/lineage/${name}/${v.version}`, `version ${v.version}`), when(v.created),
+    (v.aliases || []).join(", ") || "-", h("td", { class: "num" }, num(v.metrics.auc)), h("td", { class: "num" }, num(v.metrics.logloss)),
+    badge(v.blessed === true ? "yes" : v.blessed === false ? "no" : "-"), h("span", {}, v.blessing || ""), h("span", {}, v.pushed || v.infra || "")]);
+  const out = h("div");
+  const version = h("select", { "aria-label": "version" }, m.versions.map((v) => h("option", { value: v.version }, v.version)));
+  const percent = h("input", { type: "number", min: 1, max: 100, value: 10, size: 4, "aria-label": "percent of users" });
+  const mode = h("select", { "aria-label": "release mode" }, h("option", { value: "canary" }, "canary"), h("option", { value: "shadow" }, "shadow"));
+  const r = m.release;
+  const reload = () => setTimeout(() => modelsPage(name), 400);
+  const state = r ? [h("p", {}, `${r.alias} is version ${r.champion}. `, r.candidate
+    ? h("strong", {}, `In release: version ${r.candidate}, ${r.mode}${r.mode === "canary" ? ` on ${r.percent}% of users` : ""} since ${when(r.started_at)} UTC.`)
+    : "No release in progress.")] : [h("p", {}, "Nothing is served: no version has the champion alias.")];
+  if (r && r.window) state.push(h("details", {}, h("summary", {}, "per-variant metrics of the last window"), h("pre", { class: "mono" }, JSON.stringify(r.window, null, 1))));
+  page(`Model ${name}`,
+    h("section", { class: "card", "aria-label": "release" }, h("h2", {}, "Release"), ...state,
+      h("form", { class: "inline", onsubmit: (e) => { e.preventDefault();
+        act(`/api/actions/releases/${name}/start`, { version: version.value, mode: mode.value, percent: Number(percent.value) }, out).then(reload); } },
+        h("label", {}, "Version", version), h("label", {}, "Mode", mode), h("label", {}, "Percent", percent), h("button", { type: "submit" }, "Start release")),
+      h("form", { class: "inline", onsubmit: (e) => e.preventDefault() },
+        h("button", { type: "button", onclick: () => act(`/api/actions/releases/${name}/promote`, {}, out).then(reload) }, "Promote release"),
+        h("button", { type: "button", class: "danger", onclick: () => act(`/api/actions/releases/${name}/rollback`, {}, out).then(reload) }, "Roll back release"),
+        h("button", { type: "button", class: "secondary", onclick: () => act(`/api/actions/models/${name}/rollback`, {}, out).then(reload) }, "Roll back champion")),
+      out),
+    h("section", { class: "card" }, h("h2", {}, `Versions (${m.versions.length})`),
+      table(["version", "created (UTC)", "aliases", "auc", "logloss", "blessed", "gate", "push"], rows)));
+}
+
+async function lineagePage(name, version) {
+  const l = await api(`/api/models/${name}/${version}/lineage`);
+  const feeds = {};
+  for (const e of l.edges) (feeds[e.to] = feeds[e.to] || []).push(e);
+  const stepOf = Object.fromEntries(l.nodes.map((n) => [n.run_id, n.step]));
+  const nodes = l.nodes.map((n) => h("div", { class: "node" },
+    h("strong", {}, n.step), " ", h("code", {}, `fingerprint ${short(n.fingerprint)}`), n.cached_from ? h("span", { class: "muted" }, ` (cached, computed in run ${short(n.cached_from)})`) : null,
+    h("ul", {}, Object.entries(n.outputs).map(([k, v]) => h("li", {}, `${k}: `, h("code", {}, String(v)), " ",
+      typeof v === "string" && v.includes("/") ? h("a", { href: `#/downstream/${encodeURIComponent(v)}` }, "models trained on it") : null))),
+    feeds[n.run_id] ? h("div", { class: "arrow" }, "reads ", feeds[n.run_id].map((e) => `${e.input} from ${stepOf[e.from]}`).join(", ")) : null));
+  page(`Lineage of ${name} version ${version}`,
+    h("p", {}, "package ", h("code", {}, l.package), l.pipeline_run ? [" · ", link(`#/runs/${l.pipeline_run}`, "its pipeline run"), " · ", link(`#/data/${l.pipeline_run}`, "its data")] : null),
+    h("section", { class: "card" }, h("h2", {}, "From the model back to the data"), nodes));
+}
+
+async function downstreamPage(uri) {
+  const versions = await api(`/api/downstream?uri=${encodeURIComponent(uri)}`);
+  page("Models trained on an artifact", h("p", {}, h("code", {}, uri)),
+    h("section", { class: "card" }, versions.length ? table(["model", "version"], versions.map((v) => [v.name, link(`#/lineage/${v.name}/${v.version}`, `version ${v.version}`)]))
+      : h("p", { class: "muted" }, "no registered model version read it")));
+}
+
+// -- monitoring ----------------------------------------------------------------------------
+
+async function monitoringPage(name) {
+  name = name || HOME.model;
+  const m = await api(`/api/monitoring/${name}`);
+  const s = m.summary;
+  const features = [...new Set(m.windows.flatMap((w) => Object.keys(w.drift || {})))];
+  const measure = (w, side, f) => { const d = (w[side] || {})[f] || {}; return d.linf ?? d.js ?? d.psi ?? null; };
+  const x = m.windows.map((w) => when(w.end));
+  const byVersion = {};
+  for (const q of m.quality) (byVersion[q.version] = byVersion[q.version] || []).push(q);
+  const quality = Object.entries(byVersion).flatMap(([v, qs]) => [
+    { x: qs.map((q) => when(q.end)), y: qs.map((q) => q.auc), name: `v${v} online AUC`, mode: "lines+markers" },
+    { x: qs.map((q) => when(q.end)), y: qs.map((q) => (q.offline || {}).auc ?? null), name: `v${v} offline AUC`, mode: "lines", line: { dash: "dot" } }]);
+  page(`Monitoring of ${name}`,
+    h("p", {}, `${s.windows} windows (${s.judged} judged), versions ${s.versions.join(", ") || "-"}; ${s.firing} alert(s) firing, ${s.fired} fired in all; ${s.retrains} retrain(s); ${s.online_updates} online update(s), ${s.pushed} pushed.`),
+    Object.keys(m.unreadable).length ? h("div", { class: "message error", role: "alert" }, `unreadable: ${Object.entries(m.unreadable).map(([k, v]) => `${k} (${v})`).join("; ")}`) : null,
+    h("div", { class: "row" },
+      h("section", { class: "card" }, h("h2", {}, "Drift per feature (against the previous window)"), m.windows.length
+        ? chart(features.map((f) => ({ x, y: m.windows.map((w) => measure(w, "drift", f)), name: f, mode: "lines+markers" })), { yaxis: { title: "distance" } }) : h("p", { class: "muted" }, "no window yet")),
+      h("section", { class: "card" }, h("h2", {}, "Skew per feature (against training)"), m.windows.length
+        ? chart([...new Set(m.windows.flatMap((w) => Object.keys(w.skew || {})))].map((f) => ({ x, y: m.windows.map((w) => measure(w, "skew", f)), name: f, mode: "lines+markers" })), { yaxis: { title: "distance" } }) : h("p", { class: "muted" }, "no window yet"))),
+    h("section", { class: "card" }, h("h2", {}, "Online quality against offline evaluation"), quality.length ? chart(quality, { yaxis: { title: "AUC" } }) : h("p", { class: "muted" }, "no labelled window yet")),
+    h("section", { class: "card" }, h("h2", {}, "Alerts"),
+      table(["alert", "signal", "state", "severity", "value", "threshold", "since (UTC)"], m.alerts.map((a) => [a.rule, h("code", {}, a.signal), badge(a.state), badge(a.severity), h("td", { class: "num" }, num(a.value)), h("td", { class: "num" }, `${a.op} ${a.threshold}`), when(a.since)])),
+      h("h2", {}, `Past transitions (${m.events.length})`),
+      table(["at (UTC)", "alert", "signal", "state", "message"], m.events.slice(-50).reverse().map((a) => [when(a.updated_at), a.rule, h("code", {}, a.signal), badge(a.state), a.message]))),
+    h("section", { class: "card" }, h("h2", {}, "Retrains"),
+      m.retrains.length ? table(["job", "why", "submitted (UTC)", "finished (UTC)", "status"], m.retrains.map((r) => [h("code", {}, r.submission_id), r.reason, when(r.at), when(r.finished_at), badge(r.status)])) : h("p", { class: "muted" }, "none")),
+    h("section", { class: "card" }, h("h2", {}, "Online updates"),
+      m.online_updates.length ? table(["at (UTC)", "from version", "rows", "AUC serving / new", "pushed", "version", "outcome"], m.online_updates.map((u) => [when(u.at), u.base_version, h("td", { class: "num" }, num(u.rows)), `${num(u.auc_base)} / ${num(u.auc_new)}`, badge(u.pushed ? "yes" : "no"), u.version || "-", u.reason || ""])) : h("p", { class: "muted" }, "none")));
+}
+
+// -- routing ---------------------------------------------------------------------------------
+
+const routes = [
+  [/^#\/runs\/([^/]+)$/, runPage], [/^#\/diff\/([^/]+)\/([^/]+)$/, diffPage], [/^#\/data\/([^/]+)$/, dataPage],
+  [/^#\/spans\/([^/]+)$/, (f) => spansPage(decodeURIComponent(f))], [/^#\/models(?:\/([^/]+))?$/, modelsPage],
+  [/^#\/lineage\/([^/]+)\/([^/]+)$/, lineagePage], [/^#\/downstream\/(.+)$/, (u) => downstreamPage(decodeURIComponent(u))],
+  [/^#\/monitoring(?:\/([^/]+))?$/, monitoringPage], [/^#?\/?(?:runs)?$/, runsPage],
+];
+
+async function route() {
+  if (!HOME) {
+    HOME = await api("/api/home");
+    const names = { mlflow: "MLflow", ray: "Ray dashboard", optuna: "Optuna" };
+    document.getElementById("links").replaceChildren(...Object.entries(HOME.links).map(([k, v]) => h("a", { href: v, target: "_blank", rel: "noopener" }, `${names[k]} ↗`)));
+  }
+  const hash = location.hash || "#/runs";
+  const section = hash.split("/")[1];
+  for (const a of document.querySelectorAll("nav a[data-section]")) {
+    const on = a.dataset.section === section || (a.dataset.section === "models" && ["lineage", "downstream"].includes(section)) || (a.dataset.section === "runs" && ["diff", "data", "spans"].includes(section));
+    a.classList.toggle("active", on);
+    on ? a.setAttribute("aria-current", "page") : a.removeAttribute("aria-current");
+  }
+  for (const [pattern, render] of routes) {
+    const match = hash.match(pattern);
+    if (match) {
+      try { await render(...match.slice(1)); } catch (e) { page("Could not load this page", h("div", { class: "message error", role: "alert" }, e.message)); }
+      await new Promise((done) => requestAnimationFrame(() => setTimeout(done, 0)));  // charts drawn too
+      document.body.dataset.readyMs = Math.round(performance.now());
+      document.body.dataset.ready = hash;
+      return;
+    }
+  }
+  page("Not found", h("p", {}, `no page ${hash}; `, link("#/runs", "the runs")));
+  document.body.dataset.ready = hash;
+}
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,209 @@
+"""The dashboard as a person uses it: real headless Chromium against `mlsys ui`'s app over the session's
+trained home (real pipeline runs, a real registry, the monitor's folder). Each page is opened, clicked
+through and saved as a screenshot under ``.artifacts/ui/`` (1280x800)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.browser import available, chromium
+from tests.conftest import REPO, free_port, wait_until
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+TOKEN = "ui-test-token"
+MODEL = "ui"  # a model of its own for the release clicks: other modules' aliases are left alone
+SHOTS = REPO / ".artifacts" / "ui"
+
+
+@pytest.fixture(scope="module")
+def ui(trained):
+    import uvicorn
+
+    import mlsys
+    from mlsys.api.config import compose_config
+    from mlsys.registry.mlflow_store import client, resolve
+    from mlsys.ui.app import build_app
+
+    assert available(), "Debian's chromium and chromium-driver are missing: `make test-servers` installs them"
+    home, overrides, result = trained
+    uri = f"sqlite:///{home}/mlflow.db"
+    c = client(uri)
+    c.create_registered_model(MODEL)
+    for _ in range(2):
+        c.create_model_version(MODEL, source=resolve(uri, "ctr/1").source)
+    c.set_registered_model_alias(MODEL, "champion", "1")
+    second = mlsys.run_pipeline([*overrides, "pipeline.until=transform"])  # all cached: a second run to compare
+    port = free_port()
+    cfg = compose_config([*overrides, f"ui.port={port}", f"ui.token={TOKEN}"])
+    server = uvicorn.Server(uvicorn.Config(build_app(cfg, TOKEN), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _answers(f"{url}/api/home"), "the dashboard to answer", 30)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with chromium() as browser:
+        yield url, browser, result, second, uri
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.ConnectionError:
+        return False
+
+
+def _open(browser, url: str, hash_: str):
+    browser.get(f"{url}/{hash_}")
+    return _ready(browser, hash_)
+
+
+def _ready(browser, hash_: str, timeout: float = 20):
+    """Wait until the page for ``hash_`` has drawn (app.js sets body[data-ready] after each render)."""
+    wait_until(lambda: browser.execute_script("return document.body.dataset.ready") == hash_, f"page {hash_}", timeout, 0.05)
+    return browser.find_element("tag name", "main")
+
+
+def _shot(browser, name: str) -> None:
+    time.sleep(0.3)  # plotly draws on the next animation frame
+    browser.save_screenshot(str(SHOTS / f"{name}.png"))
+
+
+def _click(browser, text: str) -> None:
+    browser.find_element("link text", text).click()
+
+
+def test_from_the_runs_to_a_run_to_its_data(ui):
+    url, browser, result, second, _ = ui
+    main = _open(browser, url, "#/runs")
+    assert main.find_element("tag name", "h1").text.startswith("Pipeline runs")
+    names = [a.text for a in main.find_elements("css selector", "tbody a")]
+    assert len(names) >= 2, names
+    _shot(browser, "runs")
+    browser.find_element("css selector", f"a[href='#/runs/{result.run_id}']").click()
+    main = _ready(browser, f"#/runs/{result.run_id}")
+    steps = {row.find_elements("tag name", "td")[0].text: row.find_elements("tag name", "td")[1].text
+             for row in main.find_elements("css selector", "section.card tbody tr")[:20] if row.find_elements("tag name", "td")}
+    assert {"ingest", "transform", "train", "evaluate", "register"} <= set(steps), steps
+    assert steps["train"] in ("ran", "cached")
+    assert "eval_auc" in main.text
+    _shot(browser, "run")
+    _click(browser, "data of this run")
+    main = _ready(browser, f"#/data/{result.run_id}")
+    assert "train:" in main.text and "eval:" in main.text and "Quarantined rows" in main.text
+    assert "gender" in main.text and main.find_elements("css selector", ".chart .main-svg"), "the feature chart was not drawn"
+    _shot(browser, "data")
+
+
+def test_two_runs_side_by_side(ui):
+    url, browser, result, second, _ = ui
+    _open(browser, url, "#/runs")
+    for run in (result.run_id, second.run_id):
+        row = browser.find_element("xpath", f"//a[@href='#/runs/{run}']/ancestor::tr")
+        row.find_element("css selector", "input[type=checkbox]").click()
+    browser.find_element("xpath", "//button[text()='Compare two selected']").click()
+    ids = sorted([result.run_id, second.run_id])
+    wait_until(lambda: browser.execute_script("return document.body.dataset.ready").startswith("#/diff/"), "the diff page", 20, 0.05)
+    main = browser.find_element("tag name", "main")
+    assert "pipeline.until=transform" in main.text and "Metrics" in main.text
+    assert sorted(browser.execute_script("return location.hash").split("/")[2:]) == ids
+    _shot(browser, "diff")
+
+
+def test_from_a_model_to_its_lineage_to_its_data(ui):
+    url, browser, result, _, _ = ui
+    main = _open(browser, url, "#/models")
+    assert main.find_element("tag name", "h1").text == "Model ctr"
+    assert "champion" in main.text
+    _shot(browser, "models")
+    _click(browser, "version 1")
+    main = _ready(browser, "#/lineage/ctr/1")
+    nodes = [n.find_element("tag name", "strong").text for n in main.find_elements("css selector", ".node")]
+    assert nodes[-1] == "ingest" and {"train", "transform", "register"} <= set(nodes), nodes
+    assert "reads" in main.text
+    _shot(browser, "lineage")
+    _click(browser, "its data")
+    assert "train:" in _ready(browser, f"#/data/{result.run_id}").text
+
+
+def test_a_canary_is_refused_without_the_token_then_started_and_rolled_back(ui):
+    from mlsys.registry import releases
+
+    url, browser, _, _, uri = ui
+    main = _open(browser, url, f"#/models/{MODEL}")
+    assert "No release in progress" in main.text
+    version = main.find_element("css selector", "select[aria-label=version]")
+    version.find_element("css selector", "option[value='2']").click()
+    percent = main.find_element("css selector", "input[aria-label='percent of users']")
+    percent.clear()
+    percent.send_keys("25")
+    main.find_element("xpath", "//button[text()='Start release']").click()
+    error = wait_until(lambda: browser.find_elements("css selector", ".message.error"), "the refusal", 10)
+    assert "401" in error[0].text and releases.read(uri, MODEL).candidate is None
+
+    from selenium.webdriver.common.keys import Keys
+
+    token = browser.find_element("id", "token")
+    token.send_keys(TOKEN, Keys.TAB)  # kept for the session's actions
+    browser.find_element("xpath", "//button[text()='Start release']").click()
+    wait_until(lambda: "In release: version 2, canary on 25% of users" in browser.find_element("tag name", "main").text, "the release shown", 15)
+    current = releases.read(uri, MODEL)
+    assert current.candidate == "2" and current.mode == "canary" and current.percent == 25
+    _shot(browser, "release")
+    browser.find_element("xpath", "//button[text()='Roll back release']").click()
+    wait_until(lambda: "No release in progress" in browser.find_element("tag name", "main").text, "the rollback shown", 15)
+    assert releases.read(uri, MODEL).candidate is None and releases.read(uri, MODEL).champion == "1"
+
+
+def test_the_monitoring_page_shows_drift_and_the_alert_it_fired(ui, trained):
+    """Two windows of the ``ui`` model written by the replicas' sketcher, the second with a category's
+    share moved 20 points, judged by a real monitor tick: the page charts the drift and lists the alert."""
+    from mlsys.api import monitor as api_monitor
+    from mlsys.api.config import compose_config
+    from tests.windows import sketch_windows
+
+    url, browser, result, _, _ = ui
+    cfg = compose_config([*trained[1], "serve.monitoring.window_s=60", "serve.monitoring.rows_per_request=0"])
+    now = time.time()
+    sketch_windows(cfg, MODEL, "1", result.output("ingest").events, end=now - cfg.monitor.grace_s)
+    tick = api_monitor.monitor_for(cfg, MODEL).tick(now=now)
+    assert len(tick.reports) == 2 and any(t.alert.signal == "drift.linf.gender" for t in tick.transitions)
+    summary = requests.get(f"{url}/api/monitoring/{MODEL}", timeout=10).json()["summary"]
+    main = _open(browser, url, f"#/monitoring/{MODEL}")
+    assert main.find_element("tag name", "h1").text == f"Monitoring of {MODEL}"
+    assert f"{summary['windows']} windows ({summary['judged']} judged)" in main.text and summary["windows"] == 2
+    assert f"{summary['firing']} alert(s) firing" in main.text and summary["firing"] >= 1
+    assert main.find_elements("css selector", ".chart .main-svg"), "the drift chart was not drawn"
+    firing = [r.text for r in main.find_elements("css selector", "section.card tbody tr") if "drift.linf.gender" in r.text]
+    assert firing and "feature_drift" in firing[0] and "firing" in firing[0], firing
+    _shot(browser, "monitoring")
+
+
+def test_the_pages_are_usable_by_keyboard(ui):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    url, browser, result, _, _ = ui
+    _open(browser, url, "#/monitoring")
+    for _ in range(40):  # Tab through the page until a run link has the focus, then Enter follows it
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        if browser.execute_script("return document.activeElement.getAttribute('href')") == "#/runs":
+            break
+    else:
+        pytest.fail("Tab never reached the Runs link")
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    _ready(browser, "#/runs")
+    for _ in range(60):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        if (browser.execute_script("return document.activeElement.getAttribute('href')") or "").startswith("#/runs/"):
+            break
+    else:
+        pytest.fail("Tab never reached a run's link")
+    target = browser.execute_script("return document.activeElement.getAttribute('href')")
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    assert "Steps" in _ready(browser, target).text

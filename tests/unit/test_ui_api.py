@@ -1,0 +1,110 @@
+"""The dashboard's JSON API on a real (SQLite) MLflow store, without a cluster: reads need no token,
+every action is refused without the bearer token, bad requests and missing things are clear 4xx."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from mlsys.api.config import compose_config
+from mlsys.ui.app import build_app, token_of
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+TOKEN = "s3cret-token"
+ACTIONS = [("/api/actions/run", {"overrides": ["train.max_epochs=1"]}), ("/api/actions/models/ui/rollback", {}),
+           ("/api/actions/models/ui/push", {"version": "2"}), ("/api/actions/releases/ui/start", {"version": "2", "percent": 20}),
+           ("/api/actions/releases/ui/promote", {}), ("/api/actions/releases/ui/rollback", {})]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A home whose registry has a model ``ui`` with versions 1 and 2, champion on 1 (a real MLflow store)."""
+    from mlsys.registry import mlflow_store
+
+    tmp_path = tmp_path_factory.mktemp("ui-home")
+    cfg = compose_config([f"home.root={tmp_path}", f"ui.token={TOKEN}", "registry.model_name=ui"])
+    c = mlflow_store.client(mlflow_store.tracking_uri(cfg.home))
+    c.create_registered_model("ui")
+    for _ in range(2):
+        c.create_model_version("ui", source=str(tmp_path / "package"))
+    c.set_registered_model_alias("ui", "champion", "1")
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def client(home):
+    return TestClient(build_app(home, TOKEN))
+
+
+def test_reads_answer_without_a_token(client, home):
+    assert client.get("/api/runs").json() == []
+    assert client.get("/api/home").json()["model"] == "ui"
+    models = client.get("/api/models/ui").json()
+    assert [v["version"] for v in models["versions"]] == ["2", "1"] and models["release"]["champion"] == "1"
+    assert models["versions"][1]["aliases"] == ["champion"]
+    monitoring = client.get("/api/monitoring/ui").json()
+    assert monitoring["summary"]["windows"] == 0 and monitoring["alerts"] == []
+    schema = client.get("/openapi.json").json()
+    assert {"/api/runs", "/api/runs/{run_id}", "/api/diff", "/api/models/{name}/{version}/lineage", "/api/monitoring/{name}",
+            "/api/actions/releases/{name}/start"} <= set(schema["paths"])
+    page = client.get("/")
+    assert page.status_code == 200 and "/static/app.js" in page.text and "/static/plotly.min.js" in page.text
+    assert client.get("/static/plotly.min.js").status_code == 200  # shipped with the plotly package: no network
+    assert client.get("/static/..%2F..%2Fapp.py").status_code == 404
+
+
+@pytest.mark.parametrize("path,body", ACTIONS)
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong", f"Basic {TOKEN}", "Bearer"])
+def test_every_action_is_refused_without_the_token(client, path, body, authorization):
+    headers = {"Authorization": authorization} if authorization else {}
+    r = client.post(path, json=body, headers=headers)
+    assert r.status_code == 401, r.text
+    assert "Bearer" in r.json()["detail"] and r.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_a_release_started_and_rolled_back_with_the_token_moves_the_registry(client):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    r = client.post("/api/actions/releases/ui/start", json={"version": "2", "percent": 20}, headers=auth)
+    assert r.status_code == 200, r.text
+    assert "canary release on 20% of users" in r.json()["message"]
+    release = client.get("/api/models/ui").json()["release"]
+    assert release["candidate"] == "2" and release["mode"] == "canary" and release["percent"] == 20
+    again = client.post("/api/actions/releases/ui/start", json={"version": "1"}, headers=auth)
+    assert again.status_code == 409 and "already serves as 'champion'" in again.json()["detail"]  # said, not a 500
+    r = client.post("/api/actions/releases/ui/rollback", json={}, headers=auth)
+    assert r.status_code == 200 and "rolled back" in r.json()["message"], r.text
+    assert client.get("/api/models/ui").json()["release"]["candidate"] is None
+
+
+def test_bad_requests_and_missing_things_are_clear(client):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/api/runs/nope").status_code == 404 and "no run 'nope'" in client.get("/api/runs/nope").json()["detail"]
+    assert client.get("/api/models/nope").status_code == 404
+    assert client.get("/api/models/ui/9/lineage").status_code == 404
+    r = client.post("/api/actions/run", json={"overrides": ["--cfg"]}, headers=auth)
+    assert r.status_code == 422 and "key=value" in r.json()["detail"]
+    r = client.post("/api/actions/run", json={"overrides": ["train.no_such_key=1"]}, headers=auth)
+    assert r.status_code == 409 and "no_such_key" in r.json()["detail"]  # refused before any job is submitted
+    r = client.post("/api/actions/releases/ui/start", json={"version": "2", "mode": "blue"}, headers=auth)
+    assert r.status_code == 422 and "canary or shadow" in r.json()["detail"]
+    assert client.get("/api/artifact", params={"uri": "/etc/passwd"}).status_code == 404
+
+
+def test_an_empty_token_is_made_once_and_kept_private(tmp_path):
+    cfg = compose_config([f"home.root={tmp_path}"])
+    first = token_of(cfg)
+    path = tmp_path / "ui" / "token"
+    assert len(first) >= 24 and token_of(cfg) == first and oct(path.stat().st_mode & 0o777) == "0o600"
+    r = TestClient(build_app(cfg, first)).post("/api/actions/releases/ctr/rollback", json={}, headers={"Authorization": f"Bearer {first}"})
+    assert r.status_code != 401  # the made token is the one the app accepts
+    assert json.loads(json.dumps(r.json()))["detail"]
+
+
+@pytest.mark.parametrize("override,key", [("ui.port=0", "ui.port"), ("ui.runs=0", "ui.runs")])
+def test_bad_ui_config_names_its_key(override, key):
+    from mlsys.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        compose_config([override])
