@@ -27,7 +27,7 @@ from harness import Row, interleaved, median, record  # noqa: E402
 
 def seed(home: Path, runs: int, versions: int) -> None:
     """``runs`` pipeline runs and ``versions`` model versions in all, copied from the newest real ones."""
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
 
     from mlsys.registry.mlflow_store import Tag, client
 
@@ -55,7 +55,6 @@ def seed(home: Path, runs: int, versions: int) -> None:
         mv = c.create_model_version(name, source=first.source, run_id=first.run_id)
         for k, v in (first.tags or {}).items():
             c.set_model_version_tag(name, mv.version, k, v)
-    del RunTag
 
 
 def serve(home: Path, port: int):
@@ -115,7 +114,7 @@ def main() -> None:
         for page in pages:
             print(page, flush=True)
             c, b = interleaved(load("seeded", page), load("base", page), args.repeats)
-            label = page.split("/")[1] + (" (one run)" if page.count("/") > 1 and "runs" in page else "")
+            label = "run (one run's steps)" if page.count("/") > 1 and page.startswith("#/runs") else page.split("/")[1]
             rows.append(Row(f"page {label} drawn (target <= 1 s)", f"{args.runs} runs, {args.versions} versions",
                             "1 run, 1 version", median(c), median(b), "s", args.repeats))
     for s in servers:
@@ -124,7 +123,8 @@ def main() -> None:
         print(r.line())
     notes = (f"Chromium {_chromium_version()} headless at 1280x800, one tab; the dashboard (uvicorn, one process) and the browser on "
              f"the same 2-core machine. Time: navigation start to `body[data-ready]` (the page's API calls answered and every chart drawn). "
-             f"Seeded: copies of the home's newest real run (parent and {len(pages)}-page home: 14 step runs each, with params, tags, metrics).")
+             f"Seeded: copies of the home's newest real pipeline run (its parent run and its 14 step runs, with their params, tags and metrics) "
+             f"and of its model's version 1 (with its tags). Medians of {args.repeats} loads per side, alternating, after one warm-up load each.")
     if not args.no_record:
         record("Dashboard pages in a browser", rows, notes)
 

@@ -23,7 +23,7 @@ function h(tag, attrs = {}, ...children) {
 const link = (href, text) => h("a", { href }, text);
 const badge = (s) => h("span", { class: `status s-${s}` }, s);
 const short = (s, n = 12) => (s ? String(s).slice(0, n) : "");
-function when(t) { return t ? new Date(t * 1000).toISOString().replace("T", " ").slice(0, 19) : "-"; }
+function when(t) { return t ? new Date(t * 1000).toISOString().slice(0, 19).replace("T", "\u00a0").replace(/-/g, "\u2011") : "-"; }  // one line in a cell
 function num(x, d = 4) { return x === null || x === undefined ? "-" : typeof x === "number" ? (Number.isInteger(x) ? x.toLocaleString("en") : x.toFixed(d)) : String(x); }
 function secs(x) { return x === null || x === undefined ? "-" : `${x.toFixed(1)} s`; }
 
