@@ -97,7 +97,9 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(data, tmp_path):
 @pytest.mark.timeout(1800)  # two pipeline runs up to training, on 2 CPUs
 def test_a_killed_driver_resumes_when_the_command_runs_again(tmp_path):
     home = tmp_path / "home"
-    cmd = [MLSYS, "run", f"home.root={home}", "train.max_epochs=3", "pipeline.until=train"]
+    # A small synthetic set: the point is the kill and the resume, not MovieLens (whose epochs took ~25 s each here).
+    cmd = [MLSYS, "run", f"home.root={home}", "data=synthetic", "data.rows=30000", "data.users=300", "data.items=500",
+           "data.blocks=1", "train.batch_size=256", "train.max_epochs=3", "pipeline.until=train"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # the embedded local Ray
     log = (tmp_path / "first.log").open("w")
     driver = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
