@@ -108,6 +108,18 @@ def build_app(cfg, token: str, jobs=None):
     def get_lineage(name: str, version: str) -> dict:
         return home.lineage(name, version)
 
+    @app.get("/api/models/{name}/{version}/evaluation", tags=["read"], summary="the gate's view: slices, blessing, pre-release estimate")
+    def get_evaluation(name: str, version: str) -> dict:
+        return home.evaluation(name, version)
+
+    @app.get("/api/studies", tags=["read"], summary="the tune step's Optuna studies")
+    def get_studies() -> list[dict]:
+        return home.studies()
+
+    @app.get("/api/studies/{name}", tags=["read"], summary="one study's trials")
+    def get_study(name: str) -> dict:
+        return home.study(name)
+
     @app.get("/api/downstream", tags=["read"], summary="every model version trained on an artifact")
     def get_downstream(uri: str) -> list[dict]:
         return home.downstream(uri)

@@ -199,6 +199,64 @@ class Home:
                           for n in nodes],
                 "edges": edges}
 
+    def evaluation(self, name: str, version: str) -> dict:
+        """What the gate saw of the version: metrics overall and per slice for it and the champion (with
+        bootstrap intervals), the blessing decision, the pre-release estimate, and the HTML report."""
+        lineage = self.lineage(name, version)
+        out: dict[str, Any] = {"name": name, "version": str(version), "rows": [], "blessing": None, "estimate": None, "report": None}
+        if not lineage["pipeline_run"]:
+            return out
+        bless = next((s for s in self.run(lineage["pipeline_run"])["steps"] if s["name"] == "bless"), None)
+        outputs = (bless or {}).get("outputs") or {}
+        for key, uri in (("rows", outputs.get("evaluation")), ("blessing", outputs.get("blessing")), ("estimate", outputs.get("estimate"))):
+            if uri and storage.exists(uri):
+                value = storage.read_json(uri)
+                out[key] = value.get("rows", []) if key == "rows" and isinstance(value, dict) else value
+        report = str(Path(outputs["evaluation"]).with_name("report.html")) if outputs.get("evaluation") else None
+        out["report"] = report if report and storage.exists(report) else None
+        return _finite(out)
+
+    # -- tuning ----------------------------------------------------------------------------------
+
+    def _optuna(self):
+        path = Path(self.root) / "optuna.db"
+        if not path.exists():
+            return None
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return optuna.storages.RDBStorage(f"sqlite:///{path}")
+
+    def studies(self) -> list[dict]:
+        """The Optuna studies of the tune step (``<home>/optuna.db``), newest first."""
+        import optuna
+
+        storage_ = self._optuna()
+        if storage_ is None:
+            return []
+        rows = []
+        for s in optuna.get_all_study_summaries(storage_, include_best_trial=True):
+            best = s.best_trial
+            rows.append({"name": s.study_name, "direction": s.direction.name.lower(), "trials": s.n_trials,
+                         "started": s.datetime_start.timestamp() if s.datetime_start else None,
+                         "best_value": best.value if best else None, "best_params": best.params if best else {}})
+        return _finite(sorted(rows, key=lambda r: r["started"] or 0, reverse=True))
+
+    def study(self, name: str) -> dict:
+        """One study's trials: state, value, parameters and the per-epoch values ASHA saw."""
+        import optuna
+
+        storage_ = self._optuna()
+        try:
+            study = optuna.load_study(study_name=name, storage=storage_) if storage_ is not None else None
+        except KeyError:
+            study = None
+        if study is None:
+            raise NotFound(f"no Optuna study {name!r} in {self.root}/optuna.db")
+        trials = [{"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
+                   "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())}} for t in study.trials]
+        return _finite({"name": name, "direction": study.direction.name.lower(), "trials": trials})
+
     def downstream(self, uri: str) -> list[dict]:
         """Every model version trained, at any distance, on the artifact ``uri`` (a dataset, a checkpoint)."""
         client, ids = self.client(), self._experiment_ids()

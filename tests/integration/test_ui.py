@@ -126,6 +126,7 @@ def test_from_a_model_to_its_lineage_to_its_data(ui):
     nodes = [n.find_element("tag name", "strong").text for n in main.find_elements("css selector", ".node")]
     assert nodes[-1] == "ingest" and {"train", "transform", "register"} <= set(nodes), nodes
     assert "reads" in main.text
+    assert "What the gate saw" in main.text and "blessed" in main.text and "overall" in main.text
     _shot(browser, "lineage")
     _click(browser, "its data")
     assert "train:" in _ready(browser, f"#/data/{result.run_id}").text
@@ -182,6 +183,18 @@ def test_the_monitoring_page_shows_drift_and_the_alert_it_fired(ui, trained):
     firing = [r.text for r in main.find_elements("css selector", "section.card tbody tr") if "drift.linf.gender" in r.text]
     assert firing and "feature_drift" in firing[0] and "firing" in firing[0], firing
     _shot(browser, "monitoring")
+
+
+def test_a_tuning_study_and_its_trials(ui, trained):
+    from tests.studies import make_study
+
+    url, browser, _, _, _ = ui
+    make_study(trained[0], "tune-ui-browser", trials=5)
+    _open(browser, url, "#/tuning")
+    _click(browser, "tune-ui-browser")
+    main = _ready(browser, "#/tuning/tune-ui-browser")
+    assert "Trials (5)" in main.text and main.find_elements("css selector", ".chart .parcoords"), "no parallel coordinates"
+    _shot(browser, "tuning")
 
 
 def test_the_pages_are_usable_by_keyboard(ui):

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from mlsys.api.config import compose_config
 from mlsys.ui.app import build_app, token_of
+from tests.studies import make_study
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 TOKEN = "s3cret-token"
@@ -78,11 +79,24 @@ def test_a_release_started_and_rolled_back_with_the_token_moves_the_registry(cli
     assert client.get("/api/models/ui").json()["release"]["candidate"] is None
 
 
+def test_tuning_studies_and_their_trials(client, home):
+    assert client.get("/api/studies").json() == []
+    make_study(home.home.root, "tune-ui")
+    [summary] = client.get("/api/studies").json()
+    assert summary["name"] == "tune-ui" and summary["trials"] == 4 and summary["direction"] == "maximize"
+    assert set(summary["best_params"]) == {"train.learning_rate", "model.embed_dim"}
+    study = client.get("/api/studies/tune-ui").json()
+    assert [t["number"] for t in study["trials"]] == [0, 1, 2, 3] and all(t["state"] == "complete" for t in study["trials"])
+    assert list(study["trials"][0]["intermediate"]) == ["1", "2"]
+    assert client.get("/api/studies/nope").status_code == 404
+
+
 def test_bad_requests_and_missing_things_are_clear(client):
     auth = {"Authorization": f"Bearer {TOKEN}"}
     assert client.get("/api/runs/nope").status_code == 404 and "no run 'nope'" in client.get("/api/runs/nope").json()["detail"]
     assert client.get("/api/models/nope").status_code == 404
     assert client.get("/api/models/ui/9/lineage").status_code == 404
+    assert client.get("/api/models/ui/9/evaluation").status_code == 404
     r = client.post("/api/actions/run", json={"overrides": ["--cfg"]}, headers=auth)
     assert r.status_code == 422 and "key=value" in r.json()["detail"]
     r = client.post("/api/actions/run", json={"overrides": ["train.no_such_key=1"]}, headers=auth)

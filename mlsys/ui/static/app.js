@@ -232,8 +232,22 @@ async function lineagePage(name, version) {
     h("ul", {}, Object.entries(n.outputs).map(([k, v]) => h("li", {}, `${k}: `, h("code", {}, String(v)), " ",
       typeof v === "string" && v.includes("/") ? h("a", { href: `#/downstream/${encodeURIComponent(v)}` }, "models trained on it") : null))),
     feeds[n.run_id] ? h("div", { class: "arrow" }, "reads ", feeds[n.run_id].map((e) => `${e.input} from ${stepOf[e.from]}`).join(", ")) : null));
+  const ev = await api(`/api/models/${name}/${version}/evaluation`);
+  const cells = {};
+  for (const r of ev.rows) {
+    const key = `${r.slice}|${r.bucket}|${r.metric}`;
+    (cells[key] = cells[key] || { slice: r.slice, bucket: r.bucket, metric: r.metric, examples: r.examples })[r.model] = r;
+  }
+  const ci = (r) => (r ? `${num(r.value)}${r.low !== null && r.low !== undefined ? ` [${num(r.low, 3)}, ${num(r.high, 3)}]` : ""}` : "-");
+  const evaluation = h("section", { class: "card" }, h("h2", {}, "What the gate saw"),
+    ev.blessing ? h("p", {}, badge(ev.blessing.blessed ? "yes" : "no"), " ", ev.blessing.reason) : h("p", { class: "muted" }, "no blessing decision recorded"),
+    ev.report ? h("p", {}, link(`/api/artifact?uri=${encodeURIComponent(ev.report)}`, "the evaluation report (HTML)")) : null,
+    ev.rows.length ? table(["slice", "bucket", "metric", "examples", "candidate [95% CI]", "champion [95% CI]"],
+      Object.values(cells).map((c) => [c.slice, c.bucket, c.metric, h("td", { class: "num" }, num(c.examples)), ci(c.candidate), ci(c.champion)])) : null,
+    ev.estimate ? h("details", {}, h("summary", {}, "pre-release estimate (replayed requests)"), h("pre", { class: "mono" }, JSON.stringify(ev.estimate, null, 1))) : null);
   page(`Lineage of ${name} version ${version}`,
     h("p", {}, "package ", h("code", {}, l.package), l.pipeline_run ? [" · ", link(`#/runs/${l.pipeline_run}`, "its pipeline run"), " · ", link(`#/data/${l.pipeline_run}`, "its data")] : null),
+    evaluation,
     h("section", { class: "card" }, h("h2", {}, "From the model back to the data"), nodes));
 }
 
@@ -242,6 +256,39 @@ async function downstreamPage(uri) {
   page("Models trained on an artifact", h("p", {}, h("code", {}, uri)),
     h("section", { class: "card" }, versions.length ? table(["model", "version"], versions.map((v) => [v.name, link(`#/lineage/${v.name}/${v.version}`, `version ${v.version}`)]))
       : h("p", { class: "muted" }, "no registered model version read it")));
+}
+
+// -- tuning --------------------------------------------------------------------------------
+
+async function studiesPage() {
+  const studies = await api("/api/studies");
+  page(`Tuning studies (${studies.length})`,
+    h("p", { class: "muted" }, "The tune step's Optuna studies (<home>/optuna.db; optuna-dashboard opens the same file)."),
+    h("section", { class: "card" }, table(["study", "started (UTC)", "direction", "trials", "best value", "best parameters"],
+      studies.map((s) => [link(`#/tuning/${encodeURIComponent(s.name)}`, s.name), when(s.started), s.direction, h("td", { class: "num" }, num(s.trials)),
+        h("td", { class: "num" }, num(s.best_value)), h("code", {}, Object.entries(s.best_params).map(([k, v]) => `${k}=${num(v)}`).join(" "))]))));
+}
+
+async function studyPage(name) {
+  const st = await api(`/api/studies/${encodeURIComponent(name)}`);
+  const done = st.trials.filter((t) => t.value !== null && t.value !== undefined);
+  const keys = [...new Set(st.trials.flatMap((t) => Object.keys(t.params)))];
+  const dimension = (k) => {
+    const values = done.map((t) => t.params[k]);
+    if (values.every((v) => typeof v === "number")) return { label: k, values };
+    const levels = [...new Set(values.map(String))];
+    return { label: k, values: values.map((v) => levels.indexOf(String(v))), tickvals: levels.map((_, i) => i), ticktext: levels };
+  };
+  const coords = done.length ? chart([{ type: "parcoords", line: { color: done.map((t) => t.value), colorscale: "Viridis", showscale: true },
+    dimensions: [...keys.map(dimension), { label: "value", values: done.map((t) => t.value) }] }], { margin: { t: 40, r: 60, b: 20, l: 60 } }) : h("p", { class: "muted" }, "no finished trial");
+  const curves = chart(st.trials.map((t) => ({ x: Object.keys(t.intermediate).map(Number), y: Object.values(t.intermediate), name: `trial ${t.number}`, mode: "lines+markers" })),
+    { xaxis: { title: "epoch" }, yaxis: { title: "reported value" } });
+  page(`Study ${name}`,
+    h("section", { class: "card" }, h("h2", {}, "Parameters against the value (parallel coordinates)"), coords),
+    h("section", { class: "card" }, h("h2", {}, "Per-epoch values (what ASHA saw)"), curves),
+    h("section", { class: "card" }, h("h2", {}, `Trials (${st.trials.length})`), table(["trial", "state", "value", "epochs", "parameters"],
+      st.trials.map((t) => [String(t.number), badge(t.state), h("td", { class: "num" }, num(t.value)), h("td", { class: "num" }, String(Object.keys(t.intermediate).length)),
+        h("code", {}, Object.entries(t.params).map(([k, v]) => `${k}=${num(v)}`).join(" "))]))));
 }
 
 // -- monitoring ----------------------------------------------------------------------------
@@ -283,7 +330,7 @@ const routes = [
   [/^#\/runs\/([^/]+)$/, runPage], [/^#\/diff\/([^/]+)\/([^/]+)$/, diffPage], [/^#\/data\/([^/]+)$/, dataPage],
   [/^#\/spans\/([^/]+)$/, (f) => spansPage(decodeURIComponent(f))], [/^#\/models(?:\/([^/]+))?$/, modelsPage],
   [/^#\/lineage\/([^/]+)\/([^/]+)$/, lineagePage], [/^#\/downstream\/(.+)$/, (u) => downstreamPage(decodeURIComponent(u))],
-  [/^#\/monitoring(?:\/([^/]+))?$/, monitoringPage], [/^#?\/?(?:runs)?$/, runsPage],
+  [/^#\/monitoring(?:\/([^/]+))?$/, monitoringPage], [/^#\/tuning$/, studiesPage], [/^#\/tuning\/(.+)$/, (n) => studyPage(decodeURIComponent(n))], [/^#?\/?(?:runs)?$/, runsPage],
 ];
 
 async function route() {
