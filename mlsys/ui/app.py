@@ -167,7 +167,8 @@ def build_app(cfg, token: str, jobs=None):
         if bad:
             raise HTTPException(422, f"overrides are Hydra key=value pairs (e.g. train.num_workers=2); not: {bad}")
         compose_config([f"home.root={home.root}", *overrides])  # a wrong key is refused here, named, not in the job
-        entrypoint = shlex.join([sys.executable, "-m", "mlsys.cli.main", "run", f"home.root={home.root}", *overrides])
+        # The job's driver joins the cluster it was submitted to (cluster.address=auto), and runs this Python's mlsys.
+        entrypoint = shlex.join([sys.executable, "-m", "mlsys.cli.main", "run", f"home.root={home.root}", "cluster.address=auto", *overrides])
         return {"submission_id": _jobs().submit_job(entrypoint=entrypoint), "entrypoint": entrypoint}
 
     def _cfg_for(name: str):

@@ -59,6 +59,7 @@ def _answers(url: str) -> bool:
 
 
 def _open(browser, url: str, hash_: str):
+    browser.get("about:blank")  # a fresh load even when the page is already open
     browser.get(f"{url}/{hash_}")
     return _ready(browser, hash_)
 
@@ -100,6 +101,20 @@ def test_from_the_runs_to_a_run_to_its_data(ui):
     _shot(browser, "data")
 
 
+def test_a_run_launched_from_the_page_runs_as_a_ray_job_with_its_log(ui):
+    url, browser, result, _, _ = ui
+    main = _open(browser, url, "#/runs")
+    before = len(main.find_elements("css selector", "tbody a"))
+    browser.find_element("id", "token").send_keys(TOKEN, "\t")
+    browser.find_element("id", "overrides").send_keys("pipeline.until=statistics")
+    browser.find_element("xpath", "//button[text()='Launch run']").click()
+    wait_until(lambda: "SUCCEEDED" in browser.find_element("tag name", "main").text, "the launched job to succeed", 300, 1)
+    log = browser.find_element("css selector", "pre.log").text
+    assert "[ingest] cached" in log and "[statistics] cached" in log, log[-2000:]
+    assert len(_open(browser, url, "#/runs").find_elements("css selector", "tbody a")) == before + 1
+    _shot(browser, "launch")
+
+
 def test_two_runs_side_by_side(ui):
     url, browser, result, second, _ = ui
     _open(browser, url, "#/runs")
@@ -137,6 +152,8 @@ def test_a_canary_is_refused_without_the_token_then_started_and_rolled_back(ui):
 
     url, browser, _, _, uri = ui
     main = _open(browser, url, f"#/models/{MODEL}")
+    browser.find_element("id", "token").clear()  # no token (another test may have typed it in this tab)
+    browser.find_element("id", "token").send_keys("\t")
     assert "No release in progress" in main.text
     version = main.find_element("css selector", "select[aria-label=version]")
     version.find_element("css selector", "option[value='2']").click()
