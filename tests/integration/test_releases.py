@@ -35,9 +35,12 @@ from tests.packages import variant as _variant
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning")
 
 NAME = "ranker"
+# The latency guard is off here (max_p99_ratio=1000; tests/unit/test_release.py checks it): a window's
+# p99 over some tens of requests is their slowest one, and on a loaded 2-core CI machine one 200 ms
+# request against the champion's 3 ms rolled the stickiness test's canary back.
 POLICY = ["serve.release.poll_s=0.5", "serve.release.policy.window_s=2", "serve.release.policy.min_requests=20",
           "serve.release.policy.min_requests_rollback=10", "serve.release.policy.max_score_psi=2.0",
-          "serve.release.policy.max_p99_ratio=20", "serve.release.policy.promote_after_windows=0"]
+          "serve.release.policy.max_p99_ratio=1000", "serve.release.policy.promote_after_windows=0"]
 
 
 @pytest.fixture(scope="module")

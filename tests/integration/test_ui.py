@@ -75,8 +75,15 @@ def _shot(browser, name: str) -> None:
     browser.save_screenshot(str(SHOTS / f"{name}.png"))
 
 
+def _press(browser, element) -> None:
+    """Click ``element`` as a person would: scrolled to the middle of the view first. Selenium scrolls a
+    target above the view to the very top, under the sticky header, and the header takes the click."""
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    element.click()
+
+
 def _click(browser, text: str) -> None:
-    browser.find_element("link text", text).click()
+    _press(browser, browser.find_element("link text", text))
 
 
 def test_from_the_runs_to_a_run_to_its_data(ui):
@@ -86,7 +93,7 @@ def test_from_the_runs_to_a_run_to_its_data(ui):
     names = [a.text for a in main.find_elements("css selector", "tbody a")]
     assert len(names) >= 2, names
     _shot(browser, "runs")
-    browser.find_element("css selector", f"a[href='#/runs/{result.run_id}']").click()
+    _press(browser, browser.find_element("css selector", f"a[href='#/runs/{result.run_id}']"))
     main = _ready(browser, f"#/runs/{result.run_id}")
     steps = {row.find_elements("tag name", "td")[0].text: row.find_elements("tag name", "td")[1].text
              for row in main.find_elements("css selector", "section.card tbody tr")[:20] if row.find_elements("tag name", "td")}
@@ -94,6 +101,13 @@ def test_from_the_runs_to_a_run_to_its_data(ui):
     assert steps["train"] in ("ran", "cached")
     assert "eval_auc" in main.text
     _shot(browser, "run")
+    browser.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+    assert browser.execute_script("return window.scrollY") > 0, "the run page fits the window: scroll to top goes unchecked"
+    browser.execute_script(f"location.hash = '#/data/{result.run_id}'")
+    _ready(browser, f"#/data/{result.run_id}")
+    assert browser.execute_script("return window.scrollY") == 0, "a new page opened scrolled down, where the last one was"
+    browser.back()
+    _ready(browser, f"#/runs/{result.run_id}")
     _click(browser, "data of this run")
     main = _ready(browser, f"#/data/{result.run_id}")
     assert "train:" in main.text and "eval:" in main.text and "Quarantined rows" in main.text
@@ -107,7 +121,7 @@ def test_a_run_launched_from_the_page_runs_as_a_ray_job_with_its_log(ui):
     before = len(main.find_elements("css selector", "tbody a"))
     browser.find_element("id", "token").send_keys(TOKEN, "\t")
     browser.find_element("id", "overrides").send_keys("pipeline.until=statistics")
-    browser.find_element("xpath", "//button[text()='Launch run']").click()
+    _press(browser, browser.find_element("xpath", "//button[text()='Launch run']"))
     wait_until(lambda: "SUCCEEDED" in browser.find_element("tag name", "main").text, "the launched job to succeed", 300, 1)
     log = browser.find_element("css selector", "pre.log").text
     assert "[ingest] cached" in log and "[statistics] cached" in log, log[-2000:]
@@ -120,8 +134,8 @@ def test_two_runs_side_by_side(ui):
     _open(browser, url, "#/runs")
     for run in (result.run_id, second.run_id):
         row = browser.find_element("xpath", f"//a[@href='#/runs/{run}']/ancestor::tr")
-        row.find_element("css selector", "input[type=checkbox]").click()
-    browser.find_element("xpath", "//button[text()='Compare two selected']").click()
+        _press(browser, row.find_element("css selector", "input[type=checkbox]"))
+    _press(browser, browser.find_element("xpath", "//button[text()='Compare two selected']"))
     ids = sorted([result.run_id, second.run_id])
     wait_until(lambda: browser.execute_script("return document.body.dataset.ready").startswith("#/diff/"), "the diff page", 20, 0.05)
     main = browser.find_element("tag name", "main")
@@ -156,11 +170,11 @@ def test_a_canary_is_refused_without_the_token_then_started_and_rolled_back(ui):
     browser.find_element("id", "token").send_keys("\t")
     assert "No release in progress" in main.text
     version = main.find_element("css selector", "select[aria-label=version]")
-    version.find_element("css selector", "option[value='2']").click()
+    _press(browser, version.find_element("css selector", "option[value='2']"))
     percent = main.find_element("css selector", "input[aria-label='percent of users']")
     percent.clear()
     percent.send_keys("25")
-    main.find_element("xpath", "//button[text()='Start release']").click()
+    _press(browser, main.find_element("xpath", "//button[text()='Start release']"))
     error = wait_until(lambda: browser.find_elements("css selector", ".message.error"), "the refusal", 10)
     assert "401" in error[0].text and releases.read(uri, MODEL).candidate is None
 
@@ -168,12 +182,12 @@ def test_a_canary_is_refused_without_the_token_then_started_and_rolled_back(ui):
 
     token = browser.find_element("id", "token")
     token.send_keys(TOKEN, Keys.TAB)  # kept for the session's actions
-    browser.find_element("xpath", "//button[text()='Start release']").click()
+    _press(browser, browser.find_element("xpath", "//button[text()='Start release']"))
     wait_until(lambda: "In release: version 2, canary on 25% of users" in browser.find_element("tag name", "main").text, "the release shown", 15)
     current = releases.read(uri, MODEL)
     assert current.candidate == "2" and current.mode == "canary" and current.percent == 25
     _shot(browser, "release")
-    browser.find_element("xpath", "//button[text()='Roll back release']").click()
+    _press(browser, browser.find_element("xpath", "//button[text()='Roll back release']"))
     wait_until(lambda: "No release in progress" in browser.find_element("tag name", "main").text, "the rollback shown", 15)
     assert releases.read(uri, MODEL).candidate is None and releases.read(uri, MODEL).champion == "1"
 

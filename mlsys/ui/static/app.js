@@ -333,6 +333,8 @@ const routes = [
   [/^#\/monitoring(?:\/([^/]+))?$/, monitoringPage], [/^#\/tuning$/, studiesPage], [/^#\/tuning\/(.+)$/, (n) => studyPage(decodeURIComponent(n))], [/^#?\/?(?:runs)?$/, runsPage],
 ];
 
+let SHOWN = null;  // the hash of the page on screen
+
 async function route() {
   if (!HOME) {
     HOME = await api("/api/home");
@@ -351,6 +353,8 @@ async function route() {
     if (match) {
       try { await render(...match.slice(1)); } catch (e) { page("Could not load this page", h("div", { class: "message error", role: "alert" }, e.message)); }
       await new Promise((done) => requestAnimationFrame(() => setTimeout(done, 0)));  // charts drawn too
+      if (hash !== SHOWN) window.scrollTo(0, 0);  // a new page opens at its top; a redraw of this one stays put
+      SHOWN = hash;
       document.body.dataset.readyMs = Math.round(performance.now());
       document.body.dataset.ready = hash;
       return;
