@@ -73,7 +73,7 @@ class EventRequest(BaseModel):
     item_id: Id
     rating: Optional[float] = Field(default=None, allow_inf_nan=False, description="A rating at or above data.click_threshold is a click.")
     clicked: Optional[bool] = Field(default=None, description="Overrides the rating's click.")
-    timestamp: Optional[float] = Field(default=None, ge=0, allow_inf_nan=False, description="Event time, Unix seconds; default: now.")
+    timestamp: Optional[float] = Field(default=None, ge=0, le=4102444800, allow_inf_nan=False, description="Event time, Unix seconds up to 2100-01-01; default: now.")
     request_id: Optional[str] = Field(default=None, max_length=128, description=(
         "The /v1/rank answer this event is about (its request_id): the label joins exactly that impression; "
         "without it, the latest impression of the same user and item."))
