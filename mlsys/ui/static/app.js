@@ -6,6 +6,7 @@ const tokenInput = document.getElementById("token");
 tokenInput.value = sessionStorage.getItem("mlsys-token") || "";
 tokenInput.addEventListener("change", () => sessionStorage.setItem("mlsys-token", tokenInput.value));
 let HOME = null;
+let SHOWN = null;  // the hash of the page on screen
 
 // -- helpers -----------------------------------------------------------------------------
 
@@ -332,8 +333,6 @@ const routes = [
   [/^#\/lineage\/([^/]+)\/([^/]+)$/, lineagePage], [/^#\/downstream\/(.+)$/, (u) => downstreamPage(decodeURIComponent(u))],
   [/^#\/monitoring(?:\/([^/]+))?$/, monitoringPage], [/^#\/tuning$/, studiesPage], [/^#\/tuning\/(.+)$/, (n) => studyPage(decodeURIComponent(n))], [/^#?\/?(?:runs)?$/, runsPage],
 ];
-
-let SHOWN = null;  // the hash of the page on screen
 
 async function route() {
   if (!HOME) {
