@@ -53,11 +53,25 @@ class ClusterUnreachableError(MlsysError):
 
 
 class PortInUseError(MlsysError):
-    def __init__(self, host: str, port: int):
+    """``key`` (``serve.port``, ``ui.port``) names a port something else already holds."""
+
+    def __init__(self, host: str, port: int, key: str = "serve.port"):
         super().__init__(
-            f"Port {port} on {host} is already in use. Stop whatever holds it "
-            f"(`lsof -i :{port}`) or pick another port: `mlsys serve serve.port={port + 1}`."
+            f"{key}={port}: port {port} on {host} is already in use. Stop whatever holds it "
+            f"(`lsof -i :{port}`) or pick another port, e.g. {key}={port + 1}."
         )
+
+
+def require_free_port(host: str, port: int, key: str) -> None:
+    """Raise :class:`PortInUseError` naming ``key`` unless ``host:port`` can be bound now."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise PortInUseError(host, port, key) from None
 
 
 def _summary(cause: BaseException) -> str:

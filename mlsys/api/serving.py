@@ -25,16 +25,26 @@ def lineage(cfg: MlsysConfig) -> str:
 
 
 def start_server(cfg: MlsysConfig, echo: Callable[[str], None] = print) -> str:
-    """Serve ``cfg.serve.model`` on Ray Serve; returns its URL (the app keeps running)."""
+    """Serve ``cfg.serve.model`` on Ray Serve; returns its URL (the app keeps running).
+
+    On a cluster whose Serve already runs on ``serve.port`` the app joins its others (at
+    ``serve.route_prefix``); see :func:`mlsys.serve.app.start`."""
+    import ray
+
     from mlsys.cluster import connect
+    from mlsys.errors import require_free_port
     from mlsys.serve import app
 
     model = resolve_model(cfg)
-    app.check_port_free(cfg.serve.host, cfg.serve.port)
+    local = cfg.cluster.address == "local"
+    if local and not ray.is_initialized():  # a new embedded Ray has no Serve yet: say it before starting one
+        require_free_port(cfg.serve.host, cfg.serve.port, "serve.port")
     store, log_dir = online_features(cfg)
     if store is not None:
         check_store_serves_model(cfg, model.source)
     connect(cfg.cluster)
+    if local and app.running_serve_port() is None:
+        require_free_port(cfg.serve.host, cfg.serve.port, "serve.port")
     follow = following(cfg)
     url = app.start(served_config(cfg), model.source, model.name, model.version, store, log_dir, follow)
     events = "POST /v1/events, " if store else ""

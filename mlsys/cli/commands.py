@@ -33,7 +33,8 @@ def serve_forever(cfg: MlsysConfig) -> None:
 
 
 def stop_serving(cfg: MlsysConfig) -> None:
-    """Remove the app: on a cluster, Serve's own shutdown; on the embedded Ray, end that Ray.
+    """Remove the app: on a cluster, delete this app (other apps of its Serve keep serving); on the
+    embedded Ray, end that Ray.
 
     On the embedded Ray ``serve.shutdown()`` adds nothing but Ray's ``Task
     ServeController.graceful_shutdown failed ... killed by ray.kill`` warning
@@ -45,7 +46,7 @@ def stop_serving(cfg: MlsysConfig) -> None:
     if cfg.cluster.address != "local":
         from ray import serve
 
-        serve.shutdown()
+        serve.delete(cfg.serve.app_name)
     ray.shutdown()
 
 

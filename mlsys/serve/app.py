@@ -20,7 +20,6 @@ logs what it scored (:mod:`mlsys.features.feature_log`) and exports its metrics
 # No `from __future__ import annotations` here: FastAPI reads the request
 # models from real annotations on the Serve-wrapped methods.
 import asyncio
-import socket
 import threading
 import time
 import uuid
@@ -35,7 +34,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
 
-from mlsys.errors import InvalidRequestError, PortInUseError, VersionMismatchError
+from mlsys.errors import ConfigError, InvalidRequestError, VersionMismatchError
 from mlsys.features.feature_log import FeatureLoggingConfig
 from mlsys.serve.config import Graph, ServeConfig
 
@@ -870,21 +869,36 @@ def build_app(
     return ingress.bind(package_uri, model_name, version, cfg, store, log_dir, embedding, dense, follow, controller)
 
 
-def check_port_free(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            raise PortInUseError(host, port) from None
+def running_serve_port() -> Optional[int]:
+    """The HTTP port of the Serve running on the connected cluster, None when none runs.
+
+    Asked of Serve's controller: a process keeps a client of the Serve it last used, with the HTTP
+    options it started with, and a Ray worker may hold one of a Serve since shut down and started
+    again elsewhere (CI saw a sandbox poll a port long gone). So forget that client, find the
+    controller again and take the port it has."""
+    import ray
+    from ray.serve.context import _disconnect, _get_global_client
+
+    _disconnect()
+    client = _get_global_client(raise_if_no_controller_running=False)
+    return None if client is None else ray.get(client._controller.get_http_config.remote()).port
 
 
 def start(cfg: ServeConfig, package_uri: str, model_name: str, version: Optional[str], store=None, log_dir: Optional[str] = None,
           follow: Optional[Follow] = None) -> str:
-    """Deploy on the connected Ray cluster; returns the base URL."""
+    """Deploy on the connected Ray cluster; returns the base URL.
+
+    One Serve has one HTTP port: a Serve already running on ``cfg.port`` takes the app beside its
+    others (at ``cfg.route_prefix``; an app of the same ``cfg.app_name`` is replaced); one running on
+    another port is a ConfigError naming ``serve.port``, not a URL that nothing answers."""
     import logging
 
     logging.getLogger("ray.serve").setLevel(cfg.log_level)
-    serve.start(http_options={"host": cfg.host, "port": cfg.port}, logging_config={"log_level": cfg.log_level})
+    running = running_serve_port()
+    if running is None:
+        serve.start(http_options={"host": cfg.host, "port": cfg.port}, logging_config={"log_level": cfg.log_level})
+    elif running != cfg.port:
+        raise ConfigError(f"serve.port={cfg.port}, but this cluster's Serve already listens on port {running} (one Serve "
+                          f"has one HTTP port): pass serve.port={running} to deploy beside its apps, or run `serve shutdown` first")
     serve.run(build_app(cfg, package_uri, model_name, version, store, log_dir, follow), name=cfg.app_name, route_prefix=cfg.route_prefix)
     return f"http://{cfg.host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"

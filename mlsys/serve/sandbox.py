@@ -97,25 +97,6 @@ def _call(session, url: str, body: dict, timeout: float) -> tuple[dict[int, floa
     return {int(i["item_id"]): float(i["score"]) for i in answer["items"]}, ms
 
 
-def _running_serve():
-    """The running Serve's client, or None. A process keeps its client of the Serve it last used; a Ray
-    worker that ran an earlier sandbox may hold one of a Serve that has since been shut down and started
-    again elsewhere (on another port): forget it and find the controller again."""
-    from ray.serve.context import _disconnect, _get_global_client
-
-    _disconnect()
-    return _get_global_client(raise_if_no_controller_running=False)
-
-
-def _proxy_port() -> int:
-    """The port the running Serve's HTTP proxies listen on, as its controller has it (a client's own copy
-    of the HTTP options is the one it started with: CI saw a sandbox poll the port of a Serve long gone)."""
-    import ray
-    from ray.serve.context import _get_global_client
-
-    return ray.get(_get_global_client()._controller.get_http_config.remote()).port
-
-
 def _answers(session, url: str, timeout_s: float) -> bool:
     """Poll until ``url`` answers 200: ``serve.run`` returns when the app's replicas run, which can be
     before the HTTP proxy listens (seen on a loaded 2-CPU machine: every request refused)."""
@@ -150,10 +131,11 @@ def validate_in_sandbox(package_uri: str, model_name: str, version: str, eval_ur
     except Exception as e:  # it loads but cannot score: what every replica would answer
         return refused(f"the package does not score offline: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
     sandbox = _sandbox_config(serve_cfg, model_name, version)
-    running = _running_serve()
-    if running is None:
-        serve.start(http_options={"host": serve_cfg.host, "port": _free_port(serve_cfg.host)}, logging_config={"log_level": "WARNING"})
-    port = _proxy_port()
+    port = app.running_serve_port()
+    started = port is None
+    if started:
+        port = _free_port(serve_cfg.host)
+        serve.start(http_options={"host": serve_cfg.host, "port": port}, logging_config={"log_level": "WARNING"})
     url = f"http://{serve_cfg.host}:{port}{sandbox.route_prefix}"
     echo(f"[infra] deploying {model_name} version {version} in a sandbox app at {url}")
     try:
@@ -174,5 +156,5 @@ def validate_in_sandbox(package_uri: str, model_name: str, version: str, eval_ur
             serve.delete(sandbox.app_name)
         except Exception as e:  # never hide the verdict behind a cleanup error
             echo(f"[infra] could not delete the sandbox app {sandbox.app_name}: {e}")
-        if running is None:
+        if started:
             serve.shutdown()  # Serve keeps the HTTP port of its first start: leave none behind

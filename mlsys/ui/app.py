@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from mlsys import storage
-from mlsys.errors import ConfigError, MlsysError
+from mlsys.errors import MlsysError, require_free_port
 from mlsys.ui.read import Home, NotFound
 
 STATIC = Path(__file__).with_name("static")
@@ -232,15 +232,9 @@ def build_app(cfg, token: str, jobs=None):
 
 def serve_forever(cfg, echo=print) -> None:
     """``mlsys ui``: the dashboard on ``ui.host:ui.port`` until Ctrl-C."""
-    import socket
-
     import uvicorn
 
-    with socket.socket() as s:
-        try:
-            s.bind((cfg.ui.host, cfg.ui.port))
-        except OSError as e:
-            raise ConfigError(f"ui.port={cfg.ui.port} on {cfg.ui.host} is taken ({e.strerror}); choose another, e.g. ui.port={cfg.ui.port + 1}") from None
+    require_free_port(cfg.ui.host, cfg.ui.port, "ui.port")
     token = token_of(cfg)
     app = build_app(cfg, token)
     echo(f"[ui] the dashboard of {storage.absolute(cfg.home.root)} at http://{cfg.ui.host}:{cfg.ui.port}/ (API: /docs, /openapi.json)")

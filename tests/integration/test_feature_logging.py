@@ -12,14 +12,13 @@ import mlsys
 from mlsys.api import serving as commands
 from mlsys.api.config import compose_config
 from mlsys.features.feature_log import join_labels, read_feature_log, sampled
-from tests.conftest import free_port
 from tests.integration.test_online_features import fill_online_store
 
 SAMPLE_RATE = 0.5
 
 
 @pytest.fixture(scope="module")
-def logging_service(trained, tmp_path_factory):
+def logging_service(trained, tmp_path_factory, serve_port):
     from ray import serve
 
     home, overrides, result = trained
@@ -29,7 +28,7 @@ def logging_service(trained, tmp_path_factory):
             *overrides,
             "features=feast",
             "features.project=feature_logging",
-            f"serve.port={free_port()}",
+            f"serve.port={serve_port}",
             "serve.model=ctr/1",
             f"serve.feature_logging.sample_rate={SAMPLE_RATE}",
             "serve.feature_logging.flush_seconds=0.2",
@@ -38,10 +37,9 @@ def logging_service(trained, tmp_path_factory):
     )
     offline = mlsys.load_model("models:/ctr/1", tracking_uri=f"sqlite:///{home}/mlflow.db")
     fill_online_store(cfg.features, str(home), offline.package)
-    serve.shutdown()
     url = commands.start_server(cfg)
     yield url, offline, result, log_dir
-    serve.shutdown()
+    serve.delete(cfg.serve.app_name)
 
 
 def _wait_for_log(log_dir, request_ids, timeout=30.0) -> pd.DataFrame:

@@ -53,16 +53,15 @@ def first(trained):
 
 
 @pytest.fixture(scope="module")
-def app(trained, first):
+def app(trained, first, serve_port):
     from ray import serve
 
     home, overrides, _ = trained
-    serve.shutdown()  # Serve keeps the HTTP port of its first start
-    cfg = compose_config([*overrides, f"serve.port={free_port()}", f"serve.model={NAME}@champion", "serve.app_name=gated",
+    cfg = compose_config([*overrides, f"serve.port={serve_port}", f"serve.model={NAME}@champion", "serve.app_name=gated",
                           "serve.log_level=WARNING", "serve.release.poll_s=0.5"])
     url = serving.start_server(cfg)
     yield url
-    serve.shutdown()
+    serve.delete(cfg.serve.app_name)
 
 
 def _health(url: str) -> dict:
@@ -105,6 +104,12 @@ def test_infra_validation_finds_a_serve_restarted_elsewhere_on_another_port(trai
 
     @ray.remote(num_cpus=0)
     def restart_serve_elsewhere(port: int) -> int:
+        from ray.serve.context import _disconnect
+
+        # This worker may have run a pipeline step's sandbox and kept a client of the Serve just shut
+        # down; Serve's shutdown asks only that one ("nothing to shut down") and the start then joins
+        # the running Serve on its old port.
+        _disconnect()
         serve.shutdown()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         return port

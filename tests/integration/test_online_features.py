@@ -16,7 +16,6 @@ from mlsys.api.config import compose_config
 from mlsys.features import apply, build_definitions, open_store, store_paths
 from mlsys.features.online import EntityKeys, OnlineFeatureReader
 from mlsys.features.push import Interaction, push_event
-from tests.conftest import free_port
 
 
 def fill_online_store(cfg, home: str, package) -> None:
@@ -37,21 +36,19 @@ def fill_online_store(cfg, home: str, package) -> None:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "redis"])
-def online(request, trained):
+def online(request, trained, serve_port):
     from ray import serve
 
     home, overrides, result = trained
     backend = [f"features.online={request.param}", f"features.project=online_{request.param}"]
     if request.param == "redis":
         backend.append(f"features.redis_port={request.getfixturevalue('redis_server').port}")
-    port = free_port()
-    cfg = compose_config([*overrides, "features=feast", *backend, f"serve.port={port}", "serve.model=ctr/1"])
+    cfg = compose_config([*overrides, "features=feast", *backend, f"serve.port={serve_port}", "serve.model=ctr/1"])
     offline = mlsys.load_model("models:/ctr/1", tracking_uri=f"sqlite:///{home}/mlflow.db")
     fill_online_store(cfg.features, str(home), offline.package)
-    serve.shutdown()  # Serve keeps the HTTP port of its first start
     url = commands.start_server(cfg)
     yield url, cfg, offline, result
-    serve.shutdown()
+    serve.delete(cfg.serve.app_name)
 
 
 def _rank(url, user, candidates, **extra):
@@ -155,7 +152,7 @@ def test_events_need_a_rating_or_click(online):
 
 # Redis end to end is slow (a second pipeline run); Redis reads, pushes and parity run above on every suite.
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("redis", marks=pytest.mark.slow)])
-def from_pipeline(request, ray_local, tmp_path_factory):
+def from_pipeline(request, ray_local, tmp_path_factory, serve_port):
     """features=feast end to end on a small synthetic log: PIT training set, materialize, register, serve."""
     from ray import serve
 
@@ -165,11 +162,11 @@ def from_pipeline(request, ray_local, tmp_path_factory):
     if request.param == "redis":
         overrides.append(f"features.redis_port={request.getfixturevalue('redis_server').port}")
     result = mlsys.run_pipeline(overrides)
-    cfg = compose_config([*overrides, f"serve.port={free_port()}", "serve.model=ctr/1"])
-    serve.shutdown()
+    cfg = compose_config([*overrides, f"serve.port={serve_port}", "serve.model=ctr/1", "serve.app_name=ranking-pipeline",
+                          "serve.route_prefix=/pipeline"])
     url = commands.start_server(cfg)
     yield url, cfg, result
-    serve.shutdown()
+    serve.delete(cfg.serve.app_name)
 
 
 def test_the_pipeline_model_serves_from_the_materialized_store(from_pipeline):

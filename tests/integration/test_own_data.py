@@ -19,36 +19,37 @@ import requests
 import mlsys
 from mlsys.api import serving as commands
 from mlsys.api.config import compose_config
-from tests.conftest import MLSYS, REPO, free_port
+from tests.conftest import MLSYS, REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
 from example_click_log import TAGS, write_click_log  # noqa: E402  (the example docs/data.md walks through)
 
 
 @pytest.fixture(scope="module")
-def own(ray_local, tmp_path_factory):
+def own(ray_local, tmp_path_factory, serve_port):
     folder = tmp_path_factory.mktemp("own")
     overrides = [f"home.root={folder / 'home'}", *write_click_log(folder), "train.max_epochs=2", "model=din"]
     result = mlsys.run_pipeline(overrides)
-    yield from _served(overrides, result, folder / "home")
+    yield from _served(overrides, result, folder / "home", serve_port, "own")
 
 
 @pytest.fixture(scope="module")
-def instacart(ray_local, tmp_path_factory):
+def instacart(ray_local, tmp_path_factory, serve_port):
     home = tmp_path_factory.mktemp("instacart")
     overrides = [f"home.root={home}", "data=instacart", "train.max_epochs=1"]
     result = mlsys.run_pipeline(overrides)
-    yield from _served(overrides, result, home)
+    yield from _served(overrides, result, home, serve_port, "instacart")
 
 
-def _served(overrides, result, home):
+def _served(overrides, result, home, port, name):
+    """The home's ctr/1 as app ``name`` at /``name`` of the session's Serve (both of the module's apps
+    live until its end)."""
     from ray import serve
 
-    cfg = compose_config([*overrides, f"serve.port={free_port()}", "serve.model=ctr/1"])
-    serve.shutdown()  # Serve keeps the HTTP port of its first start
+    cfg = compose_config([*overrides, f"serve.port={port}", "serve.model=ctr/1", f"serve.app_name={name}", f"serve.route_prefix=/{name}"])
     url = commands.start_server(cfg)
     yield url, result, mlsys.load_model("models:/ctr/1", tracking_uri=f"sqlite:///{home}/mlflow.db")
-    serve.shutdown()
+    serve.delete(cfg.serve.app_name)
 
 
 def _requests(result, context_columns, n_users=4):

@@ -29,7 +29,7 @@ from mlsys.api.config import compose_config
 from mlsys.registry import releases
 from mlsys.registry.mlflow_store import client, resolve
 from mlsys.serve.release import in_candidate
-from tests.conftest import MLSYS, REPO, free_port, wait_until
+from tests.conftest import MLSYS, REPO, wait_until
 from tests.packages import variant as _variant
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning")
@@ -61,16 +61,15 @@ def registry(trained, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def app(trained, registry):
+def app(trained, registry, serve_port):
     from ray import serve
 
     home, overrides, result = trained
-    serve.shutdown()  # Serve keeps the HTTP port of its first start
-    cfg = compose_config([*overrides, f"serve.port={free_port()}", f"serve.model={NAME}@champion", "serve.app_name=releases",
+    cfg = compose_config([*overrides, f"serve.port={serve_port}", f"serve.model={NAME}@champion", "serve.app_name=releases",
                           "serve.log_level=WARNING", *POLICY])
     url = commands.start_server(cfg)
     yield url, cfg
-    serve.shutdown()
+    serve.delete(cfg.serve.app_name)
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ import requests
 import mlsys
 from mlsys.api import serving as commands
 from mlsys.api.config import compose_config
+from mlsys.errors import ConfigError
 from tests.conftest import MLSYS, REPO, free_port
 
 
@@ -22,10 +23,9 @@ WINDOW_S = 4  # the app's online statistics windows (serve.monitoring.window_s)
 
 
 @pytest.fixture(scope="module")
-def served(trained):
+def served(trained, serve_port):
     home, overrides, result = trained
-    port = free_port()
-    cfg = compose_config([*overrides, f"serve.port={port}", "serve.model=ctr/1", f"serve.monitoring.window_s={WINDOW_S}"])
+    cfg = compose_config([*overrides, f"serve.port={serve_port}", "serve.model=ctr/1", f"serve.monitoring.window_s={WINDOW_S}"])
     url = commands.start_server(cfg)
     yield url, home, result
     from ray import serve
@@ -105,7 +105,18 @@ def test_port_in_use_is_one_clear_line(served, trained):
         [MLSYS, "serve", f"home.root={home}", f"serve.port={port}"], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("mlsys: error: Port") and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith(f"mlsys: error: serve.port={port}: port {port} on 127.0.0.1 is already in use"), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_second_app_joins_the_running_serve_and_another_port_is_refused_by_name(served, trained):
+    """One Serve has one HTTP port: asked for another, start_server says so (it used to deploy on the
+    running port and print a URL nothing answered)."""
+    url, _, _ = served
+    port = int(url.rsplit(":", 1)[1])
+    other = compose_config([*trained[1], f"serve.port={free_port()}", "serve.model=ctr/1", "serve.app_name=elsewhere"])
+    with pytest.raises(ConfigError, match=rf"serve\.port={other.serve.port}, but this cluster's Serve already listens on port {port}.*serve\.port={port}"):
+        commands.start_server(other)
 
 
 def test_the_split_graph_scores_as_the_fused_one(served, split_url, offline):
