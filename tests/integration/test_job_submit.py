@@ -55,7 +55,9 @@ def test_ray_job_submit_runs_the_pipeline(head_node, tmp_path):
         proc = subprocess.run(
             [str(BIN / "ray"), "job", "submit", f"--address={address}", "--working-dir", str(REPO),
              "--runtime-env-json", f'{{"env_vars": {{"MLSYS_HOME": "{home}"}}}}',
-             "--", "mlsys", "run", "train.max_epochs=1"],
+             # a small synthetic log: the submission, the job's driver and the pipeline on that cluster are the point
+             "--", "mlsys", "run", "data=synthetic", "data.rows=4000", "data.users=60", "data.items=300", "data.blocks=2",
+             "train.max_epochs=1"],
             env=env, capture_output=True, text=True, timeout=900,
         )
         if "No available agent to submit job" not in proc.stderr or time.time() > deadline:
