@@ -124,6 +124,10 @@ def build_app(cfg, token: str, jobs=None):
     def get_downstream(uri: str) -> list[dict]:
         return home.downstream(uri)
 
+    @app.get("/api/features", tags=["read"], summary="feature stores: views, service, freshness, online rows, log and event rates")
+    def get_features() -> dict:
+        return home.features()
+
     @app.get("/api/monitoring/{name}", tags=["read"], summary="drift, skew, online quality, alerts, retrains")
     def get_monitoring(name: str) -> dict:
         return home.monitoring(name)

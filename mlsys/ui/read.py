@@ -273,6 +273,18 @@ class Home:
                 frontier += [v for v in outputs.values() if isinstance(v, str) and "/" in v]
         return [{"name": n, "version": v, "run_id": run} for (n, v), run in sorted(versions.items(), key=lambda kv: int(kv[0][1]))]
 
+    # -- features -------------------------------------------------------------------------------
+
+    def features(self) -> dict:
+        """Every Feast store under the home (``<home>/features/<project>/``, see
+        :mod:`mlsys.features.store`): its views and service from the files beside it (no Feast import:
+        it costs seconds), the last materialization per view and online store, the online tables' rows
+        and the feature log's rate per hour; and per model the ``POST /v1/events`` received per hour
+        (each pushed to the online store). No stores: no ``features=feast`` run in this home."""
+        root = Path(self.root) / "features"
+        repos = sorted(p.parent for p in root.glob("*/feature_store.yaml")) if root.is_dir() else []
+        return _finite({"stores": [_store(repo) for repo in repos], "events": _event_rates(Path(self.monitor_dir))})
+
     # -- monitoring ---------------------------------------------------------------------------
 
     def monitoring(self, name: Optional[str] = None) -> dict:
@@ -318,3 +330,96 @@ def quarantined(uri: str, limit: int = 100) -> dict:
     by_reason = frame["reason"].value_counts().to_dict() if "reason" in frame else {}
     return {"rows": len(frame), "by_reason": {str(k): int(v) for k, v in by_reason.items()},
             "sample": json.loads(frame.head(limit).to_json(orient="records"))}
+
+
+def _store(repo: Path) -> dict:
+    """One Feast repo under the home, read from its files."""
+    import yaml
+
+    from mlsys.features.definitions import PUSH_SOURCES, RANKING_SERVICE, TIMESTAMP, VIEWS
+
+    config = yaml.safe_load((repo / "feature_store.yaml").read_text()) or {}
+    project, online = config.get("project", repo.name), config.get("online_store") or {}
+    order = {v: i for i, v in enumerate(VIEWS)}
+    paths = sorted((repo / "sources").glob("*.parquet"), key=lambda p: (order.get(p.stem, len(order)), p.stem))
+    views = [_view(path, TIMESTAMP, PUSH_SOURCES.get(path.stem)) for path in paths]
+    materialized = []
+    for path in sorted(repo.glob("watermark-*.json")):  # one per online store (sqlite, redis-<host>-<port>)
+        marks = storage.read_json(str(path))
+        materialized.append({"online": path.stem.removeprefix("watermark-"), "at": path.stat().st_mtime,
+                             "watermarks": {view: _epoch(ts) for view, ts in marks.items()}})
+    tables = _sqlite_rows(online.get("path"), project) if online.get("type", "sqlite") == "sqlite" else None
+    return {"project": project, "path": str(repo), "online": {"type": online.get("type", "sqlite"),
+            "where": online.get("path") or online.get("connection_string"), "rows": tables},
+            "offline": (config.get("offline_store") or {}).get("type"), "views": views,
+            "services": [{"name": RANKING_SERVICE, "views": [v["name"] for v in views]}] if views else [],
+            "materialized": materialized, "logging": _log_rates(repo / "feature_log")}
+
+
+def _view(path: Path, timestamp: str, push: Optional[str]) -> dict:
+    """A view from its offline Parquet source: entity key, typed fields, rows, newest row."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from mlsys.data.feature_schema import ITEM, USER
+
+    schema = pq.read_schema(path)
+    key = next((k for k in (USER, ITEM) if k in schema.names), None)
+    newest = pc.max(pq.read_table(path, columns=[timestamp])[timestamp]).as_py() if timestamp in schema.names else None
+    return {"name": path.stem, "entity": key, "source": str(path), "push_source": push,
+            "fields": [{"name": f.name, "type": str(f.type)} for f in schema if f.name not in (key, timestamp)],
+            "rows": pq.read_metadata(path).num_rows, "newest": newest.timestamp() if newest else None}
+
+
+def _epoch(iso: str) -> Optional[float]:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def _sqlite_rows(path: Optional[str], project: str) -> Optional[dict]:
+    """Entity rows per view table of Feast's SQLite online store (``<project>_<view>``), read-only."""
+    import sqlite3
+
+    if not path or not Path(path).is_file():
+        return None
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        names = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'") if n.startswith(f"{project}_")]
+        return {n.removeprefix(f"{project}_"): db.execute(f'SELECT COUNT(DISTINCT entity_key) FROM "{n}"').fetchone()[0] for n in names}
+
+
+def _per_hour(times) -> list[dict]:
+    """``[{"hour": epoch s, "count": n}]`` of pandas UTC timestamps, oldest first."""
+    import pandas as pd
+
+    hours = pd.to_datetime(times, utc=True).dt.floor("h").value_counts().sort_index()
+    return [{"hour": t.timestamp(), "count": int(n)} for t, n in hours.items()]
+
+
+def _log_rates(directory: Path) -> dict:
+    """The feature log's logged requests and rows per hour (its ``logged_at`` column only)."""
+    import pyarrow.dataset as pads
+
+    files = sorted(str(p) for p in directory.rglob("part-*.parquet")) if directory.is_dir() else []
+    if not files:
+        return {"rows": 0, "requests": 0, "per_hour": []}
+    frame = pads.dataset(files, format="parquet").to_table(columns=["request_id", "logged_at"]).to_pandas()
+    first = frame.drop_duplicates("request_id")
+    return {"rows": len(frame), "requests": len(first), "per_hour": _per_hour(first["logged_at"])}
+
+
+def _event_rates(monitor_dir: Path) -> dict:
+    """``POST /v1/events`` received per model (each pushed to the online store and kept as a label), per hour."""
+    import pandas as pd
+
+    from mlsys.monitor.labels import labels_dir, read_labels
+
+    out = {}
+    for model in sorted(p.name for p in monitor_dir.iterdir() if p.is_dir()) if monitor_dir.is_dir() else []:
+        labels = read_labels(str(labels_dir(str(monitor_dir), model)))
+        if labels is not None:
+            out[model] = {"events": len(labels), "per_hour": _per_hour(pd.to_datetime(labels["timestamp"], unit="s", utc=True))}
+    return out

@@ -216,6 +216,23 @@ def test_the_monitoring_page_shows_drift_and_the_alert_it_fired(ui, trained):
     _shot(browser, "monitoring")
 
 
+def test_the_features_page_shows_a_stores_views_freshness_and_online_rows(ui, trained):
+    from tests.stores import small_store
+
+    url, browser, _, _, _ = ui
+    small_store(str(trained[0]), "ui_shop")
+    main = _open(browser, url, "#/features")
+    assert main.find_element("tag name", "h1").text == "Features"
+    card = main.find_element("css selector", "section.store[data-project='ui_shop']")
+    rows = {r.find_element("tag name", "code").text: r.text for r in card.find_elements("css selector", "tbody tr")[:4]}
+    assert list(rows) == ["user_profile", "item_profile", "user_aggregates", "user_sequence"], rows
+    assert "gender (string)" in rows["user_profile"] and rows["item_profile"].split()[-1] == "4"  # 4 items online
+    assert "user_sequence_push" in rows["user_sequence"]
+    assert "feature service ranking: user_profile, item_profile, user_aggregates, user_sequence" in card.text
+    assert "sqlite" in card.find_elements("css selector", "tbody")[1].text and "ago)" in card.text  # materialized, with its age
+    _shot(browser, "features")
+
+
 def test_a_tuning_study_and_its_trials(ui, trained):
     from tests.studies import make_study
 

@@ -325,13 +325,45 @@ async function monitoringPage(name) {
       m.online_updates.length ? table(["at (UTC)", "from version", "rows", "AUC serving / new", "pushed", "version", "outcome"], m.online_updates.map((u) => [when(u.at), u.base_version, h("td", { class: "num" }, num(u.rows)), `${num(u.auc_base)} / ${num(u.auc_new)}`, badge(u.pushed ? "yes" : "no"), u.version || "-", u.reason || ""])) : h("p", { class: "muted" }, "none")));
 }
 
+// -- features --------------------------------------------------------------------------------
+
+async function featuresPage() {
+  const f = await api("/api/features");
+  const age = (s) => (s < 120 ? `${Math.round(s)} s` : s < 7200 ? `${Math.round(s / 60)} min` : s < 172800 ? `${Math.round(s / 3600)} h` : `${Math.round(s / 86400)} days`);
+  const ago = (t) => (t ? `${when(t)} (${age(Date.now() / 1000 - t)} ago)` : "-");
+  const rate = (title, per) => (per.length
+    ? chart([{ x: per.map((p) => when(p.hour)), y: per.map((p) => p.count), type: "bar", name: title }], { yaxis: { title: "per hour" }, height: 260 })
+    : h("p", { class: "muted" }, "none recorded"));
+  const stores = f.stores.map((s) => h("section", { class: "card store", "data-project": s.project },
+    h("h2", {}, `Store ${s.project}`),
+    h("p", {}, "online ", h("code", {}, s.online.type), " at ", h("code", {}, s.online.where || "-"), " · offline ", h("code", {}, s.offline || "-"),
+      " · repo ", h("code", {}, s.path)),
+    h("h3", {}, "Feature views"),
+    table(["view", "entity", "features (type)", "source", "push source", "rows", "newest row (UTC)", "online rows"], s.views.map((v) => [
+      h("code", {}, v.name), v.entity || "-", v.fields.map((x) => `${x.name} (${x.type})`).join(", "), h("code", {}, v.source.split("/").slice(-2).join("/")),
+      v.push_source || "-", h("td", { class: "num" }, num(v.rows)), when(v.newest), h("td", { class: "num" }, s.online.rows ? num(s.online.rows[v.name] ?? 0) : "-")])),
+    s.services.map((x) => h("p", {}, "feature service ", h("code", {}, x.name), `: ${x.views.join(", ")}`)),
+    !s.views.length && s.online.rows ? h("p", {}, `online tables (no offline sources): ${Object.entries(s.online.rows).map(([k, n]) => `${k} ${num(n)}`).join(", ")}`) : null,
+    s.online.type !== "sqlite" ? h("p", { class: "muted" }, `online rows are counted for SQLite only; ${s.online.type} is not read from here`) : null,
+    h("h3", {}, "Freshness (last materialization)"),
+    table(["online store", "materialized at (UTC)", "watermark per view (UTC)"], s.materialized.map((m) => [h("code", {}, m.online), ago(m.at),
+      Object.entries(m.watermarks).map(([v, t]) => `${v} ${when(t)}`).join("; ")])),
+    h("h3", {}, `Feature logging: ${num(s.logging.requests)} requests, ${num(s.logging.rows)} rows`), rate("logged requests", s.logging.per_hour)));
+  const events = Object.entries(f.events);
+  page("Features",
+    f.stores.length ? null : h("p", { class: "message" }, "This home has no feature store: run the pipeline with features=feast (e.g. mlsys run features=feast)."),
+    ...stores,
+    h("section", { class: "card" }, h("h2", {}, "Events pushed (POST /v1/events)"),
+      events.length ? events.map(([model, e]) => [h("p", {}, `${model}: ${num(e.events)} events`), rate(`${model} events`, e.per_hour)]) : h("p", { class: "muted" }, "none recorded")));
+}
+
 // -- routing ---------------------------------------------------------------------------------
 
 const routes = [
   [/^#\/runs\/([^/]+)$/, runPage], [/^#\/diff\/([^/]+)\/([^/]+)$/, diffPage], [/^#\/data\/([^/]+)$/, dataPage],
   [/^#\/spans\/([^/]+)$/, (f) => spansPage(decodeURIComponent(f))], [/^#\/models(?:\/([^/]+))?$/, modelsPage],
   [/^#\/lineage\/([^/]+)\/([^/]+)$/, lineagePage], [/^#\/downstream\/(.+)$/, (u) => downstreamPage(decodeURIComponent(u))],
-  [/^#\/monitoring(?:\/([^/]+))?$/, monitoringPage], [/^#\/tuning$/, studiesPage], [/^#\/tuning\/(.+)$/, (n) => studyPage(decodeURIComponent(n))], [/^#?\/?(?:runs)?$/, runsPage],
+  [/^#\/monitoring(?:\/([^/]+))?$/, monitoringPage], [/^#\/features$/, featuresPage], [/^#\/tuning$/, studiesPage], [/^#\/tuning\/(.+)$/, (n) => studyPage(decodeURIComponent(n))], [/^#?\/?(?:runs)?$/, runsPage],
 ];
 
 async function route() {
