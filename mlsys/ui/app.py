@@ -54,7 +54,7 @@ def build_app(cfg, token: str, jobs=None):
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 
     home = Home.of(cfg)
-    app = FastAPI(title="mlsys dashboard", version="1", description="Runs, lineage, data, models, releases and monitoring of one mlsys home.")
+    app = FastAPI(title="mlsys dashboard", version="1", description="Runs, lineage, data, features, models, releases and monitoring of one mlsys home.")
     state = {"jobs": jobs}
 
     @app.exception_handler(NotFound)
