@@ -22,6 +22,7 @@ from mlsys.data.statistics import DatasetStatistics
 from mlsys.data.validation import distances
 from mlsys.monitor.config import MonitorConfig
 from mlsys.monitor.online import SCORE, Window
+from mlsys.monitor.service import ServiceWindow
 
 REPORT_FORMAT = "mlsys.monitor-report/1"
 
@@ -41,12 +42,18 @@ class WindowReport:
     drift: dict[str, dict[str, float]] = field(default_factory=dict)
     baseline: str = ""  # what skew compared with ("" without training statistics)
     previous: Optional[float] = None  # the previous window's start
+    service: dict = field(default_factory=dict)  # the window's ServiceWindow.to_dict(): every request, sampled or not
 
     def signals(self) -> dict[str, float]:
         """Flat signals for alert rules: ``skew.<measure>.<feature>``, ``drift.<measure>.<feature>``,
         their maxima over features ``skew.max.<measure>``, prediction drift ``prediction_drift.<measure>``
-        (the scores against the previous window's), and the window's size (``window.rows``, ``window.requests``)."""
+        (the scores against the previous window's), the window's size (``window.rows``, ``window.requests``), and,
+        with any answer in the window, its service health (``service.requests``, ``service.error_rate``,
+        ``service.p50_ms``, ``service.p99_ms``: judged or not, every request counts)."""
         out = {"window.rows": float(self.rows), "window.requests": float(self.requests)}
+        health = ServiceWindow.from_dict(self.service)
+        if health.total:
+            out.update({f"service.{k}": float(v) for k, v in health.summary().items() if k in ("requests", "error_rate", "p50_ms", "p99_ms") and v is not None})
         if not self.judged:
             return out
         for side, table in (("skew", self.skew), ("drift", self.drift)):
@@ -73,7 +80,7 @@ class WindowReport:
 def judge(window: Window, training: Optional[DatasetStatistics], previous: Optional[Window], cfg: MonitorConfig) -> WindowReport:
     report = WindowReport(window.model, window.version, window.start, window.end, window.requests, window.rows,
                           judged=window.rows >= cfg.min_rows, baseline=training.name if training is not None else "",
-                          previous=previous.start if previous is not None else None)
+                          previous=previous.start if previous is not None else None, service=window.service.to_dict())
     if not report.judged:
         return report
     if training is not None:

@@ -20,6 +20,11 @@ with its :class:`~mlsys.data.statistics.DatasetStatistics`. A part that
 arrives after its window was merged is merged in on the next call (the window
 names the parts it holds), so a slow replica loses nothing.
 
+Each part also carries the window's service health, of every request, sampled or not
+(:class:`~mlsys.monitor.service.ServiceWindow`: answered requests and their latency histogram,
+5xx and 4xx answers, events received), recorded by :meth:`WindowSketcher.served`; the replica's
+serving metrics call it through :func:`sketcher_of`. The merge adds them up.
+
     sketcher = WindowSketcher(cfg, "/h/monitor", "ctr", kinds_of=lambda version: {...})
     sketcher.observe(request_id, "3", lambda: frame, scores)
     merged = merge_windows("/h/monitor", "ctr", grace_s=10)
@@ -47,10 +52,17 @@ from mlsys import storage
 from mlsys.data.statistics import DatasetStatistics, FeatureAccumulator, FeatureKind, block_accumulators, finalize, infer_kinds, merge_all
 from mlsys.features.feature_log import sampled  # the same hash: at equal rates, the same requests as the feature log
 from mlsys.monitor.config import OnlineStatisticsConfig
+from mlsys.monitor.service import ServiceWindow
 
 SCORE = "score"  # the scores' column in a window's statistics (prediction drift)
 WINDOW_FORMAT = "mlsys.monitor-window/1"
 _IDS = ("user_id", "item_id")
+_SKETCHERS: dict[str, "WindowSketcher"] = {}  # model -> the sketcher of this process (one ingress per replica)
+
+
+def sketcher_of(model: str) -> Optional["WindowSketcher"]:
+    """The running :class:`WindowSketcher` of ``model`` in this process, or None (no monitoring here)."""
+    return _SKETCHERS.get(model)
 
 
 def window_start(at: float, window_s: float) -> float:
@@ -128,8 +140,10 @@ class WindowSketcher:
         self._open: dict[tuple[str, float], _Open] = {}
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue(maxsize=cfg.queue_size)
+        self._service: dict[tuple[str, float], ServiceWindow] = {}  # written by request threads, under _lock
         self._thread = threading.Thread(target=self._drain, name="mlsys-online-statistics", daemon=True)
         self._thread.start()
+        _SKETCHERS[model] = self
 
     # -- the request's side: never waits --------------------------------------------------
 
@@ -145,6 +159,19 @@ class WindowSketcher:
         self._count("queued")
         return True
 
+    def served(self, version: str, latency_ms: Optional[float] = None, status: Optional[int] = None, events: int = 0,
+               at: Optional[float] = None) -> None:
+        """Count one answered request and its latency (``latency_ms``), or one error answer (``status``),
+        or ``events`` received, in the service health of ``version``'s window at ``at`` (default: now)."""
+        key = (str(version), window_start(self.clock() if at is None else at, self.cfg.window_s))
+        with self._lock:
+            window = self._service.setdefault(key, ServiceWindow())
+            if latency_ms is not None:
+                window.answered(latency_ms)
+            if status is not None:
+                window.failed(status)
+            window.events += events
+
     def flush(self, timeout: float = 30.0) -> None:
         """Sketch what is queued and write every open window's part now (a window may then have
         several parts from this replica: they merge like any others)."""
@@ -153,6 +180,8 @@ class WindowSketcher:
         done.wait(timeout)
 
     def close(self, timeout: float = 30.0) -> None:
+        if _SKETCHERS.get(self.model) is self:
+            del _SKETCHERS[self.model]
         self._queue.put(None, timeout=timeout)
         self._thread.join(timeout)
 
@@ -224,17 +253,20 @@ class WindowSketcher:
 
     def _write_ended(self, everything: bool) -> None:
         now = self.clock()
-        for key in [k for k in self._open if everything or k[1] + self.cfg.window_s <= now]:
-            window = self._open.pop(key)
+        with self._lock:
+            keys = sorted(k for k in {*self._open, *self._service} if everything or k[1] + self.cfg.window_s <= now)
+            service = {k: self._service.pop(k) for k in keys if k in self._service}
+        for key in keys:
+            window = self._open.pop(key, None) or _Open(key[1])
             try:
-                self._write_part(key[0], window)
+                self._write_part(key[0], window, service.get(key, ServiceWindow()))
             except Exception as e:  # a full disk must not stop serving; the part is lost and counted
                 self._count("errors")
                 print(f"[monitor] writing the window part of {self.model} version {key[0]} failed: {type(e).__name__}: {e}")
 
-    def _write_part(self, version: str, window: _Open) -> None:
+    def _write_part(self, version: str, window: _Open, service: ServiceWindow) -> None:
         part = {"model": self.model, "version": version, "start": window.start, "window_s": self.cfg.window_s,
-                "replica": self.replica, "requests": window.requests, "rows": window.rows,
+                "replica": self.replica, "requests": window.requests, "rows": window.rows, "service": service.to_dict(),
                 "accumulators": {k: a.to_dict() for k, a in window.accumulators.items()}}
         path = _parts_dir(self.directory, self.model, version, window.start) / f"{self.replica}-{time.time_ns()}-{uuid.uuid4().hex[:6]}.json"
         storage.write_text(str(path), json.dumps(part))
@@ -258,10 +290,11 @@ class Window:
     parts: list[str]
     statistics: DatasetStatistics
     accumulators: dict = field(default_factory=dict, repr=False)  # name -> FeatureAccumulator: what a late part merges into
+    service: ServiceWindow = field(default_factory=ServiceWindow)  # every request's, where `requests` counts the sketched
 
     def to_dict(self) -> dict:
         meta = {k: getattr(self, k) for k in ("model", "version", "start", "end", "requests", "rows", "replicas", "parts")}
-        return {"format": WINDOW_FORMAT, **meta, "statistics": self.statistics.to_dict(),
+        return {"format": WINDOW_FORMAT, **meta, "statistics": self.statistics.to_dict(), "service": self.service.to_dict(),
                 "accumulators": {k: a.to_dict() for k, a in self.accumulators.items()}}
 
     @classmethod
@@ -269,7 +302,8 @@ class Window:
         if d.get("format") != WINDOW_FORMAT:
             raise ValueError(f"not a {WINDOW_FORMAT} file (format={d.get('format')!r})")
         fields = {k: d[k] for k in ("model", "version", "start", "end", "requests", "rows", "replicas", "parts")}
-        return cls(**fields, statistics=DatasetStatistics.from_dict(d["statistics"]))  # accumulators: read by merge only
+        return cls(**fields, statistics=DatasetStatistics.from_dict(d["statistics"]),  # accumulators: read by merge only
+                   service=ServiceWindow.from_dict(d.get("service")))
 
     @property
     def label(self) -> str:
@@ -329,6 +363,8 @@ def _merged(model: str, version: str, start: float, window_s: float, held: Optio
                     sorted({p["replica"] for p in parts} | set(held["replicas"] if held else ())), [], DatasetStatistics(0, {}))
     window.accumulators = merge_all(sides)
     window.statistics = finalize(window.accumulators, name=window.label)
+    for p in [*([held] if held else []), *parts]:
+        window.service = window.service.merge(ServiceWindow.from_dict(p.get("service")))
     return window
 
 

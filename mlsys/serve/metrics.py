@@ -12,6 +12,11 @@ Serve adds ``deployment``, ``replica``, ``application``):
 - ``mlsys_score``: the scores each variant answered (a histogram over [0, 1]);
 - ``mlsys_serving`` (a gauge, by ``version`` and ``variant``: 1 while it serves) and ``mlsys_refused`` (by
   ``version`` and ``reason``: 1 once a version the registry named was refused, e.g. a failed checksum).
+
+The same requests, errors, events and request latencies also go to the replica's online statistics
+(:meth:`mlsys.monitor.online.WindowSketcher.served`, where ``serve.monitoring`` is on): the monitor's
+windows keep each version's service health under the home, beside its drift. Shadow scoring is not
+service traffic and stays out of it; errors count there on the scoring routes only.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from contextlib import contextmanager
 LATENCY_MS = [0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]
 SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
 COUNTERS = ("requests", "errors", "unknown_users", "unknown_items", "events", "cache_hits", "cache_misses")
+SCORING_ROUTES = ("/v1/rank", "/v2/infer")  # whose errors are the service's (not /healthz's 404s)
 SCORES = [0.05 * i for i in range(1, 20)]
 
 
@@ -76,15 +82,29 @@ class ServingMetrics:
 
     def __init__(self, model: str, version: str | None, variant: str = "champion"):
         self._tags = {"model": model, "version": str(version), "variant": variant}
+        self._model, self._version, self._served = model, str(version), variant != "shadow"
         s = _series()
         self._counters, self._latency, self._batch, self._rows, self._scores = s.counters, s.latency, s.batch, s.rows, s.scores
 
     def count(self, name: str, n: int = 1, route: str = "", status: str = "") -> None:
         if n:
             self._counters[name].inc(n, tags={**self._tags, "route": route, "status": status})
+            if name == "errors" and route in SCORING_ROUTES and status.isdigit():
+                self._health(status=int(status))
+            elif name == "events":
+                self._health(events=n)
 
     def latency(self, stage: str, ms: float) -> None:
         self._latency.observe(ms, tags={**self._tags, "stage": stage})
+        if stage == "request":
+            self._health(latency_ms=ms)
+
+    def _health(self, **observed) -> None:
+        from mlsys.monitor.online import sketcher_of
+
+        sketcher = sketcher_of(self._model) if self._served else None
+        if sketcher is not None:
+            sketcher.served(self._version, **observed)
 
     @contextmanager
     def timed(self, stage: str):

@@ -23,8 +23,8 @@ import numpy as np
 # estimate uses them too (re-exported here for serving's callers).
 from mlsys.evaluate.metrics import SCORE_BINS, score_histogram, score_psi, top_k_overlap  # noqa: F401
 
-# Latency buckets (ms, upper edges; the last is everything above).
-LATENCY_EDGES_MS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 2000, 5000)
+# The latency buckets and their quantile are the monitor's (its service windows use the same).
+from mlsys.monitor.service import LATENCY_EDGES_MS, latency_bucket, latency_quantile
 
 
 class Mode(str, Enum):
@@ -57,7 +57,7 @@ class VariantWindow:
     def observe(self, latency_ms: float, scores: np.ndarray | None = None, error: bool = False) -> None:
         self.requests += 1
         self.errors += int(error)
-        self.latency[int(np.searchsorted(LATENCY_EDGES_MS, latency_ms))] += 1
+        self.latency[latency_bucket(latency_ms)] += 1
         if scores is not None and len(scores):
             self.scores = (np.asarray(self.scores) + score_histogram(scores)).tolist()
 
@@ -71,11 +71,7 @@ class VariantWindow:
 
     def quantile_ms(self, q: float) -> float:
         """The upper edge of the latency bucket holding the ``q`` quantile (0 with no requests)."""
-        total = sum(self.latency)
-        if not total:
-            return 0.0
-        at = int(np.searchsorted(np.cumsum(self.latency), q * total))
-        return float(LATENCY_EDGES_MS[at]) if at < len(LATENCY_EDGES_MS) else float("inf")
+        return latency_quantile(self.latency, q)
 
     def summary(self) -> dict:
         return {"requests": self.requests, "errors": self.errors, "error_rate": round(self.error_rate, 4),

@@ -288,15 +288,19 @@ class Home:
     # -- monitoring ---------------------------------------------------------------------------
 
     def monitoring(self, name: Optional[str] = None) -> dict:
-        """The monitor's folder of ``name``: windows (drift and skew per feature), online quality against
-        offline, alerts firing and past, retrains and online updates, and what could not be read."""
+        """The monitor's folder of ``name``: windows (drift and skew per feature, and the service's health:
+        requests, 5xx and 4xx answers, error rate, p50 and p99 latency in ms, None above the last bucket),
+        online quality against offline, alerts firing and past, retrains and online updates, and what could
+        not be read."""
         from mlsys.monitor.report import counts, read_folder
+        from mlsys.monitor.service import ServiceWindow
 
         folder = read_folder(Path(self.monitor_dir) / (name or self.model))
         return _finite({
             "model": folder.model, "summary": counts(folder),
             "windows": [{"version": r.version, "start": r.start, "end": r.end, "rows": r.rows, "judged": r.judged,
-                         "drift": r.drift, "skew": r.skew} for r in folder.reports],
+                         "drift": r.drift, "skew": r.skew, "service": ServiceWindow.from_dict(r.service).summary() if r.service else None}
+                        for r in folder.reports],
             "quality": [asdict(q) for q in folder.quality],
             "alerts": [{**asdict(a), "state": a.state.value} for a in folder.alerts or []],
             "events": [{**asdict(a), "state": a.state.value, "previous": previous} for a, previous in folder.events],

@@ -349,6 +349,9 @@ def test_the_monitor_judges_what_serving_scored_and_a_planted_shift_fires_a_drif
     assert set(normal + [shifted]) <= set(reports), (sorted(reports), normal, shifted)
     steady, moved = reports[normal[1]], reports[shifted]
     assert steady.judged and moved.judged and moved.requests > 20
+    for start in (normal[1], shifted):  # every answer is in its window's service health, with its latency
+        health, sent = reports[start].service, sum(1 for at, _ in answers if start <= at < start + WINDOW_S)
+        assert abs(health["requests"] - sent) <= 1 and sum(health["latency"]) == health["requests"] and health["errors"] == 0, (health, sent)
     assert moved.baseline and {"gender", "age", "occupation"} <= set(moved.skew), moved.skew  # against training
     assert steady.drift["gender"]["linf"] < 0.1 < moved.drift["gender"]["linf"], (steady.drift["gender"], moved.drift["gender"])
     # The planted shift is 20 points in expectation; what the two windows really saw is in the answers
