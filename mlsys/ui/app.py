@@ -128,7 +128,7 @@ def build_app(cfg, token: str, jobs=None):
     def get_features() -> dict:
         return home.features()
 
-    @app.get("/api/monitoring/{name}", tags=["read"], summary="drift, skew, online quality, alerts, retrains")
+    @app.get("/api/monitoring/{name}", tags=["read"], summary="drift, skew, service latency and errors, online quality, alerts, retrains")
     def get_monitoring(name: str) -> dict:
         return home.monitoring(name)
 

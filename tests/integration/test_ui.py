@@ -192,17 +192,31 @@ def test_a_canary_is_refused_without_the_token_then_started_and_rolled_back(ui):
     assert releases.read(uri, MODEL).candidate is None and releases.read(uri, MODEL).champion == "1"
 
 
-def test_the_monitoring_page_shows_drift_and_the_alert_it_fired(ui, trained):
+def test_the_monitoring_page_shows_drift_the_alert_it_fired_and_service_latency_and_errors(ui, trained):
     """Two windows of the ``ui`` model written by the replicas' sketcher, the second with a category's
-    share moved 20 points, judged by a real monitor tick: the page charts the drift and lists the alert."""
+    share moved 20 points, judged by a real monitor tick: the page charts the drift and lists the alert.
+    Another replica's service health in the same windows (90 answers each; in the second, 10 of them slow
+    and 5 errors) is merged in: the page charts p50, p99 and the error rate and lists them per window."""
     from mlsys.api import monitor as api_monitor
     from mlsys.api.config import compose_config
+    from mlsys.monitor.config import monitor_dir
+    from mlsys.monitor.online import WindowSketcher
     from tests.windows import sketch_windows
 
     url, browser, result, _, _ = ui
     cfg = compose_config([*trained[1], "serve.monitoring.window_s=60", "serve.monitoring.rows_per_request=0"])
     now = time.time()
-    sketch_windows(cfg, MODEL, "1", result.output("ingest").events, end=now - cfg.monitor.grace_s)
+    end = now - cfg.monitor.grace_s
+    sketch_windows(cfg, MODEL, "1", result.output("ingest").events, end=end)
+    stats = cfg.serve.monitoring
+    health = WindowSketcher(stats, monitor_dir(stats.path, cfg.home.root), MODEL, replica="health", clock=lambda: end)
+    for w, (slow, errors) in enumerate(((0, 0), (10, 5))):  # the windows sketch_windows wrote
+        at = end - (2 - w) * stats.window_s - 1
+        for i in range(90):
+            health.served("1", latency_ms=400.0 if i < slow else 4.0, at=at)
+        for _ in range(errors):
+            health.served("1", status=500, at=at)
+    health.close()
     tick = api_monitor.monitor_for(cfg, MODEL).tick(now=now)
     assert len(tick.reports) == 2 and any(t.alert.signal == "drift.linf.gender" for t in tick.transitions)
     summary = requests.get(f"{url}/api/monitoring/{MODEL}", timeout=10).json()["summary"]
@@ -214,6 +228,15 @@ def test_the_monitoring_page_shows_drift_and_the_alert_it_fired(ui, trained):
     firing = [r.text for r in main.find_elements("css selector", "section.card tbody tr") if "drift.linf.gender" in r.text]
     assert firing and "feature_drift" in firing[0] and "firing" in firing[0], firing
     _shot(browser, "monitoring")
+    card = main.find_element("css selector", "section[aria-label='service latency and errors']")
+    assert len(card.find_elements("css selector", ".chart .main-svg")) >= 2, "the latency and error charts were not drawn"
+    titles = {t.text for t in card.find_elements("css selector", ".chart text.ytitle, .chart text.gtitle")}
+    assert {"ms", "%", "latency (upper edge of its bucket)"} <= titles, titles  # plotly.js 3 draws no string-shorthand title
+    rows = [r.text.split() for r in card.find_elements("css selector", "tbody tr")]
+    assert [r[:1] + r[-9:] for r in rows] == [["v1", "90", "5", "0", "5.26%", "5", "ms", "500", "ms", "0"],  # newest first
+                                               ["v1", "90", "0", "0", "0.00%", "5", "ms", "5", "ms", "0"]], rows
+    browser.execute_script("arguments[0].scrollIntoView({block: 'start'})", card)
+    _shot(browser, "monitoring-service")
 
 
 def test_the_features_page_shows_a_stores_views_freshness_and_online_rows(ui, trained):

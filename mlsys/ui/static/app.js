@@ -30,7 +30,7 @@ function secs(x) { return x === null || x === undefined ? "-" : `${x.toFixed(1)}
 
 function table(head, rows, opts = {}) {
   return h("table", { class: opts.class },
-    h("thead", {}, h("tr", {}, head.map((c) => h("th", { class: /^(rows|auc|logloss|count|value|seconds|wall|missing|mean|std|threshold|steps ran)$/i.test(c) ? "num" : null, scope: "col" }, c)))),
+    h("thead", {}, h("tr", {}, head.map((c) => h("th", { class: /^(rows|auc|logloss|count|value|seconds|wall|missing|mean|std|threshold|steps ran|requests|5xx|4xx|error rate|p50|p99|events)$/i.test(c) ? "num" : null, scope: "col" }, c)))),
     h("tbody", {}, rows.length ? [] : h("tr", {}, h("td", { colspan: head.length, class: "muted" }, "none")), rows.map((r) => (r instanceof Node ? r : h("tr", {}, r.map((c) => (c instanceof Node && c.tagName === "TD" ? c : h("td", {}, c))))))));
 }
 
@@ -50,9 +50,13 @@ function act(path, body, out) {
            (e) => { out.replaceChildren(h("div", { class: "message error", role: "alert" }, e.message)); throw e; });
 }
 
-function chart(traces, layout) {
+// plotly.js 3 dropped the string shorthand of titles ({title: "ms"} draws nothing): pages write it, chart() spells it out.
+const titled = (o, at = {}) => (typeof o.title === "string" ? { ...o, title: { text: o.title, ...at } } : o);
+
+function chart(traces, layout = {}) {
   const div = h("div", { class: "chart" });
-  requestAnimationFrame(() => Plotly.newPlot(div, traces, { margin: { t: 30, r: 10, b: 40, l: 50 }, legend: { orientation: "h" }, ...layout },
+  const spelled = titled(Object.fromEntries(Object.entries(layout).map(([k, v]) => [k, /^[xy]axis\d*$/.test(k) ? titled(v) : v])), { x: 0, xanchor: "left" });  // the chart's own title at the left, clear of plotly's buttons
+  requestAnimationFrame(() => Plotly.newPlot(div, traces, { margin: { t: layout.title ? 50 : 30, r: 10, b: 40, l: 60 }, legend: { orientation: "h" }, ...spelled },
                                                { displaylogo: false, responsive: true }));
   return div;
 }
@@ -306,6 +310,16 @@ async function monitoringPage(name) {
   const quality = Object.entries(byVersion).flatMap(([v, qs]) => [
     { x: qs.map((q) => when(q.end)), y: qs.map((q) => q.auc), name: `v${v} online AUC`, mode: "lines+markers" },
     { x: qs.map((q) => when(q.end)), y: qs.map((q) => (q.offline || {}).auc ?? null), name: `v${v} offline AUC`, mode: "lines", line: { dash: "dot" } }]);
+  const served = {};  // version -> its windows with service health
+  for (const w of m.windows) if (w.service) (served[w.version] = served[w.version] || []).push(w);
+  const line = (ws, y, name, dash) => ({ x: ws.map((w) => when(w.end)), y: ws.map(y), name, mode: "lines+markers", line: { dash } });
+  const latency = Object.entries(served).flatMap(([v, ws]) => [line(ws, (w) => w.service.p50_ms, `v${v} p50`, "solid"), line(ws, (w) => w.service.p99_ms, `v${v} p99`, "dot")]);
+  const errors = Object.entries(served).flatMap(([v, ws]) => [line(ws, (w) => 100 * w.service.error_rate, `v${v} 5xx`, "solid"),
+    line(ws, (w) => 100 * w.service.client_errors / Math.max(1, w.service.requests + w.service.errors + w.service.client_errors), `v${v} 4xx`, "dot")]);
+  const ms = (w, k) => h("td", { class: "num" }, w.service[k] !== null ? `${num(w.service[k])} ms` : w.service.requests ? "> 5000 ms" : "-");
+  const health = m.windows.filter((w) => w.service).reverse().slice(0, 20).map((w) => [`v${w.version}`, when(w.end), h("td", { class: "num" }, num(w.service.requests)),
+    h("td", { class: "num" }, num(w.service.errors)), h("td", { class: "num" }, num(w.service.client_errors)), h("td", { class: "num" }, `${(100 * w.service.error_rate).toFixed(2)}%`),
+    ms(w, "p50_ms"), ms(w, "p99_ms"), h("td", { class: "num" }, num(w.service.events))]);
   page(`Monitoring of ${name}`,
     h("p", {}, `${s.windows} windows (${s.judged} judged), versions ${s.versions.join(", ") || "-"}; ${s.firing} alert(s) firing, ${s.fired} fired in all; ${s.retrains} retrain(s); ${s.online_updates} online update(s), ${s.pushed} pushed.`),
     Object.keys(m.unreadable).length ? h("div", { class: "message error", role: "alert" }, `unreadable: ${Object.entries(m.unreadable).map(([k, v]) => `${k} (${v})`).join("; ")}`) : null,
@@ -315,6 +329,11 @@ async function monitoringPage(name) {
       h("section", { class: "card" }, h("h2", {}, "Skew per feature (against training)"), m.windows.length
         ? chart([...new Set(m.windows.flatMap((w) => Object.keys(w.skew || {})))].map((f) => ({ x, y: m.windows.map((w) => measure(w, "skew", f)), name: f, mode: "lines+markers" })), { yaxis: { title: "distance" } }) : h("p", { class: "muted" }, "no window yet"))),
     h("section", { class: "card" }, h("h2", {}, "Online quality against offline evaluation"), quality.length ? chart(quality, { yaxis: { title: "AUC" } }) : h("p", { class: "muted" }, "no labelled window yet")),
+    h("section", { class: "card", "aria-label": "service latency and errors" }, h("h2", {}, "Service latency and errors (every request, per window and version)"),
+      latency.length ? [h("div", { class: "row" }, chart(latency, { title: "latency (upper edge of its bucket)", yaxis: { title: "ms", type: "log" } }),
+        chart(errors, { title: "errors (share of answers)", yaxis: { title: "%", rangemode: "tozero" } })),
+      table(["version", "window end (UTC)", "requests", "5xx", "4xx", "error rate", "p50", "p99", "events"], health)]
+        : h("p", { class: "muted" }, "no window with service health yet: the replicas record it with serve.monitoring.enabled (windows written before it carry none)")),
     h("section", { class: "card" }, h("h2", {}, "Alerts"),
       table(["alert", "signal", "state", "severity", "value", "threshold", "since (UTC)"], m.alerts.map((a) => [a.rule, h("code", {}, a.signal), badge(a.state), badge(a.severity), h("td", { class: "num" }, num(a.value)), h("td", { class: "num" }, `${a.op} ${a.threshold}`), when(a.since)])),
       h("h2", {}, `Past transitions (${m.events.length})`),
