@@ -61,17 +61,31 @@ class ClusterConfig:
     num_cpus: int = 4
 
 
+class UiMode(str, Enum):
+    """``ui.mode``: where ``mlsys ui`` runs the dashboard. process: in this process on ``ui.host:ui.port``;
+    serve: as a Serve application on the cluster's Serve (``serve.port``, at ``ui.route_prefix``);
+    auto: serve on a cluster (``cluster.address`` other than local), process otherwise."""
+
+    auto = "auto"
+    process = "process"
+    serve = "serve"
+
+
 @dataclass
 class UiConfig:
     """The dashboard (``mlsys ui ui.port=8600``; docs/ui.md).
 
-    Reading needs no token; every action that changes something (launch a run, push, roll back,
-    start, promote or roll back a release) needs ``Authorization: Bearer <ui.token>``. Empty: a
-    random token is made at the first start and kept in ``<home>/ui/token`` (mode 0600)."""
+    Reading needs no token unless ``private_reads`` (set it where the dashboard is reachable beyond
+    loopback, e.g. a Serve proxy on 0.0.0.0); every action that changes something (launch a run, push,
+    roll back, start, promote or roll back a release) needs ``Authorization: Bearer <ui.token>``. Empty:
+    a random token is made at the first start and kept in ``<home>/ui/token`` (mode 0600)."""
 
+    mode: UiMode = UiMode.auto
     host: str = "127.0.0.1"
     port: int = 8600
+    route_prefix: str = "/ui"  # mode=serve: the app's path on the cluster's Serve
     token: str = ""
+    private_reads: bool = False
     runs: int = 200  # the newest pipeline runs the runs page lists
     mlflow_url: str = ""  # links out (empty: not shown), e.g. http://127.0.0.1:5000
     ray_dashboard_url: str = ""  # e.g. http://127.0.0.1:8265
@@ -80,3 +94,5 @@ class UiConfig:
     def __post_init__(self):
         require(0 < self.port < 65536, "ui.port", self.port, "a TCP port, 1-65535")
         require(self.runs >= 1, "ui.runs", self.runs, ">= 1")
+        require(self.route_prefix.startswith("/") and self.route_prefix != "/" and not self.route_prefix.endswith("/"),
+                "ui.route_prefix", self.route_prefix, "a path of its own on Serve, e.g. /ui (not /, no trailing slash)")

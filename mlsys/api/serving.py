@@ -29,22 +29,13 @@ def start_server(cfg: MlsysConfig, echo: Callable[[str], None] = print) -> str:
 
     On a cluster whose Serve already runs on ``serve.port`` the app joins its others (at
     ``serve.route_prefix``); see :func:`mlsys.serve.app.start`."""
-    import ray
-
-    from mlsys.cluster import connect
-    from mlsys.errors import require_free_port
     from mlsys.serve import app
 
     model = resolve_model(cfg)
-    local = cfg.cluster.address == "local"
-    if local and not ray.is_initialized():  # a new embedded Ray has no Serve yet: say it before starting one
-        require_free_port(cfg.serve.host, cfg.serve.port, "serve.port")
     store, log_dir = online_features(cfg)
     if store is not None:
         check_store_serves_model(cfg, model.source)
-    connect(cfg.cluster)
-    if local and app.running_serve_port() is None:
-        require_free_port(cfg.serve.host, cfg.serve.port, "serve.port")
+    join_cluster_serve(cfg)
     follow = following(cfg)
     url = app.start(served_config(cfg), model.source, model.name, model.version, store, log_dir, follow)
     events = "POST /v1/events, " if store else ""
@@ -56,6 +47,24 @@ def start_server(cfg: MlsysConfig, echo: Callable[[str], None] = print) -> str:
     echo(f"[serve] routes: POST /v1/rank, {events}GET /v1/metrics, GET /healthz; KServe v2: POST "
          f"/v2/models/{model.name}/infer, GET /v2/models/{model.name}, /v2/health/live|ready; docs at {url}/docs")
     return url
+
+
+def join_cluster_serve(cfg: MlsysConfig) -> None:
+    """Connect to ``cfg.cluster`` and have its Serve listen on ``serve.port`` (:func:`mlsys.serve.app.ensure_serve`).
+    On the embedded Ray, whose Serve this process starts, a port already taken is said before Ray starts."""
+    import ray
+
+    from mlsys.cluster import connect
+    from mlsys.errors import require_free_port
+    from mlsys.serve import app
+
+    local = cfg.cluster.address == "local"
+    if local and not ray.is_initialized():
+        require_free_port(cfg.serve.host, cfg.serve.port, "serve.port")
+    connect(cfg.cluster)
+    if local and app.running_serve_port() is None:
+        require_free_port(cfg.serve.host, cfg.serve.port, "serve.port")
+    app.ensure_serve(cfg.serve)
 
 
 def served_config(cfg: MlsysConfig):

@@ -14,26 +14,43 @@ from mlsys.pipeline.runner import PipelineResult
 
 
 def serve_forever(cfg: MlsysConfig) -> None:
+    """``mlsys serve``: the ranking app until Ctrl-C or SIGTERM, then removed."""
+    start_server(cfg)
+    _until_stopped("serve", lambda: stop_serving(cfg, cfg.serve.app_name))
+
+
+def ui(cfg: MlsysConfig) -> None:
+    """``mlsys ui``: the dashboard in this process, or on a cluster as a Serve application until Ctrl-C
+    or SIGTERM, then removed (``ui.mode``)."""
+    from mlsys.ui import app
+
+    if not app.on_serve(cfg):
+        app.serve_forever(cfg)
+        return
+    app.deploy(cfg)
+    _until_stopped("ui", lambda: stop_serving(cfg, app.APP_NAME))
+
+
+def _until_stopped(tag: str, stop) -> None:
     import signal
 
     def _stop(signum, frame):
         raise KeyboardInterrupt
 
-    start_server(cfg)
     for sig in (signal.SIGTERM, signal.SIGINT):  # after ray.init, which installs its own handlers
         signal.signal(sig, _stop)
-    print("[serve] press Ctrl-C to stop")
+    print(f"[{tag}] press Ctrl-C to stop")
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        print("[serve] shutting down")
+        print(f"[{tag}] shutting down")
     finally:
-        stop_serving(cfg)
+        stop()
 
 
-def stop_serving(cfg: MlsysConfig) -> None:
-    """Remove the app: on a cluster, delete this app (other apps of its Serve keep serving); on the
+def stop_serving(cfg: MlsysConfig, app_name: str) -> None:
+    """Remove the app: on a cluster, delete ``app_name`` (other apps of its Serve keep serving); on the
     embedded Ray, end that Ray.
 
     On the embedded Ray ``serve.shutdown()`` adds nothing but Ray's ``Task
@@ -46,7 +63,7 @@ def stop_serving(cfg: MlsysConfig) -> None:
     if cfg.cluster.address != "local":
         from ray import serve
 
-        serve.delete(cfg.serve.app_name)
+        serve.delete(app_name)
     ray.shutdown()
 
 
@@ -141,4 +158,4 @@ def demo(cfg: MlsysConfig, overrides: list[str]) -> None:
         print(f"\nMLflow run id: {result.run_id}\nartifacts: {result.home}/artifacts")
         print("Keep a server up with `mlsys serve`; see README.md for the HTTP API.")
     finally:
-        stop_serving(cfg)
+        stop_serving(cfg, cfg.serve.app_name)

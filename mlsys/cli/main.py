@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="serve a registered model over HTTP until Ctrl-C")
     sub.add_parser("demo", help="run the pipeline, serve it, send a few ranking requests, stop")
     sub.add_parser("lineage", help="walk a registered model (serve.model) back to the data it came from")
-    sub.add_parser("ui", help="the dashboard: runs, lineage, data, models, releases, monitoring (ui.port, default 8600)")
+    sub.add_parser("ui", help="the dashboard: runs, lineage, data, features, models, releases, monitoring (ui.port, default 8600; on a cluster a Serve app at ui.route_prefix)")
     predict = sub.add_parser("predict", help="score a Parquet/CSV file of (user, item[, context]) rows with a registered model")
     predict.add_argument("--model", help="a registered model (name@alias, name/version) or a package folder; "
                                          "default predict.model (ctr@champion)")
@@ -139,9 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(lineage(cfg))
         elif args.command == "ui":
-            from mlsys.ui.app import serve_forever
-
-            serve_forever(cfg)
+            commands.ui(cfg)
         elif args.command == "predict":
             commands.predict(cfg, args.model, args.input, args.output)
         elif args.command == "release":

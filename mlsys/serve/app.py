@@ -884,13 +884,9 @@ def running_serve_port() -> Optional[int]:
     return None if client is None else ray.get(client._controller.get_http_config.remote()).port
 
 
-def start(cfg: ServeConfig, package_uri: str, model_name: str, version: Optional[str], store=None, log_dir: Optional[str] = None,
-          follow: Optional[Follow] = None) -> str:
-    """Deploy on the connected Ray cluster; returns the base URL.
-
-    One Serve has one HTTP port: a Serve already running on ``cfg.port`` takes the app beside its
-    others (at ``cfg.route_prefix``; an app of the same ``cfg.app_name`` is replaced); one running on
-    another port is a ConfigError naming ``serve.port``, not a URL that nothing answers."""
+def ensure_serve(cfg: ServeConfig) -> None:
+    """Serve listening on ``cfg.port`` on the connected cluster: one running there is joined (apps deploy
+    beside its others), none is started, one on another port is a ConfigError naming ``serve.port``."""
     import logging
 
     logging.getLogger("ray.serve").setLevel(cfg.log_level)
@@ -900,5 +896,15 @@ def start(cfg: ServeConfig, package_uri: str, model_name: str, version: Optional
     elif running != cfg.port:
         raise ConfigError(f"serve.port={cfg.port}, but this cluster's Serve already listens on port {running} (one Serve "
                           f"has one HTTP port): pass serve.port={running} to deploy beside its apps, or run `serve shutdown` first")
+
+
+def start(cfg: ServeConfig, package_uri: str, model_name: str, version: Optional[str], store=None, log_dir: Optional[str] = None,
+          follow: Optional[Follow] = None) -> str:
+    """Deploy on the connected Ray cluster; returns the base URL.
+
+    One Serve has one HTTP port: a Serve already running on ``cfg.port`` takes the app beside its
+    others (at ``cfg.route_prefix``; an app of the same ``cfg.app_name`` is replaced); one running on
+    another port is a ConfigError naming ``serve.port``, not a URL that nothing answers (:func:`ensure_serve`)."""
+    ensure_serve(cfg)
     serve.run(build_app(cfg, package_uri, model_name, version, store, log_dir, follow), name=cfg.app_name, route_prefix=cfg.route_prefix)
     return f"http://{cfg.host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"

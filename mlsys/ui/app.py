@@ -2,24 +2,30 @@
 ``/openapi.json``, and pages under ``/`` that draw it (every asset ships in ``mlsys/ui/static``: plotly
 from the installed plotly package, nothing from the network).
 
-Reading needs no token. Every route that changes something is a POST under ``/api/actions`` and
-needs ``Authorization: Bearer <ui.token>``: launch a run (a Ray job, as ``ray job submit`` does),
-push or roll back the serving alias (``mlsys model push|rollback``), start, promote or roll back a
-release (``mlsys release``) — the same functions the CLI calls::
+Reading needs no token (unless ``ui.private_reads``). Every route that changes something is a POST
+under ``/api/actions`` and needs ``Authorization: Bearer <ui.token>``: launch a run (a Ray job, as
+``ray job submit`` does), push or roll back the serving alias (``mlsys model push|rollback``), start,
+promote or roll back a release (``mlsys release``) — the same functions the CLI calls::
 
     app = build_app(cfg, token)        # FastAPI
     uvicorn.run(app, host=cfg.ui.host, port=cfg.ui.port)
+
+On a cluster the same app is a Serve application (:func:`serve_app`, ``ui.mode``): its pages address
+everything relative to where they are served, so it works at ``ui.route_prefix`` as at ``/``.
 """
 
 from __future__ import annotations
 
 import hmac
+import html
 import os
 import secrets
 import shlex
 import sys
 from pathlib import Path
 from typing import Optional
+
+from fastapi import Request  # at the top: FastAPI reads the route's annotation from this module's names
 
 from mlsys import storage
 from mlsys.errors import MlsysError, require_free_port
@@ -50,7 +56,7 @@ def _plotly_js() -> Path:
 def build_app(cfg, token: str, jobs=None):
     """The FastAPI app over ``cfg``'s home. ``jobs``: a Ray ``JobSubmissionClient`` (default: the
     connected cluster's, made at the first launch)."""
-    from fastapi import Body, Depends, FastAPI, Header, HTTPException, Query
+    from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Query
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 
     home = Home.of(cfg)
@@ -72,74 +78,84 @@ def build_app(cfg, token: str, jobs=None):
                                      "(the token `mlsys ui` printed at its start, or ui.token in config)",
                                 headers={"WWW-Authenticate": "Bearer"})
 
+    def read_authorized(authorization: Optional[str] = Header(default=None)) -> None:
+        try:
+            authorized(authorization)
+        except HTTPException as e:
+            raise HTTPException(401, "reads are private here (ui.private_reads): enter the token (the one `mlsys ui` "
+                                     "printed at its start, or ui.token in config) and reload", headers=e.headers) from None
+
+    # The reads under /api; with ui.private_reads they need the token too (the pages themselves load, then ask for it).
+    reads = APIRouter(prefix="/api", tags=["read"], dependencies=[Depends(read_authorized)] if cfg.ui.private_reads else [])
+
     # -- reads ------------------------------------------------------------------------------
 
-    @app.get("/api/home", tags=["read"], summary="the home, its model and links out")
+    @reads.get("/home", summary="the home, its model and links out")
     def get_home() -> dict:
         return {"root": home.root, "tracking_uri": home.tracking_uri, "model": home.model,
                 "links": {k: v for k, v in (("mlflow", cfg.ui.mlflow_url), ("ray", cfg.ui.ray_dashboard_url),
                                              ("optuna", cfg.ui.optuna_dashboard_url)) if v}}
 
-    @app.get("/api/runs", tags=["read"], summary="the newest pipeline runs")
+    @reads.get("/runs", summary="the newest pipeline runs")
     def get_runs(limit: int = Query(default=cfg.ui.runs, ge=1, le=5000)) -> list[dict]:
         return home.runs(limit)
 
-    @app.get("/api/runs/{run_id}", tags=["read"], summary="one run: its steps and resolved config")
+    @reads.get("/runs/{run_id}", summary="one run: its steps and resolved config")
     def get_run(run_id: str) -> dict:
         return home.run(run_id)
 
-    @app.get("/api/diff", tags=["read"], summary="two runs' config and metrics side by side")
+    @reads.get("/diff", summary="two runs' config and metrics side by side")
     def get_diff(a: str, b: str) -> dict:
         return home.diff(a, b)
 
-    @app.get("/api/runs/{run_id}/data", tags=["read"], summary="a run's statistics per split, anomalies, quarantined rows")
+    @reads.get("/runs/{run_id}/data", summary="a run's statistics per split, anomalies, quarantined rows")
     def get_data(run_id: str) -> dict:
         return home.data(run_id)
 
-    @app.get("/api/spans", tags=["read"], summary="a feature's statistics across every statistics run")
+    @reads.get("/spans", summary="a feature's statistics across every statistics run")
     def get_spans(feature: str, split: str = "train") -> list[dict]:
         return home.spans(feature, split)
 
-    @app.get("/api/models/{name}", tags=["read"], summary="versions, metrics, blessing, pushes, the release in progress")
+    @reads.get("/models/{name}", summary="versions, metrics, blessing, pushes, the release in progress")
     def get_models(name: str) -> dict:
         return home.models(name)
 
-    @app.get("/api/models/{name}/{version}/lineage", tags=["read"], summary="a version back through its steps to the data")
+    @reads.get("/models/{name}/{version}/lineage", summary="a version back through its steps to the data")
     def get_lineage(name: str, version: str) -> dict:
         return home.lineage(name, version)
 
-    @app.get("/api/models/{name}/{version}/evaluation", tags=["read"], summary="the gate's view: slices, blessing, pre-release estimate")
+    @reads.get("/models/{name}/{version}/evaluation", summary="the gate's view: slices, blessing, pre-release estimate")
     def get_evaluation(name: str, version: str) -> dict:
         return home.evaluation(name, version)
 
-    @app.get("/api/studies", tags=["read"], summary="the tune step's Optuna studies")
+    @reads.get("/studies", summary="the tune step's Optuna studies")
     def get_studies() -> list[dict]:
         return home.studies()
 
-    @app.get("/api/studies/{name}", tags=["read"], summary="one study's trials")
+    @reads.get("/studies/{name}", summary="one study's trials")
     def get_study(name: str) -> dict:
         return home.study(name)
 
-    @app.get("/api/downstream", tags=["read"], summary="every model version trained on an artifact")
+    @reads.get("/downstream", summary="every model version trained on an artifact")
     def get_downstream(uri: str) -> list[dict]:
         return home.downstream(uri)
 
-    @app.get("/api/features", tags=["read"], summary="feature stores: views, service, freshness, online rows, log and event rates")
+    @reads.get("/features", summary="feature stores: views, service, freshness, online rows, log and event rates")
     def get_features() -> dict:
         return home.features()
 
-    @app.get("/api/monitoring/{name}", tags=["read"], summary="drift, skew, service latency and errors, online quality, alerts, retrains")
+    @reads.get("/monitoring/{name}", summary="drift, skew, service latency and errors, online quality, alerts, retrains")
     def get_monitoring(name: str) -> dict:
         return home.monitoring(name)
 
-    @app.get("/api/artifact", tags=["read"], summary="an HTML report under the home (data report, evaluation report)")
+    @reads.get("/artifact", summary="an HTML report under the home (data report, evaluation report)")
     def get_artifact(uri: str):
         path = Path(uri.removeprefix("file://")).resolve()
         if not path.is_relative_to(Path(home.root).resolve()) or path.suffix != ".html" or not path.is_file():
             raise NotFound(f"{uri} is not an HTML report under the home {home.root}")
         return FileResponse(path, media_type="text/html")
 
-    @app.get("/api/jobs/{submission_id}", tags=["read"], summary="a launched run's status and the tail of its log")
+    @reads.get("/jobs/{submission_id}", summary="a launched run's status and the tail of its log")
     def get_job(submission_id: str, tail: int = Query(default=20000, ge=0)) -> dict:
         client = _jobs()
         try:
@@ -218,11 +234,15 @@ def build_app(cfg, token: str, jobs=None):
 
         return {"message": releases.rollback(_cfg_for(name), name)}
 
+    app.include_router(reads)
+
     # -- pages --------------------------------------------------------------------------------
 
     @app.get("/", include_in_schema=False)
-    def index():
-        return HTMLResponse((STATIC / "index.html").read_text())
+    def index(request: Request):
+        # Every path in the pages is relative to this base: / here, ui.route_prefix behind a Serve proxy.
+        base = html.escape(request.scope.get("root_path", "").rstrip("/") + "/", quote=True)
+        return HTMLResponse((STATIC / "index.html").read_text().replace("<head>", f'<head>\n<base href="{base}">', 1))
 
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str):
@@ -234,13 +254,79 @@ def build_app(cfg, token: str, jobs=None):
     return app
 
 
+APP_NAME = "mlsys-ui"  # the dashboard's Serve application (ui.mode=serve)
+
+
+def serve_app(cfg):
+    """The dashboard as a Serve application: one replica of :func:`build_app`'s app, built in the
+    replica over ``cfg``'s home (made absolute here: the replica may run in another directory or on
+    another node, which must see the same home) with its token (``ui.token`` or ``<home>/ui/token``).
+    It reads little and waits on files, so it asks for no CPU of its own."""
+    import dataclasses
+
+    from ray import serve
+
+    cfg = dataclasses.replace(cfg, home=dataclasses.replace(cfg.home, root=storage.absolute(cfg.home.root)))
+
+    @serve.deployment(name="Dashboard", num_replicas=1, ray_actor_options={"num_cpus": 0})
+    @serve.ingress()
+    class Dashboard:
+        def __init__(self, cfg):
+            self.cfg = cfg
+
+        def __serve_build_asgi_app__(self):
+            return build_app(self.cfg, token_of(self.cfg))
+
+    return Dashboard.bind(cfg)
+
+
+def app_builder(args: dict):
+    """For a Serve config file or a RayService: ``import_path: mlsys.ui.app:app_builder`` with
+    ``args: {overrides: ["home.root=/shared/mlsys", ...]}`` (Hydra overrides, as on the command line)."""
+    from mlsys.api.config import compose_config
+
+    overrides = args.get("overrides", [])
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        from mlsys.errors import ConfigError
+
+        raise ConfigError(f"the dashboard's Serve args take overrides: a list of key=value strings, not {overrides!r}")
+    return serve_app(compose_config(overrides))
+
+
+def deploy(cfg, echo=print) -> str:
+    """``mlsys ui`` on a cluster (``ui.mode``): deploy :func:`serve_app` on the cluster's Serve, on
+    ``serve.port`` at ``ui.route_prefix`` (beside the ranking apps), and return its URL."""
+    from ray import serve
+
+    from mlsys.api.serving import join_cluster_serve
+
+    join_cluster_serve(cfg)
+    serve.run(serve_app(cfg), name=APP_NAME, route_prefix=cfg.ui.route_prefix)
+    url = f"http://{cfg.serve.host}:{cfg.serve.port}{cfg.ui.route_prefix}/"
+    echo(f"[ui] the dashboard of {storage.absolute(cfg.home.root)} at {url} (Serve application {APP_NAME}; API: "
+         f"{cfg.ui.route_prefix}/docs, {cfg.ui.route_prefix}/openapi.json)")
+    echo(_token_line(cfg))
+    return url
+
+
+def _token_line(cfg) -> str:
+    return f"[ui] actions{' and reads' if cfg.ui.private_reads else ''} need the bearer token: {'ui.token' if cfg.ui.token else token_of(cfg)}"
+
+
+def on_serve(cfg) -> bool:
+    """Whether ``mlsys ui`` runs as a Serve application (``ui.mode``; auto: on a cluster)."""
+    from mlsys.config import UiMode
+
+    return cfg.ui.mode == UiMode.serve or (cfg.ui.mode == UiMode.auto and cfg.cluster.address != "local")
+
+
 def serve_forever(cfg, echo=print) -> None:
-    """``mlsys ui``: the dashboard on ``ui.host:ui.port`` until Ctrl-C."""
+    """``mlsys ui`` in this process (``ui.mode=process``): the dashboard on ``ui.host:ui.port`` until Ctrl-C."""
     import uvicorn
 
     require_free_port(cfg.ui.host, cfg.ui.port, "ui.port")
     token = token_of(cfg)
     app = build_app(cfg, token)
     echo(f"[ui] the dashboard of {storage.absolute(cfg.home.root)} at http://{cfg.ui.host}:{cfg.ui.port}/ (API: /docs, /openapi.json)")
-    echo(f"[ui] actions need the bearer token: {'ui.token' if cfg.ui.token else token}")
+    echo(_token_line(cfg))
     uvicorn.run(app, host=cfg.ui.host, port=cfg.ui.port, log_level="warning")

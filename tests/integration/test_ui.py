@@ -291,3 +291,37 @@ def test_the_pages_are_usable_by_keyboard(ui):
     target = browser.execute_script("return document.activeElement.getAttribute('href')")
     ActionChains(browser).send_keys(Keys.ENTER).perform()
     assert "Steps" in _ready(browser, target).text
+
+
+def test_on_a_cluster_the_dashboard_is_a_serve_app_at_its_route_prefix(ui, trained, serve_port):
+    """``ui.mode=serve`` (what `mlsys ui` does on a cluster) deploys the same app on the cluster's Serve,
+    beside the ranking apps, at ``ui.route_prefix``: in Chromium its pages load their scripts and data
+    under the prefix and click through; its API and schema answer there; an action is refused without
+    the token and reaches the registry with it (a promote with no release in progress: a clear 409)."""
+    from ray import serve
+
+    from mlsys.api.config import compose_config
+    from mlsys.ui.app import APP_NAME, deploy
+
+    _, browser, result, _, _ = ui
+    home, overrides, _ = trained
+    cfg = compose_config([*overrides, "ui.mode=serve", f"serve.port={serve_port}", f"ui.token={TOKEN}", "ui.route_prefix=/dash"])
+    said = []
+    base = deploy(cfg, echo=said.append)
+    try:
+        assert base == f"http://127.0.0.1:{serve_port}/dash/" and f"Serve application {APP_NAME}" in said[0], said
+        assert requests.get(f"{base}api/home", timeout=10).json()["root"] == str(home)
+        assert "/api/runs" in requests.get(f"{base}openapi.json", timeout=10).json()["paths"]
+        assert requests.get(f"{base}docs", timeout=10).ok
+        action = f"{base}api/actions/releases/{MODEL}/promote"
+        assert requests.post(action, json={}, timeout=10).status_code == 401
+        r = requests.post(action, json={}, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+        assert r.status_code == 409 and "has no version in release" in r.json()["detail"], r.text
+        main = _open(browser, base.rstrip("/"), "#/runs")
+        assert browser.execute_script("return typeof Plotly") == "object" and main.find_element("tag name", "h1").text.startswith("Pipeline runs")
+        _press(browser, browser.find_element("css selector", f"a[href='#/runs/{result.run_id}']"))
+        main = _ready(browser, f"#/runs/{result.run_id}")
+        assert browser.current_url.startswith(base) and "ingest" in main.text
+        _shot(browser, "serve-app")
+    finally:
+        serve.delete(APP_NAME)

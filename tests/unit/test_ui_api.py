@@ -51,7 +51,8 @@ def test_reads_answer_without_a_token(client, home):
     assert {"/api/runs", "/api/runs/{run_id}", "/api/diff", "/api/models/{name}/{version}/lineage", "/api/monitoring/{name}",
             "/api/actions/releases/{name}/start"} <= set(schema["paths"])
     page = client.get("/")
-    assert page.status_code == 200 and "/static/app.js" in page.text and "/static/plotly.min.js" in page.text
+    assert page.status_code == 200 and '<base href="/">' in page.text
+    assert 'src="static/app.js"' in page.text and 'src="static/plotly.min.js"' in page.text  # relative to the base
     assert client.get("/static/plotly.min.js").status_code == 200  # shipped with the plotly package: no network
     assert client.get("/static/..%2F..%2Fapp.py").status_code == 404
 
@@ -116,9 +117,52 @@ def test_an_empty_token_is_made_once_and_kept_private(tmp_path):
     assert json.loads(json.dumps(r.json()))["detail"]
 
 
-@pytest.mark.parametrize("override,key", [("ui.port=0", "ui.port"), ("ui.runs=0", "ui.runs")])
+@pytest.mark.parametrize("override,key", [("ui.port=0", "ui.port"), ("ui.runs=0", "ui.runs"), ("ui.route_prefix=/", "ui.route_prefix"),
+                                          ("ui.route_prefix=ui", "ui.route_prefix"), ("ui.mode=cluster", "ui.mode")])
 def test_bad_ui_config_names_its_key(override, key):
     from mlsys.errors import ConfigError
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         compose_config([override])
+
+
+def test_behind_a_route_prefix_every_path_of_the_pages_is_under_it(home):
+    """Behind a Serve proxy at ``ui.route_prefix`` the ASGI root_path is the prefix: the page's base is it,
+    and no page or script addresses anything from the server's root."""
+    from mlsys.ui.app import STATIC
+
+    page = TestClient(build_app(home, TOKEN), root_path="/ui").get("/")
+    assert page.status_code == 200 and '<base href="/ui/">' in page.text
+    sources = page.text.replace('<base href="/ui/">', "") + (STATIC / "app.js").read_text()
+    import re
+
+    assert not re.findall(r"""(?:href|src)="/|fetch\("/|["`]/(?:api|static|docs)\b""", sources)
+
+
+def test_private_reads_need_the_token_and_the_page_still_loads(home):
+    import dataclasses
+
+    cfg = dataclasses.replace(home, ui=dataclasses.replace(home.ui, private_reads=True))
+    private = TestClient(build_app(cfg, TOKEN))
+    for path in ("/api/home", "/api/runs", "/api/models/ui", "/api/monitoring/ui", "/api/features"):
+        r = private.get(path)
+        assert r.status_code == 401 and "ui.private_reads" in r.json()["detail"], (path, r.text)
+        assert private.get(path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200, path
+    assert private.get("/").status_code == 200 and private.get("/static/app.js").status_code == 200
+    assert private.get("/api/home", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    r = private.post("/api/actions/releases/ui/rollback", json={})
+    assert r.status_code == 401 and "changes something" in r.json()["detail"]  # actions: still their own refusal
+
+
+def test_a_serve_config_builds_the_dashboard_app_and_refuses_bad_args(tmp_path):
+    """``import_path: mlsys.ui.app:app_builder`` in a Serve config or a RayService: Hydra overrides in ``args``."""
+    from ray.serve import Application
+
+    from mlsys.errors import ConfigError
+    from mlsys.ui.app import app_builder
+
+    assert isinstance(app_builder({"overrides": [f"home.root={tmp_path}"]}), Application)
+    with pytest.raises(ConfigError, match="list of key=value strings"):
+        app_builder({"overrides": "home.root=/x"})
+    with pytest.raises(ConfigError, match=r"ui\.route_prefix"):
+        app_builder({"overrides": ["ui.route_prefix=/"]})

@@ -34,8 +34,10 @@ function table(head, rows, opts = {}) {
     h("tbody", {}, rows.length ? [] : h("tr", {}, h("td", { colspan: head.length, class: "muted" }, "none")), rows.map((r) => (r instanceof Node ? r : h("tr", {}, r.map((c) => (c instanceof Node && c.tagName === "TD" ? c : h("td", {}, c))))))));
 }
 
+// Every path is relative ("api/runs"): the page's <base> is / under `mlsys ui`, ui.route_prefix behind a Serve proxy.
 async function api(path, options = {}) {
-  const r = await fetch(path, options);
+  const headers = tokenInput.value && !(options.headers || {}).Authorization ? { Authorization: `Bearer ${tokenInput.value}` } : {};
+  const r = await fetch(path, { ...options, headers: { ...headers, ...options.headers } });
   const body = await r.json().catch(() => ({ detail: r.statusText }));
   if (!r.ok) throw new Error(`${r.status}: ${body.detail ? (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)) : r.statusText}`);
   return body;
@@ -70,7 +72,7 @@ function page(title, ...content) {
 // -- runs --------------------------------------------------------------------------------
 
 async function runsPage() {
-  const runs = await api("/api/runs");
+  const runs = await api("api/runs");
   const picked = new Set();
   const compare = h("button", { class: "secondary", disabled: true, onclick: () => { const [a, b] = [...picked]; location.hash = `#/diff/${a}/${b}`; } }, "Compare two selected");
   const rows = runs.map((r) => [
@@ -83,7 +85,7 @@ async function runsPage() {
   const overrides = h("input", { id: "overrides", size: 60, placeholder: "train.num_workers=2 model=din", "aria-label": "Hydra overrides" });
   const launch = h("form", { class: "inline", onsubmit: (e) => {
     e.preventDefault();
-    act("/api/actions/run", { overrides: overrides.value.split(/\s+/).filter(Boolean) }, out).then((r) => followJob(r.submission_id, out));
+    act("api/actions/run", { overrides: overrides.value.split(/\s+/).filter(Boolean) }, out).then((r) => followJob(r.submission_id, out));
   } }, h("label", { for: "overrides" }, "Overrides (Hydra)", overrides), h("button", { type: "submit" }, "Launch run"));
   page(`Pipeline runs (${runs.length})`,
     h("section", { class: "card" }, h("h2", {}, "Launch a run as a Ray job"), h("p", { class: "muted" },
@@ -96,7 +98,7 @@ function followJob(id, out) {
   const log = h("pre", { class: "log", "aria-label": "job log" });
   out.append(status, log);
   const poll = async () => {
-    const j = await api(`/api/jobs/${id}?tail=20000`).catch((e) => ({ status: "unknown", log: e.message }));
+    const j = await api(`api/jobs/${id}?tail=20000`).catch((e) => ({ status: "unknown", log: e.message }));
     status.replaceChildren("job ", h("code", {}, id), " ", badge(j.status));
     log.textContent = j.log;
     log.scrollTop = log.scrollHeight;
@@ -106,7 +108,7 @@ function followJob(id, out) {
 }
 
 async function runPage(id) {
-  const r = await api(`/api/runs/${id}`);
+  const r = await api(`api/runs/${id}`);
   const steps = r.steps.map((s) => [s.name, badge(s.status), h("td", { class: "num" }, secs(s.seconds)), h("td", { class: "num" }, num(s.rows)),
     h("code", {}, short(s.fingerprint)), s.cached_from ? h("span", {}, "cached from ", h("code", {}, short(s.cached_from))) : (s.reason || "-")]);
   const evaluate = r.steps.find((s) => s.name === "evaluate");
@@ -119,7 +121,7 @@ async function runPage(id) {
     h("section", { class: "card" }, h("h2", {}, "Steps"), table(["step", "status", "seconds", "rows", "fingerprint", "why"], steps)),
     h("section", { class: "card" }, h("h2", {}, "Rerun with changed overrides"),
       h("form", { class: "inline", onsubmit: (e) => { e.preventDefault();
-        act("/api/actions/run", { overrides: rerun.value.split(/\s+/).filter(Boolean) }, out).then((j) => followJob(j.submission_id, out)); } },
+        act("api/actions/run", { overrides: rerun.value.split(/\s+/).filter(Boolean) }, out).then((j) => followJob(j.submission_id, out)); } },
         rerun, h("button", { type: "submit" }, "Rerun")), out),
     h("section", { class: "card" }, h("details", {}, h("summary", {}, `Resolved config (${Object.keys(r.config).length} keys)`),
       table(["key", "value"], Object.entries(r.config).map(([k, v]) => [h("code", {}, k), h("code", {}, v)])))),
@@ -127,7 +129,7 @@ async function runPage(id) {
 }
 
 async function diffPage(a, b) {
-  const d = await api(`/api/diff?a=${a}&b=${b}`);
+  const d = await api(`api/diff?a=${a}&b=${b}`);
   const diffRow = (x) => { const tr = h("tr", { class: x.a !== x.b ? "anomaly" : null }, h("td", {}, h("code", {}, x.key)), h("td", {}, num(x.a)), h("td", {}, num(x.b))); return tr; };
   page("Two runs side by side",
     h("p", {}, "A ", link(`#/runs/${a}`, short(a)), " ", h("code", {}, d.overrides.a.join(" ") || "(no overrides)"),
@@ -149,7 +151,7 @@ function featureRows(stats, anomalies) {
 }
 
 async function dataPage(id) {
-  const d = await api(`/api/runs/${id}/data`);
+  const d = await api(`api/runs/${id}/data`);
   const splits = Object.keys(d.splits);
   const anomalies = (d.anomalies || []).flatMap((r) => r.anomalies.map((a) => ({ ...a, dataset: r.name })));
   const sections = splits.map((s) => h("section", { class: "card" }, h("h2", {}, `${s}: ${num(d.splits[s].rows)} rows`),
@@ -168,7 +170,7 @@ async function dataPage(id) {
   feature.addEventListener("change", draw);
   const q = d.quarantine || { rows: 0, by_reason: {}, sample: [] };
   page(`Data of run ${short(id)}`,
-    h("p", {}, link(`#/runs/${id}`, "back to the run"), d.report ? [" · ", link(`/api/artifact?uri=${encodeURIComponent(d.report)}`, "the data report (HTML)")] : null,
+    h("p", {}, link(`#/runs/${id}`, "back to the run"), d.report ? [" · ", link(`api/artifact?uri=${encodeURIComponent(d.report)}`, "the data report (HTML)")] : null,
       " · a feature across spans: ", h("a", { href: `#/spans/${feature.value || ""}`, onclick: (e) => { e.currentTarget.href = `#/spans/${feature.value}`; } }, "spans")),
     h("section", { class: "card" }, h("h2", {}, `Anomalies (${anomalies.length})`),
       anomalies.length ? table(["dataset", "feature", "severity", "measure", "value", "threshold", "message"], anomalies.map((a) => h("tr", { class: "anomaly" },
@@ -183,7 +185,7 @@ async function dataPage(id) {
 }
 
 async function spansPage(feature) {
-  const points = await api(`/api/spans?feature=${encodeURIComponent(feature)}`);
+  const points = await api(`api/spans?feature=${encodeURIComponent(feature)}`);
   const x = points.map((p) => when(p.at));
   const traces = points.length && points[0].mean !== null && points[0].mean !== undefined
     ? [{ x, y: points.map((p) => p.mean), name: "mean", mode: "lines+markers" }]
@@ -199,7 +201,7 @@ async function spansPage(feature) {
 
 async function modelsPage(name) {
   name = name || HOME.model;
-  const m = await api(`/api/models/${name}`);
+  const m = await api(`api/models/${name}`);
   const rows = m.versions.map((v) => [link(`#/lineage/${name}/${v.version}`, `version ${v.version}`), when(v.created),
     (v.aliases || []).join(", ") || "-", h("td", { class: "num" }, num(v.metrics.auc)), h("td", { class: "num" }, num(v.metrics.logloss)),
     badge(v.blessed === true ? "yes" : v.blessed === false ? "no" : "-"), h("span", {}, v.blessing || ""), h("span", {}, v.pushed || v.infra || "")]);
@@ -216,19 +218,19 @@ async function modelsPage(name) {
   page(`Model ${name}`,
     h("section", { class: "card", "aria-label": "release" }, h("h2", {}, "Release"), ...state,
       h("form", { class: "inline", onsubmit: (e) => { e.preventDefault();
-        act(`/api/actions/releases/${name}/start`, { version: version.value, mode: mode.value, percent: Number(percent.value) }, out).then(reload); } },
+        act(`api/actions/releases/${name}/start`, { version: version.value, mode: mode.value, percent: Number(percent.value) }, out).then(reload); } },
         h("label", {}, "Version", version), h("label", {}, "Mode", mode), h("label", {}, "Percent", percent), h("button", { type: "submit" }, "Start release")),
       h("form", { class: "inline", onsubmit: (e) => e.preventDefault() },
-        h("button", { type: "button", onclick: () => act(`/api/actions/releases/${name}/promote`, {}, out).then(reload) }, "Promote release"),
-        h("button", { type: "button", class: "danger", onclick: () => act(`/api/actions/releases/${name}/rollback`, {}, out).then(reload) }, "Roll back release"),
-        h("button", { type: "button", class: "secondary", onclick: () => act(`/api/actions/models/${name}/rollback`, {}, out).then(reload) }, "Roll back champion")),
+        h("button", { type: "button", onclick: () => act(`api/actions/releases/${name}/promote`, {}, out).then(reload) }, "Promote release"),
+        h("button", { type: "button", class: "danger", onclick: () => act(`api/actions/releases/${name}/rollback`, {}, out).then(reload) }, "Roll back release"),
+        h("button", { type: "button", class: "secondary", onclick: () => act(`api/actions/models/${name}/rollback`, {}, out).then(reload) }, "Roll back champion")),
       out),
     h("section", { class: "card" }, h("h2", {}, `Versions (${m.versions.length})`),
       table(["version", "created (UTC)", "aliases", "auc", "logloss", "blessed", "gate", "push"], rows)));
 }
 
 async function lineagePage(name, version) {
-  const l = await api(`/api/models/${name}/${version}/lineage`);
+  const l = await api(`api/models/${name}/${version}/lineage`);
   const feeds = {};
   for (const e of l.edges) (feeds[e.to] = feeds[e.to] || []).push(e);
   const stepOf = Object.fromEntries(l.nodes.map((n) => [n.run_id, n.step]));
@@ -237,7 +239,7 @@ async function lineagePage(name, version) {
     h("ul", {}, Object.entries(n.outputs).map(([k, v]) => h("li", {}, `${k}: `, h("code", {}, String(v)), " ",
       typeof v === "string" && v.includes("/") ? h("a", { href: `#/downstream/${encodeURIComponent(v)}` }, "models trained on it") : null))),
     feeds[n.run_id] ? h("div", { class: "arrow" }, "reads ", feeds[n.run_id].map((e) => `${e.input} from ${stepOf[e.from]}`).join(", ")) : null));
-  const ev = await api(`/api/models/${name}/${version}/evaluation`);
+  const ev = await api(`api/models/${name}/${version}/evaluation`);
   const cells = {};
   for (const r of ev.rows) {
     const key = `${r.slice}|${r.bucket}|${r.metric}`;
@@ -246,7 +248,7 @@ async function lineagePage(name, version) {
   const ci = (r) => (r ? `${num(r.value)}${r.low !== null && r.low !== undefined ? ` [${num(r.low, 3)}, ${num(r.high, 3)}]` : ""}` : "-");
   const evaluation = h("section", { class: "card" }, h("h2", {}, "What the gate saw"),
     ev.blessing ? h("p", {}, badge(ev.blessing.blessed ? "yes" : "no"), " ", ev.blessing.reason) : h("p", { class: "muted" }, "no blessing decision recorded"),
-    ev.report ? h("p", {}, link(`/api/artifact?uri=${encodeURIComponent(ev.report)}`, "the evaluation report (HTML)")) : null,
+    ev.report ? h("p", {}, link(`api/artifact?uri=${encodeURIComponent(ev.report)}`, "the evaluation report (HTML)")) : null,
     ev.rows.length ? table(["slice", "bucket", "metric", "examples", "candidate [95% CI]", "champion [95% CI]"],
       Object.values(cells).map((c) => [c.slice, c.bucket, c.metric, h("td", { class: "num" }, num(c.examples)), ci(c.candidate), ci(c.champion)])) : null,
     ev.estimate ? h("details", {}, h("summary", {}, "pre-release estimate (replayed requests)"), h("pre", { class: "mono" }, JSON.stringify(ev.estimate, null, 1))) : null);
@@ -257,7 +259,7 @@ async function lineagePage(name, version) {
 }
 
 async function downstreamPage(uri) {
-  const versions = await api(`/api/downstream?uri=${encodeURIComponent(uri)}`);
+  const versions = await api(`api/downstream?uri=${encodeURIComponent(uri)}`);
   page("Models trained on an artifact", h("p", {}, h("code", {}, uri)),
     h("section", { class: "card" }, versions.length ? table(["model", "version"], versions.map((v) => [v.name, link(`#/lineage/${v.name}/${v.version}`, `version ${v.version}`)]))
       : h("p", { class: "muted" }, "no registered model version read it")));
@@ -266,7 +268,7 @@ async function downstreamPage(uri) {
 // -- tuning --------------------------------------------------------------------------------
 
 async function studiesPage() {
-  const studies = await api("/api/studies");
+  const studies = await api("api/studies");
   page(`Tuning studies (${studies.length})`,
     h("p", { class: "muted" }, "The tune step's Optuna studies (<home>/optuna.db; optuna-dashboard opens the same file)."),
     h("section", { class: "card" }, table(["study", "started (UTC)", "direction", "trials", "best value", "best parameters"],
@@ -275,7 +277,7 @@ async function studiesPage() {
 }
 
 async function studyPage(name) {
-  const st = await api(`/api/studies/${encodeURIComponent(name)}`);
+  const st = await api(`api/studies/${encodeURIComponent(name)}`);
   const done = st.trials.filter((t) => t.value !== null && t.value !== undefined);
   const keys = [...new Set(st.trials.flatMap((t) => Object.keys(t.params)))];
   const dimension = (k) => {
@@ -300,7 +302,7 @@ async function studyPage(name) {
 
 async function monitoringPage(name) {
   name = name || HOME.model;
-  const m = await api(`/api/monitoring/${name}`);
+  const m = await api(`api/monitoring/${name}`);
   const s = m.summary;
   const features = [...new Set(m.windows.flatMap((w) => Object.keys(w.drift || {})))];
   const measure = (w, side, f) => { const d = (w[side] || {})[f] || {}; return d.linf ?? d.js ?? d.psi ?? null; };
@@ -347,7 +349,7 @@ async function monitoringPage(name) {
 // -- features --------------------------------------------------------------------------------
 
 async function featuresPage() {
-  const f = await api("/api/features");
+  const f = await api("api/features");
   const age = (s) => (s < 120 ? `${Math.round(s)} s` : s < 7200 ? `${Math.round(s / 60)} min` : s < 172800 ? `${Math.round(s / 3600)} h` : `${Math.round(s / 86400)} days`);
   const ago = (t) => (t ? `${when(t)} (${age(Date.now() / 1000 - t)} ago)` : "-");
   const rate = (title, per) => (per.length
@@ -387,7 +389,7 @@ const routes = [
 
 async function route() {
   if (!HOME) {
-    HOME = await api("/api/home");
+    HOME = await api("api/home");
     const names = { mlflow: "MLflow", ray: "Ray dashboard", optuna: "Optuna" };
     document.getElementById("links").replaceChildren(...Object.entries(HOME.links).map(([k, v]) => h("a", { href: v, target: "_blank", rel: "noopener" }, `${names[k]} ↗`)));
   }
