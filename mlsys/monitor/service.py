@@ -49,6 +49,16 @@ def latency_quantile(counts: list[int], q: float) -> float:
     return float("inf")
 
 
+def slower_than(counts: list[int], ms: float) -> int:
+    """How many requests of a histogram over :data:`LATENCY_EDGES_MS` were certainly slower than ``ms``:
+    those in buckets whose lower edge is at or above it.
+
+    >>> slower_than([5, 0, 0, 2, 1] + [0] * 16, 3.0), slower_than([5, 0, 0, 2, 1] + [0] * 16, 4.0)
+    (3, 1)
+    """
+    return sum(n for i, n in enumerate(counts) if i and LATENCY_EDGES_MS[i - 1] >= ms)
+
+
 @dataclass
 class ServiceWindow:
     """``requests``: answered (2xx), each with its latency in ``latency``; ``errors``: 5xx answers;

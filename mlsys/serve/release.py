@@ -24,7 +24,7 @@ import numpy as np
 from mlsys.evaluate.metrics import SCORE_BINS, score_histogram, score_psi, top_k_overlap  # noqa: F401
 
 # The latency buckets and their quantile are the monitor's (its service windows use the same).
-from mlsys.monitor.service import LATENCY_EDGES_MS, latency_bucket, latency_quantile
+from mlsys.monitor.service import LATENCY_EDGES_MS, latency_bucket, latency_quantile, slower_than
 
 
 class Mode(str, Enum):
@@ -137,7 +137,9 @@ class ReleasePolicy:
     Each window (``window_s``) compares the candidate with the champion over the same window. Roll
     back when the candidate has at least ``min_requests_rollback`` requests and its error rate exceeds
     the champion's by more than ``max_error_rate_increase``, or its p99 is above ``max_p99_ratio`` times
-    the champion's, or its score distribution's PSI against the champion's exceeds ``max_score_psi``.
+    the champion's with at least ``min_slow_requests`` of its requests above that bound (over a few tens
+    of requests a window's p99 is its one slowest request: one stall is not a slower model), or its
+    score distribution's PSI against the champion's exceeds ``max_score_psi``.
     Promote after ``promote_after_windows`` windows in a row in which both had ``min_requests`` and no
     criterion was breached. ``promote_after_windows=0``: never by itself (``mlsys release promote``)."""
 
@@ -146,6 +148,7 @@ class ReleasePolicy:
     min_requests_rollback: int = 20
     max_error_rate_increase: float = 0.01
     max_p99_ratio: float = 2.0
+    min_slow_requests: int = 5
     max_score_psi: float = 0.25
     promote_after_windows: int = 5
 
@@ -158,6 +161,7 @@ class ReleasePolicy:
         require(0 <= self.max_error_rate_increase <= 1, "serve.release.policy.max_error_rate_increase",
                 self.max_error_rate_increase, "in [0, 1]")
         require(self.max_p99_ratio >= 1, "serve.release.policy.max_p99_ratio", self.max_p99_ratio, ">= 1")
+        require(self.min_slow_requests >= 1, "serve.release.policy.min_slow_requests", self.min_slow_requests, ">= 1")
         require(self.max_score_psi > 0, "serve.release.policy.max_score_psi", self.max_score_psi, "> 0")
         require(self.promote_after_windows >= 0, "serve.release.policy.promote_after_windows", self.promote_after_windows, ">= 0")
 
@@ -171,8 +175,11 @@ class ReleasePolicy:
                     f"{champion.error_rate:.1%}: up {increase:.1%}, above max_error_rate_increase={self.max_error_rate_increase:.1%}")
         if champion.requests >= self.min_requests_rollback:
             c99, k99 = champion.quantile_ms(0.99), candidate.quantile_ms(0.99)
-            if c99 > 0 and k99 > self.max_p99_ratio * c99:
-                return f"p99 latency {k99:g} ms against the champion's {c99:g} ms: above max_p99_ratio={self.max_p99_ratio:g}x"
+            bound = self.max_p99_ratio * c99
+            slow = slower_than(candidate.latency, bound)
+            if c99 > 0 and k99 > bound and slow >= self.min_slow_requests:
+                return (f"p99 latency {k99:g} ms against the champion's {c99:g} ms: above max_p99_ratio={self.max_p99_ratio:g}x "
+                        f"({slow} of {candidate.requests} requests above {bound:g} ms)")
             scored_c, scored_k = sum(champion.scores), sum(candidate.scores)
             if scored_c and scored_k:
                 shift = score_psi(champion.scores, candidate.scores)

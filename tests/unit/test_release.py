@@ -74,9 +74,24 @@ def test_the_policy_rolls_back_on_errors_latency_or_a_score_shift_and_promotes_a
     assert never.decide(champion, _window(60), 10)[0].action is Action.hold
 
 
+def test_one_slow_request_is_not_a_slower_model():
+    """Over 30 requests a window's p99 is its slowest request: one 200 ms stall against the champion's 3 ms
+    rolled a healthy canary back on a loaded CI machine. The p99 criterion needs min_slow_requests above its bound."""
+    policy = ReleasePolicy(min_requests_rollback=20)
+    champion = _window(200, latency_ms=3.0)
+    stalled = _window(29, latency_ms=3.0).merge(_window(1, latency_ms=200.0))
+    assert stalled.quantile_ms(0.99) == 200 and policy.breach(champion, stalled) is None
+    slower = _window(25, latency_ms=3.0).merge(_window(5, latency_ms=200.0))
+    reason = policy.breach(champion, slower)
+    assert reason and "5 of 30 requests above 6 ms" in reason
+    assert ReleasePolicy(min_requests_rollback=20, min_slow_requests=1).breach(champion, stalled)
+
+
 def test_policy_settings_are_checked_by_name():
     with pytest.raises(ConfigError, match="serve.release.policy.max_p99_ratio"):
         ReleasePolicy(max_p99_ratio=0.5)
+    with pytest.raises(ConfigError, match="serve.release.policy.min_slow_requests"):
+        ReleasePolicy(min_slow_requests=0)
 
 
 def test_shadow_measures_overlap_and_shift():
