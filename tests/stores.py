@@ -14,8 +14,9 @@ from tests.schemas import movielens_like
 T0 = 880_000_000  # 1997-11-20
 
 
-def small_store(home: str, project: str) -> FeaturesConfig:
-    features = FeaturesConfig(name="feast", project=project)
+def small_store(home: str, project: str, **online) -> FeaturesConfig:
+    """``online``: FeaturesConfig's online-store keys (``online="redis", redis_port=...``); SQLite by default."""
+    features = FeaturesConfig(name="feast", project=project, **online)
     users = pd.DataFrame({"user_id": np.arange(1, 4, dtype=np.int64), "age": np.float32(30.0), "gender": "F", "occupation": "writer"})
     items = pd.DataFrame({"item_id": np.arange(1, 5, dtype=np.int64), "year": np.float32(1995.0), "genres": [["Drama"]] * 4})
     events = pd.DataFrame([(1, 1, T0, 5), (1, 2, T0 + 60, 2), (2, 1, T0 + 120, 4)], columns=["user_id", "item_id", "timestamp", "rating"])

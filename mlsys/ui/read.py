@@ -352,9 +352,11 @@ def _store(repo: Path) -> dict:
         marks = storage.read_json(str(path))
         materialized.append({"online": path.stem.removeprefix("watermark-"), "at": path.stat().st_mtime,
                              "watermarks": {view: _epoch(ts) for view, ts in marks.items()}})
-    tables = _sqlite_rows(online.get("path"), project) if online.get("type", "sqlite") == "sqlite" else None
-    return {"project": project, "path": str(repo), "online": {"type": online.get("type", "sqlite"),
-            "where": online.get("path") or online.get("connection_string"), "rows": tables},
+    kind = online.get("type", "sqlite")
+    state = (_sqlite_rows(online.get("path"), project) if kind == "sqlite"
+             else _redis_rows(online.get("connection_string", ""), project, [v["name"] for v in views]) if kind == "redis" else {})
+    return {"project": project, "path": str(repo), "online": {"type": kind, "where": online.get("path") or online.get("connection_string"),
+                                                               "rows": None, "complete": True, "error": None, **(state or {})},
             "offline": (config.get("offline_store") or {}).get("type"), "views": views,
             "services": [{"name": RANKING_SERVICE, "views": [v["name"] for v in views]}] if views else [],
             "materialized": materialized, "logging": _log_rates(repo / "feature_log")}
@@ -385,14 +387,58 @@ def _epoch(iso: str) -> Optional[float]:
 
 
 def _sqlite_rows(path: Optional[str], project: str) -> Optional[dict]:
-    """Entity rows per view table of Feast's SQLite online store (``<project>_<view>``), read-only."""
+    """``{"rows"}``: entity rows per view table of Feast's SQLite online store (``<project>_<view>``), read-only."""
     import sqlite3
 
     if not path or not Path(path).is_file():
         return None
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         names = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'") if n.startswith(f"{project}_")]
-        return {n.removeprefix(f"{project}_"): db.execute(f'SELECT COUNT(DISTINCT entity_key) FROM "{n}"').fetchone()[0] for n in names}
+        return {"rows": {n.removeprefix(f"{project}_"): db.execute(f'SELECT COUNT(DISTINCT entity_key) FROM "{n}"').fetchone()[0]
+                         for n in names}}
+
+
+REDIS_SCAN_LIMIT = 100_000  # entity keys counted per page load at most; past it the counts are lower bounds
+
+
+def _redis_rows(where: str, project: str, views: list[str], limit: int = REDIS_SCAN_LIMIT) -> dict:
+    """``{"rows", "complete", "error"}`` of Feast's Redis online store at ``host:port`` (its layout, see
+    :class:`mlsys.features.online.RedisTables`: a hash per entity key ending in the project's name, a
+    ``_ts:<view>`` field per view it holds). A bounded SCAN (``complete`` false past ``limit`` keys), read
+    only; an unreachable server is said, not raised (the page still shows the rest)."""
+    import redis
+
+    host, _, rest = where.partition(":")
+    port = rest.split(",")[0]
+    rows, scanned = dict.fromkeys(views, 0), 0
+    try:
+        client = redis.Redis(host=host or "127.0.0.1", port=int(port or 6379), socket_timeout=2, socket_connect_timeout=2)
+        batch = []
+        for key in client.scan_iter(match=f"*{project}".encode(), count=1000):
+            batch.append(key)
+            scanned += 1
+            if len(batch) == 1000 or scanned >= limit:
+                _count_views(client, batch, rows)
+                batch = []
+            if scanned >= limit:
+                break
+        _count_views(client, batch, rows)
+    except (redis.RedisError, OSError, ValueError) as e:
+        return {"rows": None, "complete": False, "error": f"{type(e).__name__}: {e}"}
+    return {"rows": rows, "complete": scanned < limit, "error": None}
+
+
+def _count_views(client, keys: list, rows: dict) -> None:
+    if not keys:
+        return
+    with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            for view in rows:
+                pipe.hexists(key, f"_ts:{view}")
+        held = iter(pipe.execute())
+    for _ in keys:
+        for view in rows:
+            rows[view] += bool(next(held))
 
 
 def _per_hour(times) -> list[dict]:

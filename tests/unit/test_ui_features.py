@@ -55,3 +55,23 @@ def test_views_freshness_online_rows_and_rates_of_a_materialized_store(tmp_path)
     assert store["logging"] == {"rows": 6, "requests": 3, "per_hour": [{"hour": HOUR.timestamp(), "count": 2},
                                                                        {"hour": HOUR.timestamp() + 3600, "count": 1}]}
     assert got["events"] == {"ctr": {"events": 2, "per_hour": [{"hour": HOUR.timestamp(), "count": 2}]}}
+
+
+def test_a_redis_online_store_is_counted_per_view_and_an_unreachable_one_is_said(tmp_path, redis_server):
+    """Feast's Redis layout read directly (a hash per entity key, a ``_ts:<view>`` field per view it holds),
+    on a real redis-server; another project's keys in the same Redis are not counted."""
+    from mlsys.ui.read import _redis_rows
+
+    small_store(str(tmp_path / "a"), "shop", online="redis", redis_port=redis_server.port)
+    small_store(str(tmp_path / "b"), "other", online="redis", redis_port=redis_server.port)
+    client, _ = _app(tmp_path / "a")
+    [store] = client.get("/api/features").json()["stores"]
+    assert store["online"]["type"] == "redis" and store["online"]["where"] == f"127.0.0.1:{redis_server.port}"
+    assert store["online"]["rows"] == {"user_profile": 3, "item_profile": 4, "user_aggregates": 2, "user_sequence": 2}
+    assert store["online"]["complete"] and store["online"]["error"] is None
+    capped = _redis_rows(f"127.0.0.1:{redis_server.port}", "shop", ["item_profile"], limit=2)
+    assert not capped["complete"] and capped["rows"]["item_profile"] <= 2
+    from tests.redis_server import _free_port
+
+    gone = _redis_rows(f"127.0.0.1:{_free_port()}", "shop", ["item_profile"])
+    assert gone["rows"] is None and "ConnectionError" in gone["error"]
