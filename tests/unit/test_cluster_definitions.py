@@ -202,3 +202,12 @@ def test_a_broken_cluster_launcher_config_is_refused(launcher):
     too_many["available_node_types"]["cpu"]["min_workers"] = too_many["max_workers"] + 1
     with pytest.raises(ValueError, match="max_workers"):
         validate_config(prepare_config(too_many))
+
+
+def test_the_retrain_cronjob_reads_the_token_from_the_secret_and_key_kuberay_uses():
+    """KubeRay's authOptions reads the Secret's key ``auth_token``: one Secret, one key, for every manifest."""
+    cronjob = yaml.safe_load((CLUSTERS / "retrain-cronjob.yaml").read_text())
+    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    (token,) = [e for e in container["env"] if e["name"] == "RAY_AUTH_TOKEN"]
+    ref = token["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == ("mlsys-ray-auth", "auth_token")
