@@ -154,12 +154,33 @@ def _serve_config() -> dict:
     return yaml.safe_load(service["spec"]["serveConfigV2"])
 
 
+def test_the_rayservice_dashboard_app_builds_from_its_import_path_and_args(tmp_path, monkeypatch):
+    """The RayService's second application is the dashboard (docs/ui.md) at /ui, with reads behind the token."""
+    from importlib import import_module
+
+    from ray.serve import Application
+
+    dashboard = {a["name"]: a for a in _serve_config()["applications"]}["mlsys-ui"]
+    assert dashboard["route_prefix"] == "/ui" and "ui.private_reads=true" in dashboard["args"]["overrides"]
+    assert "ui.token=${oc.env:MLSYS_UI_TOKEN}" in dashboard["args"]["overrides"]  # a replica may run on any node: all have it
+    [(_, service)] = [(n, d) for n, d in _kuberay_manifests() if d["kind"] == "RayService"]
+    spec = service["spec"]["rayClusterConfig"]
+    for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+        for container in group["template"]["spec"]["containers"]:
+            [env] = [e for e in container.get("env", []) if e["name"] == "MLSYS_UI_TOKEN"]
+            assert env["valueFrom"]["secretKeyRef"] == {"name": "mlsys-ui", "key": "token"}, container["name"]
+    module, _, attr = dashboard["import_path"].partition(":")
+    overrides = [o for o in dashboard["args"]["overrides"] if not o.startswith("home.")]
+    monkeypatch.setenv("MLSYS_UI_TOKEN", "from-the-secret")
+    assert isinstance(getattr(import_module(module), attr)({"overrides": [*overrides, f"home.root={tmp_path}"]}), Application)
+
+
 def test_the_rayservice_serve_config_is_valid_for_serve():
     from ray.serve.schema import ServeDeploySchema
 
     config = _serve_config()
     ServeDeploySchema.model_validate(config)  # what KubeRay's PUT /api/serve/applications/ has Serve check
-    [app] = config["applications"]
+    app, dashboard = config["applications"]
     [same] = yaml.safe_load((CLUSTERS / "serve-ranking.yaml").read_text())["applications"]
     assert (app["import_path"], app["args"]["release"]) == (same["import_path"], same["args"]["release"])
     typo = copy.deepcopy(config)  # Serve ignores unknown keys, but a required one misspelled is missing
