@@ -17,7 +17,8 @@ from typing import Any
 import pyarrow.fs as pafs
 
 
-def _is_remote(uri: str) -> bool:
+def is_remote(uri: str) -> bool:
+    """Whether ``uri`` names object storage or another filesystem than this machine's (``s3://``, ``gs://``)."""
     return "://" in uri and not uri.startswith("file://")
 
 
@@ -27,18 +28,18 @@ def _local(uri: str) -> Path:
 
 def join(uri: str, *parts: str) -> str:
     """``join("s3://b/home", "cache", "x.json") -> "s3://b/home/cache/x.json"``."""
-    if _is_remote(uri):
+    if is_remote(uri):
         return "/".join([uri.rstrip("/"), *parts])
     return str(_local(uri).joinpath(*parts))
 
 
 def absolute(uri: str) -> str:
     """Local paths become absolute (Ray workers may run in another directory)."""
-    return uri if _is_remote(uri) else str(_local(uri).resolve())
+    return uri if is_remote(uri) else str(_local(uri).resolve())
 
 
 def exists(uri: str) -> bool:
-    if not _is_remote(uri):
+    if not is_remote(uri):
         return _local(uri).exists()
     fs, path = pafs.FileSystem.from_uri(uri)
     return fs.get_file_info(path).type != pafs.FileType.NotFound
@@ -50,7 +51,7 @@ def read_json(uri: str) -> Any:
 
 def write_bytes(uri: str, data: bytes) -> None:
     """Write atomically: readers see the old file or the whole new one (object stores replace whole objects)."""
-    if not _is_remote(uri):
+    if not is_remote(uri):
         path = _local(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -63,7 +64,7 @@ def write_bytes(uri: str, data: bytes) -> None:
 
 
 def read_text(uri: str) -> str:
-    if not _is_remote(uri):
+    if not is_remote(uri):
         return _local(uri).read_text()
     fs, path = pafs.FileSystem.from_uri(uri)
     with fs.open_input_stream(path) as f:
@@ -89,7 +90,7 @@ def write_table(df, uri: str) -> None:
 
 
 def remove(uri: str) -> None:
-    if not _is_remote(uri):
+    if not is_remote(uri):
         shutil.rmtree(_local(uri), ignore_errors=True)
         return
     fs, path = pafs.FileSystem.from_uri(uri)
@@ -99,7 +100,7 @@ def remove(uri: str) -> None:
 
 def upload_dir(local_dir: str | Path, uri: str) -> None:
     """Copy a local folder to ``uri`` (a no-op when they are the same place)."""
-    if not _is_remote(uri):
+    if not is_remote(uri):
         dest = _local(uri)
         if dest.resolve() == Path(local_dir).resolve():
             return
@@ -110,7 +111,7 @@ def upload_dir(local_dir: str | Path, uri: str) -> None:
 
 def download_dir(uri: str, local_dir: str | Path) -> Path:
     """Make ``uri`` available as a local folder; local URIs are used in place."""
-    if not _is_remote(uri):
+    if not is_remote(uri):
         return _local(uri)
     pafs.copy_files(uri, str(local_dir))
     return Path(local_dir)

@@ -38,6 +38,11 @@ def token_of(cfg) -> str:
     """``ui.token``, else the home's ``ui/token`` (made at the first start, mode 0600)."""
     if cfg.ui.token:
         return cfg.ui.token
+    if storage.is_remote(cfg.home.root):
+        from mlsys.errors import ConfigError
+
+        raise ConfigError(f"ui.token is empty and the home {cfg.home.root} is not a local path, where the dashboard keeps the "
+                          f"token it makes (mode 0600): set ui.token (e.g. ui.token=${{oc.env:MLSYS_UI_TOKEN}} from a secret)")
     path = Path(storage.absolute(cfg.home.root)) / "ui" / "token"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -117,6 +117,14 @@ def test_an_empty_token_is_made_once_and_kept_private(tmp_path):
     assert json.loads(json.dumps(r.json()))["detail"]
 
 
+def test_a_home_on_object_storage_needs_a_given_token():
+    from mlsys.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"ui\.token is empty and the home s3://bucket/mlsys is not a local path"):
+        token_of(compose_config(["home.root=s3://bucket/mlsys"]))
+    assert token_of(compose_config(["home.root=s3://bucket/mlsys", "ui.token=given"])) == "given"
+
+
 @pytest.mark.parametrize("override,key", [("ui.port=0", "ui.port"), ("ui.runs=0", "ui.runs"), ("ui.route_prefix=/", "ui.route_prefix"),
                                           ("ui.route_prefix=ui", "ui.route_prefix"), ("ui.mode=cluster", "ui.mode")])
 def test_bad_ui_config_names_its_key(override, key):
