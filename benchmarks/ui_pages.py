@@ -7,6 +7,7 @@ chromedriver, `make test-servers`) on the seeded copy (candidate) and on the tra
 (baseline: 1 run, 1 version), alternating; a page's time is from navigation start to the page drawn
 (``body[data-ready]``, charts included), median over the repeats.
 
+    mlsys run home.root=/tmp/bench-serve features=feast train.max_epochs=1
     python benchmarks/ui_pages.py --home /tmp/bench-serve --repeats 5
 """
 
@@ -71,7 +72,8 @@ def serve(home: Path, port: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--home", default="/tmp/bench-serve", help="a trained home (mlsys run home.root=H train.max_epochs=1)")
+    parser.add_argument("--home", default="/tmp/bench-serve",
+                        help="a trained home (mlsys run home.root=H features=feast train.max_epochs=1: the features page reads its store)")
     parser.add_argument("--seeded", default="/tmp/bench-ui-seeded")
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--versions", type=int, default=50)
@@ -94,7 +96,7 @@ def main() -> None:
     ports = {"seeded": free_port(), "base": free_port()}
     servers = [serve(seeded, ports["seeded"]), serve(home, ports["base"])]
     time.sleep(2)
-    pages = ["#/runs", f"#/runs/{run_id}", f"#/data/{run_id}", "#/models", "#/lineage/ctr/1", "#/monitoring"]
+    pages = ["#/runs", f"#/runs/{run_id}", f"#/data/{run_id}", "#/models", "#/lineage/ctr/1", "#/monitoring", "#/features"]
     rows, notes = [], []
     with chromium() as browser:
         def load(which: str, page: str):
