@@ -50,8 +50,9 @@ def start_server(cfg: MlsysConfig, echo: Callable[[str], None] = print) -> str:
 
 
 def join_cluster_serve(cfg: MlsysConfig) -> None:
-    """Connect to ``cfg.cluster`` and have its Serve listen on ``serve.port`` (:func:`mlsys.serve.app.ensure_serve`).
-    On the embedded Ray, whose Serve this process starts, a port already taken is said before Ray starts."""
+    """Connect to ``cfg.cluster`` for an app on ``serve.port``. On the embedded Ray, whose Serve this process
+    starts, a port already taken is said before Ray starts; deploying joins or starts Serve
+    (:func:`mlsys.serve.app.ensure_serve`)."""
     import ray
 
     from mlsys.cluster import connect
@@ -64,7 +65,6 @@ def join_cluster_serve(cfg: MlsysConfig) -> None:
     connect(cfg.cluster)
     if local and app.running_serve_port() is None:
         require_free_port(cfg.serve.host, cfg.serve.port, "serve.port")
-    app.ensure_serve(cfg.serve)
 
 
 def served_config(cfg: MlsysConfig):

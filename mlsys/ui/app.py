@@ -304,8 +304,10 @@ def deploy(cfg, echo=print) -> str:
     from ray import serve
 
     from mlsys.api.serving import join_cluster_serve
+    from mlsys.serve.app import ensure_serve
 
     join_cluster_serve(cfg)
+    ensure_serve(cfg.serve)
     serve.run(serve_app(cfg), name=APP_NAME, route_prefix=cfg.ui.route_prefix)
     url = f"http://{cfg.serve.host}:{cfg.serve.port}{cfg.ui.route_prefix}/"
     echo(f"[ui] the dashboard of {storage.absolute(cfg.home.root)} at {url} (Serve application {APP_NAME}; API: "
