@@ -50,7 +50,23 @@ class MlsysConfig:
     ui: UiConfig = field(default_factory=UiConfig)
 
 
-ConfigStore.instance().store(name="mlsys_schema", node=MlsysConfig)
+# Maps keyed by names the user picks (step names, custom Ray resources): open to new keys, so
+# `pipeline.resources.train={num_cpus: 1}` and `train.resources_per_worker.worker=1` need no `+`.
+# Their values are checked by the dataclass that holds them (a key not naming a step is refused).
+OPEN_MAPS = ("pipeline.resources", "train.resources_per_worker",
+             "serve.ingress.resources", "serve.embedding.resources", "serve.dense.resources")
+
+
+def _schema():
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.structured(MlsysConfig)
+    for key in OPEN_MAPS:
+        OmegaConf.set_struct(OmegaConf.select(node, key), False)
+    return node
+
+
+ConfigStore.instance().store(name="mlsys_schema", node=_schema())
 
 
 def config_dir() -> Path:

@@ -15,6 +15,7 @@ def runner(cfg: MlsysConfig, echo: Callable[[str], None] = print) -> PipelineRun
     """The runner of ``cfg.pipeline`` with every config section it binds (Ray is started only if a step runs)."""
     from mlsys.cluster import connect
     from mlsys.errors import ConfigError
+    from mlsys.pipeline.config import check_step_resources
     from mlsys.pipeline.ctr import PIPELINES
     from mlsys.registry import mlflow_store
     from mlsys.train import warm_start
@@ -22,8 +23,10 @@ def runner(cfg: MlsysConfig, echo: Callable[[str], None] = print) -> PipelineRun
     if cfg.pipeline.name not in PIPELINES:
         raise ConfigError(f"pipeline.name={cfg.pipeline.name!r} is not one of {sorted(PIPELINES)}")
     pipeline = PIPELINES[cfg.pipeline.name]
+    check_step_resources(cfg.pipeline.resources, pipeline.name, (s.name for s in pipeline.steps))  # before `until` cuts steps
     if cfg.pipeline.until:
         pipeline = pipeline.until(cfg.pipeline.until)
+    kept = {s.name for s in pipeline.steps}
     sections = {name: getattr(cfg, name) for name in PIPELINE_SECTIONS}
     # Resolved once, before any step runs: the version an alias names now enters the fingerprints.
     sections["warm_start"] = warm_start.resolve(cfg.train.warm_start, mlflow_store.tracking_uri(cfg.home), cfg.model)
@@ -36,6 +39,7 @@ def runner(cfg: MlsysConfig, echo: Callable[[str], None] = print) -> PipelineRun
         use_cache=cfg.pipeline.use_cache,
         echo=echo,
         connect=lambda: connect(cfg.cluster),
+        resources={name: r for name, r in cfg.pipeline.resources.items() if name in kept},
     )
 
 

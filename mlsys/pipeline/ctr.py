@@ -248,6 +248,8 @@ def tune(ctx: StepContext, data: TransformOutput, model: ModelConfig, cfg: Train
 @step()
 def train(ctx: StepContext, data: TransformOutput, tuned: TuneOutput, model: ModelConfig, cfg: TrainConfig, warm: WarmStart) -> TrainOutput:
     """Trains on the whole training split, with the tune step's best parameters when it tuned."""
+    import json
+
     from mlsys.data.datasets import read_parquet
     from mlsys.data.preprocessor import CtrPreprocessor
     from mlsys.train import trainer
@@ -270,7 +272,10 @@ def train(ctx: StepContext, data: TransformOutput, tuned: TuneOutput, model: Mod
         warm=warm,
     )
     out = TrainOutput(checkpoint=storage.join(ctx.output_uri, "checkpoint"))
-    storage.upload_dir(result.checkpoint_dir, out.checkpoint)
+    storage.upload_dir(result.checkpoint_dir, out.checkpoint)  # its state.json keeps every attempt's workers
+    if result.workers:  # where the last attempt's workers ran (every attempt: the checkpoint's state.json)
+        ctx.set_tag("train_workers", json.dumps(result.workers[-1]))
+    ctx.set_tag("train_placement", json.dumps({"placement_strategy": cfg.placement_strategy, "resources_per_worker": cfg.worker_resources()}))
     for epoch_metrics in result.history:
         ctx.log_metrics({k: v for k, v in epoch_metrics.items() if k != "epoch"}, step=int(epoch_metrics["epoch"]))
     return out

@@ -12,7 +12,8 @@ A step's fingerprint hashes its :class:`Basis`:
 - **libraries**: the installed versions of the third-party distributions that
   code imports (torch, ray, pyarrow, ...), and the Python version.
 - **config**: the config sections the step takes (plus the content hashes of
-  files they name), and **inputs**: the upstream steps' fingerprints.
+  files they name; less the keys a section marks placement-only in its
+  ``fingerprint_exclude``), and **inputs**: the upstream steps' fingerprints.
 
 :func:`explain` compares two bases and says what changed, so ``mlsys run
 --explain`` can tell why a step runs. Plain Python, no Ray.
@@ -69,10 +70,15 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
 
 
 def config_values(configs: dict[str, Any]) -> dict[str, Any]:
-    """Flattened config sections, plus the content hashes of files they name (``fingerprint_extra``)."""
+    """Flattened config sections, plus the content hashes of files they name (``fingerprint_extra``).
+
+    A section's ``fingerprint_exclude`` (a class attribute) names its keys that say where a step runs,
+    not what it computes (``train.placement_strategy``): they are left out, so moving work reruns nothing.
+    """
     out: dict[str, Any] = {}
     for name, cfg in configs.items():
-        out.update(flatten(name, plain(cfg)))
+        excluded = set(getattr(cfg, "fingerprint_exclude", ()))
+        out.update(flatten(name, {k: v for k, v in plain(cfg).items() if k not in excluded} if excluded else plain(cfg)))
         extra = getattr(cfg, "fingerprint_extra", None)
         for path, digest in (extra() if extra is not None else {}).items():
             out[f"{name}.<file {path}>"] = digest

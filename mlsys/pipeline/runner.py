@@ -6,6 +6,10 @@ inputs' fingerprints. A finished step leaves a manifest under
 fingerprint reuses it (and says so), so a pipeline that failed at step k
 resumes at step k. Every pipeline run is an MLflow run and every step a
 nested run carrying its params, metrics, fingerprint and artifact URIs.
+
+``resources`` (``pipeline.resources``) size and place a step's own task; the
+step's run records what the task asked for (``mlsys.resources``) and where it
+ran (``mlsys.node_ip``, ``mlsys.node_id``). Neither enters a fingerprint.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any, Callable, Literal
 from mlsys import storage
 from mlsys.errors import StepFailedError
 from mlsys.config import plain
+from mlsys.pipeline.config import StepResources, check_step_resources
 from mlsys.pipeline.fingerprint import Basis, basis, explain
 from mlsys.pipeline.step import Pipeline, Step, StepContext
 from mlsys.registry.mlflow_store import Tag
@@ -68,8 +73,13 @@ def _execute(step: Step, ctx: StepContext, kwargs: dict[str, Any]) -> tuple[Any,
     import logging
 
     import ray.data
+    import ray.util
 
     from ray.util.debug import log_once
+
+    # Where the step ran, in its run record (step facts travel back as ctx.tags).
+    ctx.set_tag("node_ip", ray.util.get_node_ip_address())
+    ctx.set_tag("node_id", ray.get_runtime_context().get_node_id())
 
     # Progress bars forwarded from a task render as pages of escape codes; the driver
     # prints a progress line per step instead (PipelineRunner._wait). Consuming Ray Data's
@@ -87,7 +97,9 @@ def _execute(step: Step, ctx: StepContext, kwargs: dict[str, Any]) -> tuple[Any,
 class PipelineRunner:
     """``PipelineRunner(pipeline, sections, home, tracking_uri, experiment).run(overrides)``.
 
-    ``sections`` maps config section names to their dataclass objects (``{"data": DataConfig(...)}``).
+    ``sections`` maps config section names to their dataclass objects (``{"data": DataConfig(...)}``);
+    ``resources`` maps step names to what their tasks ask for (``pipeline.resources``; others keep
+    ``@step(num_cpus=...)``).
     """
 
     def __init__(
@@ -100,6 +112,7 @@ class PipelineRunner:
         use_cache: bool = True,
         echo: Callable[[str], None] = print,
         connect: Callable[[], None] = lambda: None,
+        resources: dict[str, StepResources] | None = None,
     ):
         self.pipeline = pipeline
         self.sections = sections
@@ -111,6 +124,12 @@ class PipelineRunner:
         self._connect = connect  # called before the first step that runs: a cached run needs no Ray
         self._by_type = {type(cfg): name for name, cfg in sections.items()}
         pipeline.validate(self._by_type)
+        self.resources = dict(resources or {})
+        check_step_resources(self.resources, pipeline.name, (s.name for s in pipeline.steps))
+
+    def task_options(self, step: Step) -> dict:
+        """The resources ``step``'s task asks for: ``pipeline.resources.<step>``, else its declared ``num_cpus``."""
+        return self.resources.get(step.name, StepResources()).task_options(default_cpus=step.num_cpus)
 
     def _cache_uri(self, step: Step, fp: str) -> str:
         return storage.join(self.home, "cache", step.name, f"{fp}.json")
@@ -240,7 +259,10 @@ class PipelineRunner:
             self.echo(f"[{step.name}] cached: reusing fingerprint {fp[:12]} (first computed in run {cached['run_id'][:12]})")
         else:
             client.set_tag(run_id, Tag.REASON, "; ".join(decision.reasons)[:5000])
-            self.echo(f"[{step.name}] running (fingerprint {fp[:12]}): {_reasons(decision.reasons)}")
+            options = self.task_options(step)
+            client.set_tag(run_id, Tag.RESOURCES, json.dumps(options, sort_keys=True))
+            asked = f" with {json.dumps(options, sort_keys=True)}" if step.name in self.resources else ""
+            self.echo(f"[{step.name}] running (fingerprint {fp[:12]}){asked}: {_reasons(decision.reasons)}")
             ctx = StepContext(
                 step=step.name,
                 fingerprint=fp,
@@ -252,7 +274,7 @@ class PipelineRunner:
             self._connect()
             t0 = time.perf_counter()
             try:
-                task = ray.remote(num_cpus=step.num_cpus, max_retries=0)(_execute)
+                task = ray.remote(**options, max_retries=0)(_execute)
                 result, metrics, tags = self._wait(step, task.remote(step, ctx, kwargs), t0)
             except BaseException as e:
                 client.set_terminated(run_id, status="FAILED")
@@ -266,10 +288,11 @@ class PipelineRunner:
             storage.write_json(
                 self._cache_uri(step, fp),
                 {"step": step.name, "fingerprint": fp, "run_id": run_id, "seconds": seconds,
-                 "outputs": plain(result), "metrics": metrics, "tags": tags, "finished_at": time.time(),
-                 "basis": plain(decision.basis)},
+                 "outputs": plain(result), "metrics": metrics, "tags": tags, "resources": options,
+                 "finished_at": time.time(), "basis": plain(decision.basis)},
             )
-            self.echo(f"[{step.name}] done in {seconds:.1f}s")
+            where = f" on node {tags.get('node_ip')}" if step.name in self.resources else ""
+            self.echo(f"[{step.name}] done in {seconds:.1f}s{where}")
         client.set_tag(run_id, Tag.CACHED, str(cached is not None).lower())
         client.set_tag(run_id, Tag.OUTPUTS, json.dumps(plain(result)))
         for name, value, idx in metrics:

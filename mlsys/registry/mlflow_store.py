@@ -30,6 +30,7 @@ class Tag:
     CACHED_FROM = "mlsys.cached_from_run"
     REASON = "mlsys.reason"  # why a step ran (see mlsys run --explain)
     WARM_START = "mlsys.warm_start"
+    RESOURCES = "mlsys.resources"  # JSON: what a step's Ray task asked for (num_cpus, num_gpus, memory, resources)
 
     @staticmethod
     def step_fact(name: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Dict, Optional
 
 from mlsys.features.feature_log import FeatureLoggingConfig
 from mlsys.monitor.config import OnlineStatisticsConfig
@@ -45,12 +46,18 @@ class AutoscalingConfig:
 
 @dataclass
 class DeploymentConfig:
-    """One deployment's replicas and resources: ``serve.dense.num_gpus=1 serve.embedding.num_replicas=2``."""
+    """One deployment's replicas and resources: ``serve.dense.num_gpus=1 serve.embedding.num_replicas=2``.
+
+    ``memory`` (bytes) and ``resources`` (custom resources, ``serve.dense.resources={gpu_node: 1}`` to put
+    the replicas on nodes that have it) go into each replica's ``ray_actor_options`` as well.
+    """
 
     num_replicas: int = 1
     num_cpus: float = 0.5
     num_gpus: float = 0.0
     max_ongoing_requests: int = 64
+    memory: Optional[int] = None
+    resources: Dict[str, float] = field(default_factory=dict)
     autoscaling: AutoscalingConfig = field(default_factory=AutoscalingConfig)
 
     def check(self, name: str) -> None:
@@ -60,6 +67,11 @@ class DeploymentConfig:
         require(self.num_cpus >= 0, f"serve.{name}.num_cpus", self.num_cpus, ">= 0")
         require(self.num_gpus >= 0, f"serve.{name}.num_gpus", self.num_gpus, ">= 0")
         require(self.max_ongoing_requests >= 1, f"serve.{name}.max_ongoing_requests", self.max_ongoing_requests, ">= 1")
+        require(self.memory is None or self.memory > 0, f"serve.{name}.memory", self.memory, "> 0 bytes, or null")
+        own = {"CPU": "num_cpus", "GPU": "num_gpus", "memory": "memory"}
+        for res, amount in self.resources.items():
+            require(res not in own, f"serve.{name}.resources.{res}", amount, f"set as serve.{name}.{own.get(res)} instead")
+            require(amount >= 0, f"serve.{name}.resources.{res}", amount, ">= 0")
         self.autoscaling.check(name)
 
     def options(self) -> dict:
@@ -67,8 +79,12 @@ class DeploymentConfig:
         from dataclasses import asdict
 
         scale = {"autoscaling_config": asdict(self.autoscaling)} if self.autoscaling.max_replicas else {"num_replicas": self.num_replicas}
-        return {**scale, "max_ongoing_requests": self.max_ongoing_requests,
-                "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}}
+        actor: dict = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.memory is not None:
+            actor["memory"] = self.memory
+        if self.resources:
+            actor["resources"] = dict(self.resources)
+        return {**scale, "max_ongoing_requests": self.max_ongoing_requests, "ray_actor_options": actor}
 
 
 @dataclass

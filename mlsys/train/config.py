@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional
+from typing import ClassVar, Dict, Optional
+
+
+# Ray Train's ScalingConfig.placement_strategy: how the workers' placement group bundles spread over nodes.
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 class StrategyKind(str, Enum):
@@ -64,7 +68,14 @@ class TrainConfig:
 
     ``checkpoint_every`` epochs a checkpoint is written (the last epoch always is);
     ``max_failures`` worker-group failures are survived by restarting from the last one.
+    Where the workers run: ``placement_strategy`` (Ray's PACK, SPREAD, STRICT_PACK, STRICT_SPREAD)
+    and ``resources_per_worker`` (custom resources and ``memory`` in bytes, beside ``cpus_per_worker``
+    and ``use_gpu``): ``train.resources_per_worker={worker: 1} train.placement_strategy=SPREAD``.
     """
+
+    # Keys that say where the workers run, not what they compute: left out of the train step's
+    # fingerprint (mlsys.pipeline.fingerprint.config_values), so moving training reruns nothing.
+    fingerprint_exclude: ClassVar[tuple[str, ...]] = ("placement_strategy", "resources_per_worker")
 
     num_workers: int = 2
     cpus_per_worker: float = 1.0
@@ -81,6 +92,8 @@ class TrainConfig:
     # Incremental learning: continue from a registered model (`models:/ctr@champion`, `ctr/3`,
     # or a package folder); new ids get fresh embedding rows. null: a cold start.
     warm_start: Optional[str] = None
+    placement_strategy: str = "PACK"
+    resources_per_worker: Dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         from mlsys.config import require
@@ -94,6 +107,19 @@ class TrainConfig:
         require(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every, ">= 1 (epochs)")
         require(self.checkpoints_to_keep >= 1, "train.checkpoints_to_keep", self.checkpoints_to_keep, ">= 1")
         require(self.max_failures >= -1, "train.max_failures", self.max_failures, ">= 0, or -1 for unlimited")
+        require(self.placement_strategy in PLACEMENT_STRATEGIES, "train.placement_strategy", self.placement_strategy,
+                f"one of {', '.join(PLACEMENT_STRATEGIES)}")
+        own = {"CPU": "train.cpus_per_worker", "GPU": "train.use_gpu"}
+        for name, amount in self.resources_per_worker.items():
+            require(name not in own, f"train.resources_per_worker.{name}", amount, f"set by {own.get(name)} instead")
+            require(amount >= 0, f"train.resources_per_worker.{name}", amount, ">= 0")
+
+    def worker_resources(self) -> dict[str, float]:
+        """Ray Train's ``resources_per_worker``: ``{"CPU": cpus_per_worker, "GPU": 1 (use_gpu), **resources_per_worker}``."""
+        out = {**self.resources_per_worker, "CPU": self.cpus_per_worker}
+        if self.use_gpu:
+            out["GPU"] = 1
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

@@ -12,13 +12,15 @@ group from the last checkpoint (``train.max_failures``); a run started again
 under the same name and storage path (a killed driver, run again) resumes from it.
 
 Where a run's time went is in its per-epoch metrics (``train_compute_s``,
-``train_data_s``, ``eval_compute_s``, ``eval_data_s``) and in ``TrainResult.timeline``.
+``train_data_s``, ``eval_compute_s``, ``eval_data_s``) and in ``TrainResult.timeline``;
+where its workers ran, per attempt (the first and every restart), in ``TrainResult.workers``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -86,6 +88,42 @@ def _gather(values: np.ndarray) -> np.ndarray:
     parts: list = [None] * dist.get_world_size()
     dist.all_gather_object(parts, values)
     return np.concatenate(parts)
+
+
+def _gather_objects(value) -> list:
+    """Every rank's ``value``, by rank (all ranks get the list)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [value]
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, value)
+    return parts
+
+
+def worker_place(rank: int) -> dict:
+    """Where this process runs: ``{"rank", "node_ip", "node_id", "hostname", "pid"}``."""
+    import ray.util
+
+    return {"rank": rank, "node_ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
+            "hostname": socket.gethostname(), "pid": os.getpid()}
+
+
+def record_attempt(state: dict, attempt: list[dict]) -> dict:
+    """``state`` (fresh, or restored from a checkpoint) with this attempt's workers appended to ``state["workers"]``.
+
+    Kept in the checkpoints' state.json: an attempt that failed before its first checkpoint leaves no entry.
+    """
+    return {**state, "workers": [*state.get("workers", []), attempt]}
+
+
+def format_workers(attempt: list[dict]) -> str:
+    """Rank 0's line per attempt.
+
+    >>> format_workers([{"rank": 0, "node_ip": "127.0.0.2", "node_id": "3f2a1b77e0"}, {"rank": 1, "node_ip": "127.0.0.3", "node_id": "9c01"}])
+    '[train] workers: rank 0 on 127.0.0.2 (node 3f2a1b..), rank 1 on 127.0.0.3 (node 9c01..)'
+    """
+    return "[train] workers: " + ", ".join(f"rank {w['rank']} on {w['node_ip']} (node {w['node_id'][:6]}..)" for w in attempt)
 
 
 def build(spec: InputSpec, model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device) -> Strategy:
@@ -198,7 +236,7 @@ def train_loop(config: dict) -> None:
 
     strategy = build(spec, model_cfg, cfg, device)
     warm_start.apply(strategy, config.get("warm_start"), spec, model_cfg, cfg.seed, rank)
-    state = {"epoch": 0, "history": [], "resumed_after": []}
+    state = {"epoch": 0, "history": [], "resumed_after": [], "workers": []}
     restored = ray.train.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as d:
@@ -207,6 +245,10 @@ def train_loop(config: dict) -> None:
         state["resumed_after"] = [*state.get("resumed_after", []), state["epoch"]]  # a record of restarts
         if rank == 0:
             print(f"[train] resuming after epoch {state['epoch']} from {restored.path}")
+    attempt = _gather_objects(worker_place(rank))
+    state = record_attempt(state, attempt)
+    if rank == 0:
+        print(format_workers(attempt))
 
     timeline["ready"] = time.time()
     small = config.get("small", {})  # a small dataset's part per rank; the others stream
@@ -254,6 +296,9 @@ class TrainResult:
     # worker_started, ready (model built, checkpoint restored), data_ready, per epoch first_batch,
     # evaluated and reported (checkpoint written), finished. Empty if rank 0's record is missing.
     timeline: dict = dataclasses.field(default_factory=dict)
+    # Where the workers ran: one list per attempt (the first run, then each restart from a checkpoint),
+    # each ``[{"rank", "node_ip", "node_id", "hostname", "pid"}, ...]`` by rank.
+    workers: list[list[dict]] = dataclasses.field(default_factory=list)
 
 
 def train_loop_config(spec: InputSpec, model_cfg: ModelConfig, cfg: TrainConfig, warm: warm_start.WarmStart | None = None) -> dict:
@@ -293,9 +338,7 @@ def fit(
                                         if (parts := _small_parts(ds, small_rows, cfg.num_workers, equal=name == "train")) is not None}
     executed = time.time()
 
-    resources = {"CPU": cfg.cpus_per_worker}
-    if cfg.use_gpu:
-        resources["GPU"] = 1
+    resources = cfg.worker_resources()  # CPU, GPU and train.resources_per_worker (custom, memory)
     # Train V2 tees a worker's print into its logger too, so each epoch line showed twice; our
     # lines are plain prints (propagated to the controller and workers by Ray Train).
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
@@ -304,7 +347,8 @@ def fit(
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={**train_loop_config(spec, model_cfg, cfg, warm), "small": small, "timeline": timeline_uri},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources,
+                                     placement_strategy=cfg.placement_strategy),
         datasets={n: ds for n, ds in datasets.items() if n not in small} or None,  # the ones that stream
         run_config=RunConfig(
             name=run_name,
@@ -324,4 +368,4 @@ def fit(
     state = checkpoint.load_state(local)
     timeline = storage.read_json(timeline_uri) if storage.exists(timeline_uri) else {}
     timeline.update(fit=fit_started, small_executed=executed, trainer_returned=returned, done=time.time())
-    return TrainResult(checkpoint_dir=local, history=state["history"], timeline=timeline)
+    return TrainResult(checkpoint_dir=local, history=state["history"], timeline=timeline, workers=state.get("workers", []))

@@ -104,8 +104,9 @@ def demo(tmp_path, monkeypatch):
         del sys.modules[name]
     steps = importlib.import_module("fpdemo.steps")
 
-    def plan(**sections):
-        runner = PipelineRunner(steps.PIPELINE, {"conf": sections.get("conf", steps.Conf())}, str(tmp_path / "home"), "", "x")
+    def plan(resources=None, **sections):
+        runner = PipelineRunner(steps.PIPELINE, {"conf": sections.get("conf", steps.Conf())}, str(tmp_path / "home"), "", "x",
+                                resources=resources)
         return {p.name: p.fingerprint for p in runner.plan()}
 
     def edit(name: str, old: str, new: str):
@@ -162,6 +163,14 @@ def test_editing_the_first_step_reruns_everything(demo):
 def test_config_change_reruns_its_step_and_downstream(demo):
     steps, plan, edit = demo
     assert _changed(plan(), plan(conf=steps.Conf(size=4))) == {"first", "second", "third"}
+
+
+def test_where_a_step_runs_reruns_nothing(demo):
+    from mlsys.pipeline.config import StepResources
+
+    steps, plan, edit = demo
+    before = plan()
+    assert _changed(before, plan(resources={"second": StepResources(num_cpus=2, resources={"worker": 1})})) == set()
 
 
 def test_reached_code_names_definitions_and_libraries(demo):

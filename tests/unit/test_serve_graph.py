@@ -82,3 +82,19 @@ def test_deployment_options_come_from_config():
         ServeConfig(dense=DeploymentConfig(num_gpus=-1))
     with pytest.raises(ValueError):
         ServeConfig(graph="sideways")
+
+
+def test_replicas_memory_and_custom_resources_come_from_config():
+    from mlsys.serve.sandbox import _sandbox_config
+
+    dense = DeploymentConfig(num_gpus=1, memory=2**30, resources={"gpu_node": 1})
+    assert dense.options()["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 1, "memory": 2**30, "resources": {"gpu_node": 1}}
+    assert "resources" not in DeploymentConfig().options()["ray_actor_options"]
+    sandboxed = _sandbox_config(ServeConfig(dense=dense), "ctr", "3").dense  # infra validation: where serving would run
+    assert (sandboxed.memory, sandboxed.resources, sandboxed.num_replicas) == (2**30, {"gpu_node": 1}, 1)
+    with pytest.raises(ConfigError, match=r"serve.dense.resources.GPU=1 must be set as serve.dense.num_gpus instead"):
+        ServeConfig(dense=DeploymentConfig(resources={"GPU": 1}))
+    with pytest.raises(ConfigError, match=r"serve.ingress.resources.worker=-1 must be >= 0"):
+        ServeConfig(ingress=DeploymentConfig(resources={"worker": -1}))
+    with pytest.raises(ConfigError, match=r"serve.embedding.memory=0 must be > 0 bytes"):
+        ServeConfig(embedding=DeploymentConfig(memory=0))

@@ -240,3 +240,43 @@ def test_enum_config_fingerprints_as_its_value():
     assert fingerprint(make_a, {"conf": ConfA(mode=Mode.slow)}, {}) == fingerprint(
         make_a, {"conf": {"size": 3, "mode": "slow", "dims": [1, 2]}}, {}
     )
+
+
+# -- resources per step (pipeline.resources) -------------------------------------------------
+
+
+def _runner(tmp_path, resources=None):
+    from mlsys.pipeline.runner import PipelineRunner
+
+    return PipelineRunner(Pipeline("ok", (make_a, make_b, make_c)), {"a": ConfA(), "b": ConfB()}, str(tmp_path), "", "x",
+                          resources=resources)
+
+
+def test_a_step_task_asks_for_its_declared_cpus_unless_pipeline_resources_say_otherwise(tmp_path):
+    from mlsys.pipeline.config import StepResources
+
+    plain = _runner(tmp_path)
+    assert plain.task_options(make_b) == {"num_cpus": 2, "num_gpus": 0}
+    given = _runner(tmp_path, {"make_b": StepResources(num_gpus=1, memory=2**30, resources={"worker": 1}),
+                               "make_c": StepResources(num_cpus=0.5)})
+    assert given.task_options(make_b) == {"num_cpus": 2, "num_gpus": 1, "memory": 2**30, "resources": {"worker": 1}}
+    assert given.task_options(make_c) == {"num_cpus": 0.5, "num_gpus": 0}
+    assert given.task_options(make_a) == {"num_cpus": 0, "num_gpus": 0}
+
+
+def test_pipeline_resources_of_a_step_the_pipeline_lacks_are_refused_naming_the_steps(tmp_path):
+    from mlsys.errors import ConfigError
+    from mlsys.pipeline.config import StepResources
+
+    with pytest.raises(ConfigError) as e:
+        _runner(tmp_path, {"make_bb": StepResources(num_cpus=1)})
+    assert "pipeline.resources.make_bb" in str(e.value) and "['make_a', 'make_b', 'make_c']" in str(e.value)
+
+
+def test_resources_do_not_enter_the_fingerprints(tmp_path):
+    from mlsys.pipeline.config import StepResources
+
+    before = {p.name: p.fingerprint for p in _runner(tmp_path).plan()}
+    moved = _runner(tmp_path, {n: StepResources(num_cpus=1, num_gpus=1, memory=10**9, resources={"worker": 1})
+                               for n in ("make_a", "make_b", "make_c")})
+    assert {p.name: p.fingerprint for p in moved.plan()} == before

@@ -84,3 +84,61 @@ def test_train_config_round_trips_through_plain_data():
 
     cfg = TrainConfig(strategy=StrategyConfig(kind="deepspeed", zero_stage=1))
     assert TrainConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(cfg)))) == cfg
+
+
+# -- where the workers run -------------------------------------------------------------------
+
+
+def test_placement_and_worker_resources_reach_ray_trains_scaling_config():
+    cfg = TrainConfig(cpus_per_worker=2, use_gpu=True, placement_strategy="SPREAD", resources_per_worker={"worker": 1, "memory": 4e9})
+    assert cfg.worker_resources() == {"worker": 1, "memory": 4e9, "CPU": 2, "GPU": 1}
+    assert TrainConfig().worker_resources() == {"CPU": 1.0} and TrainConfig().placement_strategy == "PACK"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"placement_strategy": "pack"}, "train.placement_strategy='pack' must be one of PACK, SPREAD, STRICT_PACK, STRICT_SPREAD"),
+        ({"resources_per_worker": {"CPU": 2}}, "train.resources_per_worker.CPU=2 must be set by train.cpus_per_worker instead"),
+        ({"resources_per_worker": {"GPU": 1}}, "train.resources_per_worker.GPU=1 must be set by train.use_gpu instead"),
+        ({"resources_per_worker": {"worker": -1}}, "train.resources_per_worker.worker=-1 must be >= 0"),
+    ],
+)
+def test_bad_placement_is_named_by_its_key(kwargs, message):
+    with pytest.raises(ConfigError, match="^Bad configuration: " + message.replace("(", r"\(").replace(")", r"\)")):
+        TrainConfig(**kwargs)
+
+
+def test_placement_keys_do_not_enter_the_train_steps_fingerprint():
+    from mlsys.pipeline.ctr import CTR
+    from mlsys.pipeline.fingerprint import basis, config_values
+
+    train = next(s for s in CTR.steps if s.name == "train")
+    moved = TrainConfig(placement_strategy="STRICT_SPREAD", resources_per_worker={"worker": 1})
+    assert config_values({"train": moved}) == config_values({"train": TrainConfig()})
+    assert "train.placement_strategy" not in config_values({"train": moved})
+    assert basis("train", train.fn, {"train": moved}, {}).digest() == basis("train", train.fn, {"train": TrainConfig()}, {}).digest()
+    assert basis("train", train.fn, {"train": TrainConfig(max_epochs=3)}, {}).digest() != basis("train", train.fn, {"train": TrainConfig()}, {}).digest()
+
+
+def test_placement_travels_to_the_workers():
+    import dataclasses
+    import json
+
+    cfg = TrainConfig(placement_strategy="SPREAD", resources_per_worker={"worker": 1.0})
+    assert TrainConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(cfg)))) == cfg
+
+
+def test_every_attempt_records_where_its_workers_ran(tmp_path):
+    from mlsys.train import checkpoint
+    from mlsys.train.trainer import format_workers, record_attempt
+
+    first = [{"rank": 0, "node_ip": "127.0.0.2", "node_id": "3f2a1b77e0c4", "hostname": "a", "pid": 11},
+             {"rank": 1, "node_ip": "127.0.0.3", "node_id": "9c0d5e", "hostname": "b", "pid": 12}]
+    assert format_workers(first) == "[train] workers: rank 0 on 127.0.0.2 (node 3f2a1b..), rank 1 on 127.0.0.3 (node 9c0d5e..)"
+    state = record_attempt({"epoch": 0, "history": [], "resumed_after": [], "workers": []}, first)
+    checkpoint.save_state(tmp_path, {**state, "epoch": 1})
+    restarted = [{**w, "pid": w["pid"] + 100} for w in first]
+    again = record_attempt(checkpoint.load_state(tmp_path), restarted)  # a restart appends, after what the checkpoint kept
+    assert again["workers"] == [first, restarted] and again["epoch"] == 1
+    assert record_attempt({"epoch": 2, "history": []}, first)["workers"] == [first]  # a checkpoint written before this record
