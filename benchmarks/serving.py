@@ -225,9 +225,11 @@ class Serving:
     model: str
     port: int = field(default_factory=free_port)
     apps: dict = field(default_factory=dict)
+    extra: list = field(default_factory=list)  # overrides of every app, the default one too (autoscaling_ramp.py)
 
     def overrides(self, extra: list[str]) -> list[str]:
-        return [f"home.root={self.home}", f"serve.model={self.model}", f"serve.port={self.port}", "cluster.num_cpus=8", *extra]
+        return [f"home.root={self.home}", f"serve.model={self.model}", f"serve.port={self.port}", "cluster.num_cpus=8",
+                *self.extra, *extra]
 
     def start(self) -> str:
         from mlsys.api.config import compose_config
