@@ -81,13 +81,7 @@ def _small_parts(ds: ray.data.Dataset, max_rows: int, world: int, equal: bool) -
 
 def _gather(values: np.ndarray) -> np.ndarray:
     """Concatenate every rank's ``values`` (all ranks get the result)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return values
-    parts: list = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, values)
-    return np.concatenate(parts)
+    return np.concatenate(_gather_objects(values))
 
 
 def _gather_objects(value) -> list:
