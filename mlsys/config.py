@@ -25,6 +25,19 @@ def require(ok: bool, key: str, value: Any, expected: str) -> None:
         raise ConfigError(f"{key}={value!r} must be {expected}")
 
 
+def require_custom_resources(resources: dict, key: str, built_in: dict[str, str]) -> None:
+    """Custom Ray resources under ``key`` (``train.resources_per_worker``): amounts >= 0, and none of
+    ``built_in`` (resource name -> the key that sets it, e.g. ``{"CPU": "train.cpus_per_worker"}``).
+
+    >>> require_custom_resources({"GPU": 1}, "serve.dense.resources", {"GPU": "serve.dense.num_gpus"})
+    Traceback (most recent call last):
+    mlsys.errors.ConfigError: Bad configuration: serve.dense.resources.GPU=1 must be set by serve.dense.num_gpus instead. ...
+    """
+    for name, amount in resources.items():
+        require(name not in built_in, f"{key}.{name}", amount, f"set by {built_in.get(name)} instead")
+        require(amount >= 0, f"{key}.{name}", amount, ">= 0")
+
+
 def plain(value: Any) -> Any:
     """Config dataclasses (and dicts, lists, tuples of them) as plain JSON-ready data, enums as their values.
 

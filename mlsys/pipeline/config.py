@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Optional
 
-from mlsys.config import require
+from mlsys.config import require, require_custom_resources
 
 # Ray resource names set by their own keys, not under `resources`.
 _BUILT_IN = {"CPU": "num_cpus", "GPU": "num_gpus", "memory": "memory"}
@@ -36,9 +36,7 @@ class StepResources:
         require(self.num_cpus is None or self.num_cpus >= 0, f"{key}.num_cpus", self.num_cpus, ">= 0, or null for the step's default")
         require(self.num_gpus >= 0, f"{key}.num_gpus", self.num_gpus, ">= 0")
         require(self.memory is None or self.memory > 0, f"{key}.memory", self.memory, "> 0 bytes, or null")
-        for name, amount in self.resources.items():
-            require(name not in _BUILT_IN, f"{key}.resources.{name}", amount, f"set as {key}.{_BUILT_IN.get(name)} instead")
-            require(amount >= 0, f"{key}.resources.{name}", amount, ">= 0")
+        require_custom_resources(self.resources, f"{key}.resources", {n: f"{key}.{k}" for n, k in _BUILT_IN.items()})
 
     def task_options(self, default_cpus: float) -> dict:
         """The resource arguments of ``ray.remote(...)`` for the step's task."""

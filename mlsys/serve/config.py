@@ -61,17 +61,15 @@ class DeploymentConfig:
     autoscaling: AutoscalingConfig = field(default_factory=AutoscalingConfig)
 
     def check(self, name: str) -> None:
-        from mlsys.config import require
+        from mlsys.config import require, require_custom_resources
 
         require(self.num_replicas >= 1, f"serve.{name}.num_replicas", self.num_replicas, ">= 1")
         require(self.num_cpus >= 0, f"serve.{name}.num_cpus", self.num_cpus, ">= 0")
         require(self.num_gpus >= 0, f"serve.{name}.num_gpus", self.num_gpus, ">= 0")
         require(self.max_ongoing_requests >= 1, f"serve.{name}.max_ongoing_requests", self.max_ongoing_requests, ">= 1")
         require(self.memory is None or self.memory > 0, f"serve.{name}.memory", self.memory, "> 0 bytes, or null")
-        own = {"CPU": "num_cpus", "GPU": "num_gpus", "memory": "memory"}
-        for res, amount in self.resources.items():
-            require(res not in own, f"serve.{name}.resources.{res}", amount, f"set as serve.{name}.{own.get(res)} instead")
-            require(amount >= 0, f"serve.{name}.resources.{res}", amount, ">= 0")
+        require_custom_resources(self.resources, f"serve.{name}.resources",
+                                 {"CPU": f"serve.{name}.num_cpus", "GPU": f"serve.{name}.num_gpus", "memory": f"serve.{name}.memory"})
         self.autoscaling.check(name)
 
     def options(self) -> dict:

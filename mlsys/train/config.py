@@ -96,7 +96,7 @@ class TrainConfig:
     resources_per_worker: Dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
-        from mlsys.config import require
+        from mlsys.config import require, require_custom_resources
 
         require(self.num_workers >= 1, "train.num_workers", self.num_workers, ">= 1")
         require(self.cpus_per_worker > 0, "train.cpus_per_worker", self.cpus_per_worker, "> 0")
@@ -109,10 +109,8 @@ class TrainConfig:
         require(self.max_failures >= -1, "train.max_failures", self.max_failures, ">= 0, or -1 for unlimited")
         require(self.placement_strategy in PLACEMENT_STRATEGIES, "train.placement_strategy", self.placement_strategy,
                 f"one of {', '.join(PLACEMENT_STRATEGIES)}")
-        own = {"CPU": "train.cpus_per_worker", "GPU": "train.use_gpu"}
-        for name, amount in self.resources_per_worker.items():
-            require(name not in own, f"train.resources_per_worker.{name}", amount, f"set by {own.get(name)} instead")
-            require(amount >= 0, f"train.resources_per_worker.{name}", amount, ">= 0")
+        require_custom_resources(self.resources_per_worker, "train.resources_per_worker",
+                                 {"CPU": "train.cpus_per_worker", "GPU": "train.use_gpu"})  # memory has no key of its own here
 
     def worker_resources(self) -> dict[str, float]:
         """Ray Train's ``resources_per_worker``: ``{"CPU": cpus_per_worker, "GPU": 1 (use_gpu), **resources_per_worker}``."""

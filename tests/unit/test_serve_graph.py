@@ -92,7 +92,7 @@ def test_replicas_memory_and_custom_resources_come_from_config():
     assert "resources" not in DeploymentConfig().options()["ray_actor_options"]
     sandboxed = _sandbox_config(ServeConfig(dense=dense), "ctr", "3").dense  # infra validation: where serving would run
     assert (sandboxed.memory, sandboxed.resources, sandboxed.num_replicas) == (2**30, {"gpu_node": 1}, 1)
-    with pytest.raises(ConfigError, match=r"serve.dense.resources.GPU=1 must be set as serve.dense.num_gpus instead"):
+    with pytest.raises(ConfigError, match=r"serve.dense.resources.GPU=1 must be set by serve.dense.num_gpus instead"):
         ServeConfig(dense=DeploymentConfig(resources={"GPU": 1}))
     with pytest.raises(ConfigError, match=r"serve.ingress.resources.worker=-1 must be >= 0"):
         ServeConfig(ingress=DeploymentConfig(resources={"worker": -1}))
