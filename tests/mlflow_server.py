@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from tests.redis_server import _free_port
+from tests.conftest import free_port as _free_port
 
 
 @dataclass

@@ -32,19 +32,13 @@ from pathlib import Path
 
 import requests
 
+from tests.conftest import free_port as _free_port
+
 BIN = Path(sys.executable).parent
 # Ray workers' ports, per node, away from the default range (10002-19999) an embedded Ray uses
 # and from the kernel's ephemeral ports (32768+) that free ports come from.
 WORKER_PORTS = 20000
 WORKER_PORTS_PER_NODE = 300
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
