@@ -2,7 +2,8 @@
 on and off, the split graph against the fused one. Candidates and baselines side by side in one run.
 
     python benchmarks/serving.py --home /tmp/bench-serve --model ctr/1 [--case rank v2 batching split]
-        [--repeats 3] [--requests 2000] [--warmup 200] [--kserve-python /tmp/kserve-venv/bin/python] [--no-record]
+        [--repeats 3] [--requests 2000] [--warmup 200] [--kserve-python /tmp/kserve-venv/bin/python] [--proxy haproxy]
+        [--no-record]
 
 The model is a trained package (``mlsys run home.root=/tmp/bench-serve train.max_epochs=1``:
 DeepFM, MovieLens-100K). This process starts Ray and Serve (``mlsys.api.serving.start_server``,
@@ -460,7 +461,8 @@ def notes(b: Bench, cases: list[str], context: dict) -> str:
         f"each repeat. Bodies: {CANDIDATES} distinct known candidates for a user of the trained data (512 bodies, users vary), "
         f"as `/v1/rank` JSON or a v2 infer request of {CANDIDATES} (user_id, item_id) INT64 rows. Model: `{a.model}` "
         f"from `mlsys run home.root={a.home} train.max_epochs=1` (DeepFM defaults, MovieLens-100K). Serve: embedded Ray "
-        f"(`cluster.num_cpus=8` logical), 1 replica per deployment at 0.5 CPU, started in {context['serve_start_s']:.1f} s; "
+        f"(`cluster.num_cpus=8` logical), `serve.proxy={a.proxy}`, 1 replica per deployment at 0.5 CPU, started in "
+        f"{context['serve_start_s']:.1f} s; "
         f"our apps beside each other on route prefixes of one Serve instance. Errors (non-2xx) over all runs: {b.errors()}.",
         f"Machine: 2 cores, no GPU, shared. 1-minute load {context['load_start']:.2f} at the start "
         f"({'quiet' if context['quiet'] else 'NOT quiet: ran anyway after waiting'} {context['waited_s']:.0f} s), "
@@ -496,6 +498,8 @@ def main() -> None:
     parser.add_argument("--kserve-python", default="/tmp/kserve-venv/bin/python")
     parser.add_argument("--logs", default="/tmp/bench-serve-logs")
     parser.add_argument("--quiet-wait-s", type=float, default=1800)
+    parser.add_argument("--proxy", choices=("ray", "haproxy"), default="ray",
+                        help="serve.proxy of every app: Serve's Python proxy, or HAProxy with direct ingress")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     Path(args.logs).mkdir(parents=True, exist_ok=True)
@@ -511,7 +515,7 @@ def main() -> None:
     print(f"[bench] load {load:.2f}, waited {waited:.0f} s, quiet={quiet}", flush=True)
     context = {"load_start": load, "waited_s": waited, "quiet": quiet, "in_process_ms": in_process_rank_ms(package, bodies["rank"])}
     wait_raylets()
-    serving = Serving(args.home, args.model)
+    serving = Serving(args.home, args.model, extra=[f"serve.proxy={args.proxy}"])
     serving.start()
     context["serve_start_s"] = serving.started_s
     bench = Bench(args, serving, bodies)

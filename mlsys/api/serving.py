@@ -40,7 +40,8 @@ def start_server(cfg: MlsysConfig, echo: Callable[[str], None] = print) -> str:
     url = app.start(served_config(cfg), model.source, model.name, model.version, store, log_dir, follow)
     events = "POST /v1/events, " if store else ""
     graph = cfg.serve.resolved_graph().value
-    echo(f"[serve] {model.name} version {model.version} at {url}, graph {graph} (serve.graph={cfg.serve.graph.value})")
+    echo(f"[serve] {model.name} version {model.version} at {url}, graph {graph} (serve.graph={cfg.serve.graph.value}), "
+         f"proxy {cfg.serve.proxy.value}")
     if follow is not None:
         echo(f"[serve] follows {follow.name}@{follow.alias} in the registry every {cfg.serve.release.poll_s:g} s "
              f"(alias moves, canary and shadow releases: mlsys release)")
@@ -60,9 +61,12 @@ def join_cluster_serve(cfg: MlsysConfig) -> None:
     from mlsys.serve import app
 
     local = cfg.cluster.address == "local"
-    if local and not ray.is_initialized():
+    starts_ray = local and not ray.is_initialized()
+    if starts_ray:
         require_free_port(cfg.serve.host, cfg.serve.port, "serve.port")
+    app.choose_proxy(cfg.serve, starts_ray)
     connect(cfg.cluster)
+    app.check_proxy(cfg.serve)
     if local and app.running_serve_port() is None:
         require_free_port(cfg.serve.host, cfg.serve.port, "serve.port")
 

@@ -29,6 +29,7 @@ from typing import Annotated, Any, Optional, Union
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from ray import serve
@@ -36,7 +37,7 @@ from ray.serve import Application
 
 from mlsys.errors import ConfigError, InvalidRequestError, VersionMismatchError
 from mlsys.features.feature_log import FeatureLoggingConfig
-from mlsys.serve.config import Graph, ServeConfig
+from mlsys.serve.config import Graph, Proxy, ServeConfig
 
 INT64 = dict(ge=-(2**63), le=2**63 - 1)
 Id = Annotated[int, Field(strict=True, **INT64)]  # an id is a JSON integer: not true, not 2.5, not "7"
@@ -144,7 +145,8 @@ def _error(path: str, status: int, message: Any) -> JSONResponse:
     """v2 routes answer ``{"error": ...}`` (the protocol's body), the others ``{"detail": ...}`` (FastAPI's)."""
     if path.startswith("/v2"):
         return JSONResponse({"error": message if isinstance(message, str) else str(message)}, status_code=status)
-    return JSONResponse({"detail": message}, status_code=status)
+    # FastAPI's own encoder: a validation error's `input` may be bytes (a body that is not JSON), which json.dumps refuses.
+    return JSONResponse({"detail": jsonable_encoder(message)}, status_code=status)
 
 
 @api.exception_handler(RequestValidationError)
@@ -882,6 +884,37 @@ def running_serve_port() -> Optional[int]:
     _disconnect()
     client = _get_global_client(raise_if_no_controller_running=False)
     return None if client is None else ray.get(client._controller.get_http_config.remote()).port
+
+
+HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
+
+
+def choose_proxy(cfg: ServeConfig, starts_ray: bool) -> None:
+    """``serve.proxy=haproxy`` before connecting: Ray Serve reads ``RAY_SERVE_ENABLE_HA_PROXY`` in its controller and
+    replicas, which take their environment from the Ray that started them, so for the embedded Ray this process
+    is about to start (``starts_ray``) it is set here; a Ray already running has made its choice (:func:`check_proxy`)."""
+    import os
+
+    if cfg.proxy is Proxy.haproxy and starts_ray:
+        os.environ[HAPROXY_ENV] = "1"
+
+
+def check_proxy(cfg: ServeConfig) -> None:
+    """``serve.proxy=haproxy`` on a connected Ray started without HAProxy is a ConfigError that says how to start it."""
+    if cfg.proxy is not Proxy.haproxy:
+        return
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def haproxy_enabled() -> bool:
+        import os
+
+        return os.environ.get(HAPROXY_ENV) == "1"
+
+    if not ray.get(haproxy_enabled.remote()):
+        raise ConfigError(f"serve.proxy=haproxy, but this Ray was started without {HAPROXY_ENV}=1 (Serve's proxy is chosen "
+                          f"when Ray starts): start every node with {HAPROXY_ENV}=1 (`{HAPROXY_ENV}=1 ray start ...`), "
+                          f"stop the Ray this process started first, or pass serve.proxy=ray")
 
 
 def ensure_serve(cfg: ServeConfig) -> None:

@@ -23,6 +23,19 @@ class Graph(str, Enum):
     fused = "fused"
 
 
+class Proxy(str, Enum):
+    """``serve.proxy``: what takes HTTP in front of the ingress replicas (docs/serving.md, "The proxy").
+
+    ray: Serve's own Python proxy, one hop (an actor call) before the ingress replica. haproxy: Ray Serve's
+    HAProxy with direct ingress (``RAY_SERVE_ENABLE_HA_PROXY``): each ingress replica answers HTTP itself, HAProxy
+    balances over them; no Python proxy and no extra hop. Chosen when Ray starts (the embedded Ray takes it from
+    here; a cluster's nodes must be started with ``RAY_SERVE_ENABLE_HA_PROXY=1``).
+    """
+
+    ray = "ray"
+    haproxy = "haproxy"
+
+
 @dataclass
 class AutoscalingConfig:
     """Ray Serve's ``autoscaling_config`` for one deployment; off unless ``max_replicas`` is set
@@ -135,6 +148,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     graph: Graph = Graph.auto
+    proxy: Proxy = Proxy.ray
     ingress: DeploymentConfig = field(default_factory=DeploymentConfig)
     embedding: DeploymentConfig = field(default_factory=DeploymentConfig)
     dense: DeploymentConfig = field(default_factory=DeploymentConfig)
@@ -161,6 +175,8 @@ class ServeConfig:
         from mlsys.config import require
 
         self.graph = Graph(self.graph)
+        require(self.proxy in tuple(p.value for p in Proxy), "serve.proxy", self.proxy, "ray or haproxy")
+        self.proxy = Proxy(self.proxy)
         require(1 <= self.port <= 65535, "serve.port", self.port, "a TCP port (1-65535)")
         require(self.route_prefix.startswith("/"), "serve.route_prefix", self.route_prefix, "a path starting with /")
         for name in ("ingress", "embedding", "dense"):

@@ -4,6 +4,7 @@ bad input is a 4xx naming the field (and a schemathesis fuzz of both APIs finds 
 
 One fused app (the default graph on CPU) and one split app share the module's Serve instance."""
 
+import os
 import subprocess
 import time
 
@@ -191,6 +192,69 @@ def test_bad_input_is_a_4xx_naming_the_field(served, route, body, status, field)
     assert field in answer.text
     if route.startswith("/v2"):
         assert set(answer.json()) == {"error"}
+
+
+def test_a_form_body_is_a_422_not_a_500(served):
+    """A body that is not JSON at all (curl -d's form encoding): FastAPI's error holds the raw bytes,
+    which the error handler once failed to encode (a 500)."""
+    answer = requests.post(f"{served[0]}/v1/rank", data="xx", headers={"content-type": "application/x-www-form-urlencoded"},
+                           timeout=30)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"][0]["input"] == "xx"
+
+
+def test_haproxy_on_a_ray_started_without_it_is_one_clear_error(served, trained):
+    """serve.proxy=haproxy is taken when Ray starts: the session's Ray has Serve's Python proxy."""
+    url, _, _ = served
+    cfg = compose_config([*trained[1], f"serve.port={url.rsplit(':', 1)[1]}", "serve.model=ctr/1", "serve.proxy=haproxy"])
+    with pytest.raises(ConfigError, match=r"serve\.proxy=haproxy, but this Ray was started without RAY_SERVE_ENABLE_HA_PROXY=1"):
+        commands.start_server(cfg)
+
+
+def test_mlsys_serve_behind_haproxy_scores_as_the_offline_model_and_stops_clean(trained, offline):
+    """`mlsys serve serve.proxy=haproxy` on its own embedded Ray: HAProxy in front, the ingress replica answering
+    HTTP itself (direct ingress), the same scores over both protocols; Ctrl-C leaves no HAProxy behind."""
+    import signal
+
+    home, overrides, result = trained
+    port = free_port()
+    proc = subprocess.Popen([MLSYS, "serve", *overrides, "serve.model=ctr/1", f"serve.port={port}", "serve.proxy=haproxy"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() is not None else "no answer"
+            try:
+                if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:  # HAProxy may hold a request until the replica is up
+                pass
+            time.sleep(1)
+        haproxy = subprocess.run(["pgrep", "-s", str(proc.pid), "haproxy"], capture_output=True, text=True).stdout.split()
+        assert haproxy, "no HAProxy runs in mlsys serve's session"
+        for user, candidates in _requests(result, n_users=2):
+            answer = requests.post(f"{url}/v1/rank", json={"user_id": user, "candidates": candidates}, timeout=30).json()
+            expected = offline.rank(user, candidates)
+            assert [i["item_id"] for i in answer["items"]] == [i.item_id for i in expected.items]
+            np.testing.assert_allclose([i["score"] for i in answer["items"]], [i.score for i in expected.items], atol=1e-5)
+        body = {"inputs": [{"name": "user_id", "datatype": "INT64", "shape": [2], "data": [1, 2]},
+                           {"name": "item_id", "datatype": "INT64", "shape": [2], "data": [50, 172]}]}
+        out = requests.post(f"{url}/v2/models/ctr/infer", json=body, timeout=30).json()["outputs"][0]
+        np.testing.assert_allclose(out["data"], [offline.rank(1, [50]).items[0].score, offline.rank(2, [172]).items[0].score],
+                                   atol=1e-5)
+        assert requests.post(f"{url}/v1/rank", json={"user_id": 1, "candidates": []}, timeout=30).status_code == 422
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            output = proc.communicate(timeout=90)[0]
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            output = proc.communicate()[0]
+    assert "proxy haproxy" in output, output[-3000:]
+    time.sleep(2)
+    assert not any(subprocess.run(["ps", "-p", pid], capture_output=True).returncode == 0 for pid in haproxy), \
+        "HAProxy outlived mlsys serve"
 
 
 def test_too_many_candidates_and_oversized_bodies_are_refused(served):
