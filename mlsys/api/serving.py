@@ -66,7 +66,7 @@ def join_cluster_serve(cfg: MlsysConfig) -> None:
         require_free_port(cfg.serve.host, cfg.serve.port, "serve.port")
     app.choose_proxy(cfg.serve, starts_ray)
     connect(cfg.cluster)
-    app.check_proxy(cfg.serve)
+    app.check_proxy(cfg.serve, starts_ray)
     if local and app.running_serve_port() is None:
         require_free_port(cfg.serve.host, cfg.serve.port, "serve.port")
 

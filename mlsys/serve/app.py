@@ -899,9 +899,10 @@ def choose_proxy(cfg: ServeConfig, starts_ray: bool) -> None:
         os.environ[HAPROXY_ENV] = "1"
 
 
-def check_proxy(cfg: ServeConfig) -> None:
-    """``serve.proxy=haproxy`` on a connected Ray started without HAProxy is a ConfigError that says how to start it."""
-    if cfg.proxy is not Proxy.haproxy:
+def check_proxy(cfg: ServeConfig, started_ray: bool) -> None:
+    """``serve.proxy=haproxy`` on a connected Ray started without HAProxy is a ConfigError that says how to start it.
+    A Ray this process just started with it (``started_ray``, :func:`choose_proxy`) is not asked again."""
+    if cfg.proxy is not Proxy.haproxy or started_ray:
         return
     import ray
 
