@@ -79,13 +79,13 @@ def write_json(uri: str, obj: Any) -> None:
     write_bytes(uri, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
 
-def write_table(df, uri: str) -> None:
-    """A pandas frame as one Parquet file, written atomically (no index)."""
+def write_table(table, uri: str) -> None:
+    """A pandas frame (no index) or an Arrow table as one Parquet file, written atomically."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), sink)
+    pq.write_table(table if isinstance(table, pa.Table) else pa.Table.from_pandas(table, preserve_index=False), sink)
     write_bytes(uri, sink.getvalue().to_pybytes())
 
 

@@ -6,7 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlsys.features.feature_log import FeatureLogger, FeatureLoggingConfig, LoggedRequest, join_labels, read_feature_log, sampled
+import pyarrow as pa
+
+from mlsys.features.feature_log import (
+    FeatureLogger, FeatureLoggingConfig, LoggedRequest, join_labels, log_table, read_feature_log, sampled)
 
 
 def _request(rid: str, user: int = 1, items=(10, 11, 12), at: float = 1_000.0) -> LoggedRequest:
@@ -80,6 +83,45 @@ def test_a_failed_write_is_counted_not_raised(tmp_path):
     assert logger.log(_request("r"))
     logger.close()
     assert logger.counters.write_errors == 1 and logger.counters.written_rows == 0
+
+
+def _by_pandas(requests: list[LoggedRequest]) -> pa.Table:
+    """The reference: each request's rows as a pandas frame, concatenated, converted by pandas."""
+    frames = []
+    for r in requests:
+        n = len(r.scores)
+        meta = pd.DataFrame({"request_id": [r.request_id] * n, "logged_at": pd.DatetimeIndex([r.logged_at] * n).as_unit("us"),
+                             "model": [r.model] * n, "model_version": [r.model_version] * n,
+                             "position": np.arange(n, dtype=np.int32), "score": np.asarray(r.scores, dtype=np.float32)})
+        frames.append(pd.concat([meta, r.features().reset_index(drop=True)], axis=1))
+    return pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False).replace_schema_metadata(None)
+
+
+def test_a_batch_table_equals_pandas_conversion_of_its_rows():
+    shared = [7, 8]  # one list object on every row (a request's history), and equal lists that are distinct objects
+    first = _request("a", user=1)
+    second = LoggedRequest("b", "ctr", None, lambda: pd.DataFrame({
+        "user_id": np.array([2, 2], dtype=np.int64), "item_id": np.array([10, 99], dtype=np.int64),
+        "gender": [None, "M"], "age": np.array([np.nan, 40.0], dtype=np.float32),
+        "genres": [["Drama"], ["Drama"]], "history": [shared, shared], "device": ["mobile", None]}),
+        np.array([0.4, 0.2], dtype=np.float32), logged_at=pd.Timestamp(2_000, unit="s", tz="UTC"))
+    table = log_table([first, second])
+    assert table.equals(_by_pandas([first, second]))
+    assert table.column("device").to_pylist() == [None, None, None, "mobile", None]  # a column one request lacks: null
+    assert table.column("age").null_count == 1  # NaN is null, as pandas converts it
+    assert table.column("history").to_pylist()[3:] == [[7, 8], [7, 8]]
+    assert table.column("model_version").to_pylist()[3:] == [None, None]
+
+
+def test_scores_and_rows_of_different_lengths_are_a_write_error(tmp_path):
+    bad = LoggedRequest("r", "ctr", "3", _request("r").frame, np.array([0.5]))
+    with pytest.raises(ValueError, match="scores and feature rows"):
+        log_table([bad])
+    logger = FeatureLogger(FeatureLoggingConfig(), str(tmp_path))
+    logger.log(bad)
+    logger.log(_request("good"))
+    logger.close()
+    assert logger.counters.write_errors == 1 and logger.counters.written_rows == 0  # one batch: both lost, and said
 
 
 def test_bad_config_names_the_field():
