@@ -34,6 +34,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from mlsys.features.request import Rows, as_columns
+
 # Columns every log row has besides the raw feature columns.
 LOG_COLUMNS = ("request_id", "logged_at", "model", "model_version", "position", "score")
 
@@ -64,18 +66,19 @@ class FeatureLoggingConfig:
 
 @dataclass(frozen=True)
 class LoggedRequest:
-    """One scored request: ``frame`` has one raw feature row per candidate, ``scores`` aligned with it.
-    ``frame`` may be a function returning it: serving passes one, so the rows are built on the
-    writer's thread, not on the request's path."""
+    """One scored request: ``frame`` has one raw feature row per candidate (a DataFrame, or its
+    columns: :func:`~mlsys.features.request.as_columns`), ``scores`` aligned with it. ``frame`` may
+    be a function returning it: serving passes one, so the rows are built on the writer's thread,
+    not on the request's path."""
 
     request_id: str
     model: str
     model_version: str | None
-    frame: "pd.DataFrame | Callable[[], pd.DataFrame]"
+    frame: "Rows | Callable[[], Rows]"
     scores: np.ndarray
     logged_at: pd.Timestamp = field(default_factory=lambda: pd.Timestamp.now(tz="UTC"))
 
-    def features(self) -> pd.DataFrame:
+    def features(self) -> Rows:
         return self.frame() if callable(self.frame) else self.frame
 
     def rows(self) -> pd.DataFrame:
@@ -90,9 +93,9 @@ def log_table(requests: list[LoggedRequest]) -> pa.Table:
     Built column by column, each in a few short calls: the writer thread shares the GIL with the
     request loop, and one long conversion (pandas' of 5,000 list cells took ~40 ms) is a stall of
     every request waiting behind it."""
-    frames = [r.features() for r in requests]
-    counts = np.array([len(f) for f in frames], dtype=np.int64)
-    if any(len(r.scores) != n for r, n in zip(requests, counts)):
+    frames = [as_columns(r.features()) for r in requests]
+    counts = np.array([len(r.scores) for r in requests], dtype=np.int64)
+    if any(len(column) != n for f, n in zip(frames, counts) for column in f.values()):
         raise ValueError("a logged request's scores and feature rows differ in length")
 
     def each(values, type=None) -> pa.Array:  # one value per request, repeated over its rows
@@ -106,10 +109,10 @@ def log_table(requests: list[LoggedRequest]) -> pa.Table:
         "position": pa.array(np.concatenate([np.arange(n, dtype=np.int32) for n in counts])),
         "score": pa.array(np.concatenate([np.asarray(r.scores, dtype=np.float32).reshape(-1) for r in requests])),
     }
-    names = list(dict.fromkeys(name for f in frames for name in f.columns if name not in columns))
+    names = list(dict.fromkeys(name for f in frames for name in f if name not in columns))
     for name in names:
         columns[name] = _arrow(np.concatenate([
-            f[name].to_numpy() if name in f.columns else np.full(len(f), None, dtype=object) for f in frames]))
+            f[name] if name in f else np.full(n, None, dtype=object) for f, n in zip(frames, counts)]))
     return pa.table(columns)
 
 

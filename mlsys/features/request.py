@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from numbers import Real
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -58,6 +58,8 @@ class EncodedRequest:
     unknown_user: bool
     unknown_items: int
     raw: Callable[[], pd.DataFrame] = field(repr=False)
+    # The same rows as {column: 1-D array}, built without a DataFrame (None: from ``raw``'s frame).
+    raw_columns: Callable[[], dict[str, np.ndarray]] | None = field(default=None, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def features(self) -> pd.DataFrame:
@@ -65,6 +67,21 @@ class EncodedRequest:
         if "frame" not in self._cache:
             self._cache["frame"] = self.raw()
         return self._cache["frame"]
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """:meth:`features` as columns: what the feature log and the online statistics read (a
+        DataFrame per request costs more than the columns it holds)."""
+        if "columns" not in self._cache:
+            self._cache["columns"] = self.raw_columns() if self.raw_columns is not None else as_columns(self.features())
+        return self._cache["columns"]
+
+
+Rows = Union[pd.DataFrame, dict]  # raw feature rows: a frame, or its columns {name: 1-D array}
+
+
+def as_columns(rows: Rows) -> dict[str, np.ndarray]:
+    """Raw feature rows as {column: 1-D array}: a frame's columns, or the columns as they are."""
+    return {name: rows[name].to_numpy() for name in rows.columns} if isinstance(rows, pd.DataFrame) else rows
 
 
 class FrameEncoder:

@@ -71,6 +71,11 @@ class Ranking:
     def features(self) -> pd.DataFrame:
         return self.request.features()
 
+    @property
+    def columns(self) -> dict[str, np.ndarray]:
+        """``features`` as {column: 1-D array}, built without a DataFrame (what the feature log reads)."""
+        return self.request.columns()
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Ranking):
             return NotImplemented
@@ -113,14 +118,16 @@ class EncodedTable:
 
     def __init__(self, pre: CtrPreprocessor, table: pd.DataFrame, key: str, names: tuple[str, ...]):
         layout = _layout(pre)
-        names = tuple(n for n in (key, *names) if n in layout)
         self.ids = np.union1d(table[key].to_numpy(np.int64), _integer_ids(pre.vocabularies_[key]))
         self.absent = _absent(self.ids)
         self.in_table = np.append(np.isin(self.ids, table[key].to_numpy(np.int64)), False)
         lookup = np.append(self.ids, self.absent)
         rows = table.set_index(key).reindex(pd.Index(lookup, name=key))
-        # The raw columns as a request frame holds them (column_of: what PackageTables.fetch builds).
-        frame = pd.DataFrame({key: lookup, **{n: column_of(rows[n], _kind(pre, n)) for n in names if n != key}})
+        # The raw columns, a row per id (the last: missing), as a request frame holds them
+        # (column_of: what PackageTables.fetch builds); an object column's cells are shared, not copied.
+        self.raw = {n: _array(column_of(rows[n], _kind(pre, n))) for n in names if n != key}
+        names = tuple(n for n in (key, *names) if n in layout)
+        frame = pd.DataFrame({key: lookup, **{n: self.raw[n] for n in names if n != key}})
         encoded = {n: pre.encode(n, frame[n].to_numpy()).reshape(len(lookup), -1) for n in names}
         self.columns = {x: np.concatenate([np.zeros(0, np.intp), *(layout[n][1] for n in names if layout[n][0] == x)])
                         for x in MODEL_INPUTS}
@@ -134,6 +141,15 @@ class EncodedTable:
         pos = np.searchsorted(self.ids, ids)
         hit = self.ids[np.minimum(pos, len(self.ids) - 1)] == ids
         return np.where(hit, pos, len(self.ids))
+
+
+def _array(column) -> np.ndarray:
+    """``column_of``'s column as one array (an object array for lists, not a 2-D one)."""
+    if isinstance(column, np.ndarray):
+        return column
+    out = np.empty(len(column), dtype=object)
+    out[:] = column
+    return out
 
 
 def _kind(pre: CtrPreprocessor, name: str) -> Kind:
@@ -198,7 +214,23 @@ class PackageTables:
         unknown_items = n - int(np.count_nonzero(self.items.in_table[rows]))
         context = dict(context) if context else None
         return EncodedRequest(inputs, item_ids, not self.users.in_table[user_row], unknown_items,
-                              lambda: with_context(self.fetch(user_id, item_ids.tolist()).frame, self.schema, context))
+                              lambda: with_context(self.fetch(user_id, item_ids.tolist()).frame, self.schema, context),
+                              lambda: self.columns(user_id, item_ids, rows, user_row, context))
+
+    def columns(self, user_id: int, item_ids: np.ndarray, rows: np.ndarray, user_row: int, context: dict | None) -> dict:
+        """:meth:`fetch`'s rows (with the context) as columns, from the raw tables kept at load:
+        what :meth:`encode`'s request logs, a few array takes instead of a frame."""
+        n = len(item_ids)
+        columns: dict = {USER: np.full(n, user_id, dtype=np.int64), ITEM: np.asarray(item_ids, dtype=np.int64)}
+        for name in self.schema.table_features(Table.users):
+            columns[name] = self.users.raw[name][np.full(n, user_row)]
+        for name in self.schema.table_features(Table.items):
+            columns[name] = self.items.raw[name].take(rows)
+        columns[HISTORY] = self.users.raw[HISTORY][np.full(n, user_row)]
+        values = context_values(self.schema, context)
+        for name in self.schema.context:
+            columns[name] = _array(repeated(values.get(name), self.schema.kind(name), n))
+        return columns
 
 
 class _ContextEncoder:

@@ -99,3 +99,4 @@ def test_metrics_count_the_feature_log(logging_service):
     log = body["feature_log"]
     assert log["queued"] + log["sampled_out"] + log["dropped"] == body["requests"] > 0
     assert log["dropped"] == 0 and log["write_errors"] == 0
+    assert body["gc_frozen_objects"] > 10_000  # the loaded version and libraries: out of the collector's full passes

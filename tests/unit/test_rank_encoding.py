@@ -137,6 +137,19 @@ def test_encoded_tables_give_the_raw_rows_inputs_bit_for_bit(package):
         assert (got.unknown_user, got.unknown_items) == (expected.unknown_user, expected.unknown_items)
         np.testing.assert_array_equal(got.item_ids, ids)
         pd.testing.assert_frame_equal(got.features(), expected.features())
+        _assert_same_columns(got.columns(), expected.features())
+
+
+def _assert_same_columns(columns: dict, frame: pd.DataFrame):
+    """The columns the feature log reads (built from the raw tables, no frame) hold the frame's rows:
+    the same names in order, and the same values once in Arrow, as the log stores them."""
+    import pyarrow as pa
+
+    assert list(columns) == list(frame.columns)
+    for name in frame.columns:
+        assert len(columns[name]) == len(frame), name
+        got, expected = pa.array(columns[name], from_pandas=True), pa.array(frame[name].to_numpy(), from_pandas=True)
+        assert got.to_pylist() == expected.to_pylist(), name
 
 
 def test_requests_cover_what_they_should(package):
