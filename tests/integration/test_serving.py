@@ -6,6 +6,7 @@ One fused app (the default graph on CPU) and one split app share the module's Se
 
 import os
 import subprocess
+import threading
 import time
 
 import numpy as np
@@ -17,7 +18,7 @@ import mlsys
 from mlsys.api import serving as commands
 from mlsys.api.config import compose_config
 from mlsys.errors import ConfigError
-from tests.conftest import MLSYS, REPO, free_port
+from tests.conftest import MLSYS, REPO, free_port, wait_until
 
 
 WINDOW_S = 4  # the app's online statistics windows (serve.monitoring.window_s)
@@ -220,11 +221,14 @@ def test_mlsys_serve_behind_haproxy_scores_as_the_offline_model_and_stops_clean(
     port = free_port()
     proc = subprocess.Popen([MLSYS, "serve", *overrides, "serve.model=ctr/1", f"serve.port={port}", "serve.proxy=haproxy"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []  # mlsys serve's output as it comes
+    reader = threading.Thread(target=lambda: [lines.append(line) for line in proc.stdout], daemon=True)
+    reader.start()
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 240
         while True:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() is not None else "no answer"
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:] or "no answer"
             try:
                 if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
                     break
@@ -244,13 +248,17 @@ def test_mlsys_serve_behind_haproxy_scores_as_the_offline_model_and_stops_clean(
         np.testing.assert_allclose(out["data"], [offline.rank(1, [50]).items[0].score, offline.rank(2, [172]).items[0].score],
                                    atol=1e-5)
         assert requests.post(f"{url}/v1/rank", json={"user_id": 1, "candidates": []}, timeout=30).status_code == 422
+        # The address line, printed once serve.run has returned (after /healthz can already answer).
+        wait_until(lambda: any("proxy haproxy" in line for line in lines), timeout=60, what="mlsys serve's [serve] line")
+        assert any(line.startswith(f"[serve] ctr version 1 at http://127.0.0.1:{port}") for line in lines), "".join(lines)[-3000:]
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
-            proc.communicate(timeout=90)
+            proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+            proc.wait()
+        reader.join(10)
     time.sleep(2)
     assert not any(subprocess.run(["ps", "-p", pid], capture_output=True).returncode == 0 for pid in haproxy), \
         "HAProxy outlived mlsys serve"
@@ -457,7 +465,6 @@ def test_online_learning_on_live_traffic_hot_pushes_a_model_that_ranks_a_newly_c
     from mlsys.registry.package import read_package
     from mlsys.registry.scoring import PackageScorer
     from mlsys.serve import app
-    from tests.conftest import wait_until
 
     url, home, result = served
     mlflow_store.client(f"sqlite:///{home}/mlflow.db").set_registered_model_alias("ctr", "online", "1")
