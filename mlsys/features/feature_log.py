@@ -98,8 +98,10 @@ def log_table(requests: list[LoggedRequest]) -> pa.Table:
     if any(len(column) != n for f, n in zip(frames, counts) for column in f.values()):
         raise ValueError("a logged request's scores and feature rows differ in length")
 
+    owner = pa.array(np.repeat(np.arange(len(requests)), counts))  # each row's request
+
     def each(values, type=None) -> pa.Array:  # one value per request, repeated over its rows
-        return pa.array(values, type=type).take(pa.array(np.repeat(np.arange(len(requests)), counts)))
+        return pa.array(values, type=type).take(owner)
 
     columns = {
         "request_id": each([r.request_id for r in requests], pa.string()),
@@ -111,12 +113,12 @@ def log_table(requests: list[LoggedRequest]) -> pa.Table:
     }
     names = list(dict.fromkeys(name for f in frames for name in f if name not in columns))
     for name in names:
-        columns[name] = _arrow(np.concatenate([
+        columns[name] = arrow_column(np.concatenate([
             f[name] if name in f else np.full(n, None, dtype=object) for f, n in zip(frames, counts)]))
     return pa.table(columns)
 
 
-def _arrow(values: np.ndarray) -> pa.Array:
+def arrow_column(values: np.ndarray) -> pa.Array:
     """A column as Arrow, as ``pa.Table.from_pandas`` converts it (NaN and None are null). An object
     column converts each distinct object once: a request's history is one list repeated on every
     candidate's row, so 100 candidates cost one conversion, not 100."""

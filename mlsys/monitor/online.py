@@ -51,7 +51,7 @@ import pyarrow as pa
 from mlsys import storage
 from mlsys.data.statistics import DatasetStatistics, FeatureAccumulator, FeatureKind, block_accumulators, finalize, infer_kinds, merge_all
 from mlsys.features.request import as_columns
-from mlsys.features.feature_log import sampled  # the same hash: at equal rates, the same requests as the feature log
+from mlsys.features.feature_log import arrow_column, sampled  # the same hash: at equal rates, the same requests as the feature log
 from mlsys.monitor.config import OnlineStatisticsConfig
 from mlsys.monitor.service import ServiceWindow
 
@@ -237,12 +237,12 @@ class WindowSketcher:
 
     def _table(self, items: list[_Observed]) -> pa.Table:
         """The sampled rows of every request and their scores, as one table: gathered column by column
-        (no per-request DataFrame), converted to Arrow once."""
+        (no per-request DataFrame), each converted to Arrow once, as the feature log converts them."""
         frames = [as_columns(o.frame()) for o in items]
         picks = [rows_of(o.request_id, len(o.scores), self.cfg.rows_per_request) for o in items]
         columns = {name: np.concatenate([np.asarray(f[name])[rows] for f, rows in zip(frames, picks)]) for name in frames[0]}
         columns[SCORE] = np.concatenate([np.asarray(o.scores, dtype=np.float64)[rows] for o, rows in zip(items, picks)])
-        return pa.Table.from_pandas(pd.DataFrame(columns), preserve_index=False)
+        return pa.table({name: arrow_column(values) for name, values in columns.items()})
 
     def _kinds_for(self, version: str, schema: pa.Schema) -> dict:
         if version not in self._kinds:
