@@ -898,16 +898,23 @@ def running_serve_port() -> Optional[int]:
 
 
 HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
+# What Ray Serve's high-throughput mode pairs with HAProxy: user code on the replica's own event loop (a thread hop
+# less per request), gRPC between deployments, request-path logs buffered and kept out of stderr (they stay in the
+# replicas' Serve log files). docs/serving.md, "The proxy".
+THROUGHPUT_ENV = "RAY_SERVE_THROUGHPUT_OPTIMIZED"
 
 
 def choose_proxy(cfg: ServeConfig, starts_ray: bool) -> None:
-    """``serve.proxy=haproxy`` before connecting: Ray Serve reads ``RAY_SERVE_ENABLE_HA_PROXY`` in its controller and
-    replicas, which take their environment from the Ray that started them, so for the embedded Ray this process
-    is about to start (``starts_ray``) it is set here; a Ray already running has made its choice (:func:`check_proxy`)."""
+    """``serve.proxy=haproxy`` before connecting: Ray Serve reads ``RAY_SERVE_ENABLE_HA_PROXY`` (and
+    ``RAY_SERVE_THROUGHPUT_OPTIMIZED``) in its controller and replicas, which take their environment from the Ray
+    that started them, so for the embedded Ray this process is about to start (``starts_ray``) they are set here
+    (``RAY_SERVE_THROUGHPUT_OPTIMIZED=0`` already in the environment is kept); a Ray already running has made its
+    choice (:func:`check_proxy`)."""
     import os
 
     if cfg.proxy is Proxy.haproxy and starts_ray:
         os.environ[HAPROXY_ENV] = "1"
+        os.environ.setdefault(THROUGHPUT_ENV, "1")
 
 
 def check_proxy(cfg: ServeConfig, started_ray: bool) -> None:

@@ -28,8 +28,9 @@ class Proxy(str, Enum):
 
     ray: Serve's own Python proxy, one hop (an actor call) before the ingress replica. haproxy: Ray Serve's
     HAProxy with direct ingress (``RAY_SERVE_ENABLE_HA_PROXY``): each ingress replica answers HTTP itself, HAProxy
-    balances over them; no Python proxy and no extra hop. Chosen when Ray starts (the embedded Ray takes it from
-    here; a cluster's nodes must be started with ``RAY_SERVE_ENABLE_HA_PROXY=1``).
+    balances over them; no Python proxy and no extra hop; with it, Ray Serve's throughput-optimized mode
+    (``RAY_SERVE_THROUGHPUT_OPTIMIZED``). Chosen when Ray starts (the embedded Ray takes both from here; a cluster's
+    nodes must be started with ``RAY_SERVE_ENABLE_HA_PROXY=1``, and should be with ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``).
     """
 
     ray = "ray"

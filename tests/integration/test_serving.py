@@ -214,7 +214,8 @@ def test_haproxy_on_a_ray_started_without_it_is_one_clear_error(served, trained)
 
 def test_mlsys_serve_behind_haproxy_scores_as_the_offline_model_and_stops_clean(trained, offline):
     """`mlsys serve serve.proxy=haproxy` on its own embedded Ray: HAProxy in front, the ingress replica answering
-    HTTP itself (direct ingress), the same scores over both protocols; Ctrl-C leaves no HAProxy behind."""
+    HTTP itself (direct ingress) in Serve's throughput-optimized mode, the same scores over both protocols; Ctrl-C
+    leaves no HAProxy behind."""
     import signal
 
     home, overrides, result = trained
@@ -251,6 +252,9 @@ def test_mlsys_serve_behind_haproxy_scores_as_the_offline_model_and_stops_clean(
         # The address line, printed once serve.run has returned (after /healthz can already answer).
         wait_until(lambda: any("proxy haproxy" in line for line in lines), timeout=60, what="mlsys serve's [serve] line")
         assert any(line.startswith(f"[serve] ctr version 1 at http://127.0.0.1:{port}") for line in lines), "".join(lines)[-3000:]
+        # With HAProxy comes Ray Serve's throughput-optimized mode: its controller says so when it starts.
+        wait_until(lambda: any("Throughput optimized Ray Serve enabled" in line for line in lines), timeout=30,
+                   what="Serve's throughput-optimized mode")
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -98,3 +99,22 @@ def test_replicas_memory_and_custom_resources_come_from_config():
         ServeConfig(ingress=DeploymentConfig(resources={"worker": -1}))
     with pytest.raises(ConfigError, match=r"serve.embedding.memory=0 must be > 0 bytes"):
         ServeConfig(embedding=DeploymentConfig(memory=0))
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "1"), ("0", "0")])
+def test_haproxy_brings_serves_throughput_optimized_mode_to_the_ray_it_starts(monkeypatch, preset, expected):
+    """serve.proxy=haproxy sets both of Serve's variables for an embedded Ray; an explicit
+    RAY_SERVE_THROUGHPUT_OPTIMIZED=0 is kept; a Ray already running, or the default proxy, is left alone."""
+    from mlsys.serve.app import HAPROXY_ENV, THROUGHPUT_ENV, choose_proxy
+    from mlsys.serve.config import Proxy
+
+    for name in (HAPROXY_ENV, THROUGHPUT_ENV):  # set first so that monkeypatch restores them as they were: absent or not
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    choose_proxy(ServeConfig(proxy=Proxy.haproxy), starts_ray=False)
+    choose_proxy(ServeConfig(), starts_ray=True)
+    assert HAPROXY_ENV not in os.environ and THROUGHPUT_ENV not in os.environ
+    if preset is not None:
+        monkeypatch.setenv(THROUGHPUT_ENV, preset)
+    choose_proxy(ServeConfig(proxy=Proxy.haproxy), starts_ray=True)
+    assert (os.environ[HAPROXY_ENV], os.environ[THROUGHPUT_ENV]) == ("1", expected)
