@@ -56,6 +56,21 @@ class RayExecutor:
         return RayBlocks(ds.map_batches(_blocks_of, fn_kwargs={"fn": fn, "kwargs": kwargs}, batch_size=1, batch_format="numpy"))
 
 
+def quiet_ray_data() -> None:
+    """This process's Ray Data without progress bars or its per-dataset INFO lines: progress bars
+    forwarded from a task or a Ray Train worker render as pages of escape codes, and mlsys prints its
+    own per-step and per-epoch lines. Consuming Ray Data's once-per-process key keeps its "Progress bars
+    disabled" notice out of every run."""
+    import logging
+
+    import ray.data
+    from ray.util.debug import log_once
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    log_once("ray_data_progress_manager_disabled")
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
 def partitions() -> int:
     """Shuffle partitions for grouped maps: one per logical CPU.
 

@@ -70,23 +70,16 @@ def fingerprint(step: Step, configs: dict[str, Any], inputs: dict[str, str]) -> 
 
 
 def _execute(step: Step, ctx: StepContext, kwargs: dict[str, Any]) -> tuple[Any, list, dict]:
-    import logging
-
-    import ray.data
     import ray.util
 
-    from ray.util.debug import log_once
+    from mlsys.data.datasets import quiet_ray_data
 
     # Where the step ran, in its run record (step facts travel back as ctx.tags).
     ctx.set_tag("node_ip", ray.util.get_node_ip_address())
     ctx.set_tag("node_id", ray.get_runtime_context().get_node_id())
 
-    # Progress bars forwarded from a task render as pages of escape codes; the driver
-    # prints a progress line per step instead (PipelineRunner._wait). Consuming Ray Data's
-    # once-per-process key keeps its "Progress bars disabled" notice out of every run.
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    log_once("ray_data_progress_manager_disabled")
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # The driver prints a progress line per step instead (PipelineRunner._wait).
+    quiet_ray_data()
     storage.remove(ctx.output_uri)  # leftovers of an attempt that failed half-way
     outputs = step.fn(ctx, **kwargs)
     if not isinstance(outputs, step.output):

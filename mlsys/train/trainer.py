@@ -30,6 +30,7 @@ import ray
 import torch
 
 from mlsys import storage
+from mlsys.data.datasets import quiet_ray_data
 from mlsys.evaluate.metrics import ctr_metrics
 from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig, build_model
 from mlsys.train import checkpoint, warm_start
@@ -219,6 +220,7 @@ def train_loop(config: dict) -> None:
     from ray.train.v2._internal.execution import context as train_context
 
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    quiet_ray_data()  # iterating the datasets' shards: no "Progress bars disabled" notice, no per-dataset lines
     spec = InputSpec.from_dict(config["spec"])
     model_cfg = ModelConfig(**config["model"])
     cfg = TrainConfig.from_dict(config["train"])

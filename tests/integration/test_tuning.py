@@ -131,6 +131,7 @@ def test_an_interrupted_tuning_run_resumes_and_keeps_its_finished_trials(tuned, 
     assert "[tune] 1 of 2 trials had finished; they are kept, not run again" in out, out[-4000:]
     assert f"[tune] trial {finished} " not in out, out[-4000:]  # not run again
     assert "[tune] 2/2 trials done" in out, out[-4000:]
+    assert "Progress bars disabled" not in out, out[-4000:]  # Ray Data's notice, from the trials' train workers too
 
     client = _client(home)
     exp = client.get_experiment_by_name("ctr")
