@@ -897,6 +897,29 @@ def running_serve_port() -> Optional[int]:
     return None if client is None else ray.get(client._controller.get_http_config.remote()).port
 
 
+def shutdown_serve(timeout_s: float = 30.0) -> None:
+    """``serve.shutdown()`` without Ray's ``Task ServeController.graceful_shutdown failed. There are infinite
+    retries remaining ... killed by ray.kill`` warning: Serve's controller, created with infinite task retries,
+    kills itself at the end of ``graceful_shutdown``, so the call it was answering fails and Ray announces a retry
+    (the push step's sandbox printed it into every first ``make demo``). Asked once, with no retry, the call just
+    ends with the controller; then, as ``serve.shutdown()`` does, this process forgets its client."""
+    import ray
+    from ray.serve.context import _disconnect, _get_global_client
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return
+    client.shutdown_cached_handles()
+    try:
+        ray.get(client._controller.graceful_shutdown.options(max_task_retries=0).remote(), timeout=timeout_s)
+    except ray.exceptions.RayActorError:
+        pass  # the controller is gone: how graceful_shutdown ends
+    except ray.exceptions.GetTimeoutError:
+        print(f"[serve] Serve's controller did not shut down within {timeout_s:g} s; see its log "
+              f"(controller_*.log under the Ray session's logs/serve/)")
+    _disconnect()
+
+
 HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
 # What Ray Serve's high-throughput mode pairs with HAProxy: user code on the replica's own event loop (a thread hop
 # less per request), gRPC between deployments, request-path logs buffered and kept out of stderr (they stay in the

@@ -157,4 +157,4 @@ def validate_in_sandbox(package_uri: str, model_name: str, version: str, eval_ur
         except Exception as e:  # never hide the verdict behind a cleanup error
             echo(f"[infra] could not delete the sandbox app {sandbox.app_name}: {e}")
         if started:
-            serve.shutdown()  # Serve keeps the HTTP port of its first start: leave none behind
+            app.shutdown_serve()  # Serve keeps the HTTP port of its first start: leave none behind
