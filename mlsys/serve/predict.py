@@ -32,9 +32,9 @@ from mlsys.errors import DataFormatError, TooManyBadRowsError
 from mlsys.features.request import repeated
 from mlsys.registry.package import ModelPackage
 from mlsys.registry.scoring import Engine, PackageScorer
+from mlsys.serve.predict_config import ROW_ID, SCORE
 from mlsys.serve.ranker import PackageTables
 
-ROW_ID, SCORE = "row_id", "score"  # the columns prediction adds
 _INT = re.compile(r"[+-]?[0-9]+")
 _INT64_MAX = float(2**63)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)

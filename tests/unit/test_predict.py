@@ -220,6 +220,17 @@ def test_parquet_plan_reads_every_row_once_with_its_row_id(tmp_path):
     assert read.column("user_id").to_pylist() == list(range(40)) and read.column(ROW_ID).to_pylist() == list(range(40))
 
 
+def test_the_read_tasks_module_imports_no_torch():
+    """A read task imports mlsys.serve.batch in a fresh worker: with torch (through the scoring core) each
+    read worker spent ~2 s of CPU importing it, beside the actors, on 2 CPUs (docs/benchmarks.md)."""
+    import subprocess
+    import sys
+
+    code = "import sys, mlsys.serve.batch; print(sorted(m for m in ('torch', 'onnxruntime') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_csv_plan_reads_mixed_columns_as_text(tmp_path):
     path = tmp_path / "rows.csv"
     path.write_text("user_id,item_id\n" + "1,2\n" * 300_000 + "x,3\n")  # "x" after pyarrow's first block (1 MiB) of integers
