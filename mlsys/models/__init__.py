@@ -1,52 +1,39 @@
-"""The model zoo: plain torch modules, no Ray. Pick one with ``model=<name>``."""
+"""The model zoo: plain torch modules, no Ray. Pick one with ``model=<name>``.
+
+The configuration names (:class:`ModelConfig`, :class:`InputSpec`, :data:`MODEL_INPUTS`, ...) are
+plain Python and import at once; the torch ones (:data:`MODELS`, :func:`build_model`, the
+modules) import torch on first use (PEP 562), so what only scores a package's ONNX graphs (a
+Serve replica, a ``mlsys predict`` actor) never pays torch's ~1.2 s import.
+"""
 
 from __future__ import annotations
 
-import torch
+from importlib import import_module
+from typing import TYPE_CHECKING
 
-from mlsys.models.blocks import CtrModel, SparseEmbeddings, SparseOutput, UserSide
-from mlsys.models.bst import BST
-from mlsys.models.bst_cached import BSTCached
 from mlsys.models.config import MODEL_INPUTS, InputSpec, ModelConfig, ModelName, UserFields
-from mlsys.models.dcnv2 import DCNv2
-from mlsys.models.deepfm import DeepFM
-from mlsys.models.din import DIN
-from mlsys.models.fm import FM
-from mlsys.models.lr import LR
-from mlsys.models.widedeep import WideDeep
 
-# A closed table, not an import path: a model package names its class here,
-# so loading a package never imports code named inside it.
-MODELS: dict[ModelName, type[CtrModel]] = {
-    ModelName.lr: LR,
-    ModelName.fm: FM,
-    ModelName.widedeep: WideDeep,
-    ModelName.deepfm: DeepFM,
-    ModelName.dcnv2: DCNv2,
-    ModelName.din: DIN,
-    ModelName.bst: BST,
-    ModelName.bst_cached: BSTCached,
+if TYPE_CHECKING:
+    from mlsys.models.blocks import CtrModel, SparseEmbeddings, SparseOutput, UserSide
+    from mlsys.models.zoo import MODELS, Scorer, build_model
+
+_LAZY = {
+    "CtrModel": "mlsys.models.blocks", "SparseEmbeddings": "mlsys.models.blocks",
+    "SparseOutput": "mlsys.models.blocks", "UserSide": "mlsys.models.blocks",
+    "MODELS": "mlsys.models.zoo", "Scorer": "mlsys.models.zoo", "build_model": "mlsys.models.zoo",
 }
 
 
-def build_model(spec: InputSpec, cfg: ModelConfig) -> CtrModel:
-    """``build_model(spec, ModelConfig(name="din", embed_dim=32))`` -> an initialised module.
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value  # once: later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    Every model is ``dense(sparse(categorical, multi_hot, history, numeric))``: ``model.sparse``
-    returns a :class:`SparseOutput`, ``model.dense`` maps it to logits (B,).
-    """
-    return MODELS[ModelName(cfg.name)](spec, cfg)
 
-
-class Scorer(torch.nn.Module):
-    """Wraps a model to output click probabilities; this graph is exported to ONNX."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, categorical, multi_hot, history, numeric):
-        return torch.sigmoid(self.model(categorical, multi_hot, history, numeric))
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [

@@ -27,17 +27,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
-import torch
-from safetensors.torch import load_file
 
 from mlsys import storage
 from mlsys.data.preprocessor import CtrPreprocessor
 from mlsys.errors import ArtifactIntegrityError, ModelNotFoundError
-from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig, Scorer, build_model
-from mlsys.registry.halves import export_halves
-from mlsys.registry.onnx_graphs import example_inputs, export_graph
-from mlsys.registry.user_side import export_user_side
+from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig
+
+if TYPE_CHECKING:  # writing a package (and torch_model) needs torch; reading and scoring one does not
+    import torch
 
 # /4: the sparse (NumPy embedding table) and dense (ONNX) halves beside the fused graph;
 # /3: inputs named by the data set's declared feature schema (``multi_hot`` features, not one fixed list column);
@@ -73,6 +73,10 @@ class ModelPackage:
         return DatasetStatistics.from_json(path.read_text()) if path.exists() else None
 
     def torch_model(self) -> torch.nn.Module:
+        from safetensors.torch import load_file
+
+        from mlsys.models import build_model
+
         model = build_model(self.spec, self.model_config)
         model.load_state_dict(load_file(self.path / "model.safetensors"))
         return model.eval()
@@ -80,6 +84,9 @@ class ModelPackage:
 
 def export_onnx(model: torch.nn.Module, spec: InputSpec, path: Path) -> None:
     """The fused probability graph (the four model inputs in, ``score`` out)."""
+    from mlsys.models import Scorer
+    from mlsys.registry.onnx_graphs import example_inputs, export_graph
+
     export_graph(Scorer(model).eval(), example_inputs(spec), path, list(MODEL_INPUTS))
 
 
@@ -97,6 +104,9 @@ def write_package(
     """Write a package folder and its manifest; returns the folder. ``statistics``: the URI of the
     training split's statistics (JSON), copied in as the baseline online monitoring compares with."""
     from safetensors.torch import save_file
+
+    from mlsys.registry.halves import export_halves
+    from mlsys.registry.user_side import export_user_side
 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "tables").mkdir(exist_ok=True)

@@ -27,11 +27,17 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from mlsys.models import CtrModel, InputSpec, UserFields
+import numpy as np
+
+from mlsys.models import InputSpec, UserFields
 from mlsys.registry.onnx_graphs import onnx_session
+
+if TYPE_CHECKING:  # exporting needs torch; scoring (UserSideScorer) does not
+    import torch
+
+    from mlsys.models import CtrModel
 
 USER_GRAPH, CANDIDATE_GRAPH, SPLIT = "user.onnx", "candidates.onnx", "user_side.json"
 FORMAT = "mlsys.user-side/1"
@@ -41,27 +47,34 @@ UserState = tuple[np.ndarray, ...]
 """One user's encoded inputs: the user graph's outputs, in the model's ``state_names`` order."""
 
 
-class _UserGraph(torch.nn.Module):
-    def __init__(self, model: CtrModel, user: UserFields):
-        super().__init__()
-        self.model, self.user = model, user
-
-    def forward(self, history, categorical, numeric):
-        return self.model.encode_user(history, categorical, numeric, self.user)
-
-
-class _CandidateGraph(torch.nn.Module):
-    def __init__(self, model: CtrModel, user: UserFields):
-        super().__init__()
-        self.model, self.user = model, user
-
-    def forward(self, categorical, multi_hot, numeric, state):
-        return torch.sigmoid(self.model.score_candidates(state, categorical, multi_hot, numeric, self.user))
-
-
 def supports_user_side(model: torch.nn.Module) -> bool:
     """Whether ``model`` scores in two parts (its dense part is :class:`~mlsys.models.UserSide`)."""
+    from mlsys.models import CtrModel
+
     return isinstance(model, CtrModel) and model.supports_user_side
+
+
+def _graphs(model: CtrModel, user: UserFields) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The two exported graphs: the user's row -> its state; the candidates and the state -> scores."""
+    import torch
+
+    class UserGraph(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, history, categorical, numeric):
+            return self.model.encode_user(history, categorical, numeric, user)
+
+    class CandidateGraph(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, categorical, multi_hot, numeric, state):
+            return torch.sigmoid(self.model.score_candidates(state, categorical, multi_hot, numeric, user))
+
+    return UserGraph().eval(), CandidateGraph().eval()
 
 
 def user_fields_of(directory: Path) -> tuple[str, ...]:
@@ -87,9 +100,10 @@ def export_user_side(model: torch.nn.Module, spec: InputSpec, directory: Path,
 
         files = export_user_side(model, spec, package_dir)   # ["user.onnx", "candidates.onnx", "user_side.json"]
     """
+    import torch
+
     if not supports_user_side(model):
         return []
-    assert isinstance(model, CtrModel)
     directory = Path(directory)
     model = model.eval()
     user = UserFields.of(spec, user_fields_of(directory) if user_fields is None else user_fields)
@@ -105,16 +119,17 @@ def export_user_side(model: torch.nn.Module, spec: InputSpec, directory: Path,
         torch.ones(n, len(spec.multi_hot_fields) * spec.multi_hot_length, dtype=torch.int64),
         torch.zeros(n, len(spec.numeric_fields), dtype=torch.float32),
     )
+    user_graph, candidate_graph = _graphs(model, user)
     batch = torch.export.Dim("candidates", min=1)
     for name in ("torch.onnx", "onnxscript"):  # "torchvision is not installed", "Skipping constant folding"
         logging.getLogger(name).setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_UserGraph(model, user).eval(), (history, *row), str(directory / USER_GRAPH),
+        torch.onnx.export(user_graph, (history, *row), str(directory / USER_GRAPH),
                           input_names=["history", "categorical", "numeric"], output_names=list(names),
                           external_data=False, dynamo=True, verbose=False)
         torch.onnx.export(
-            _CandidateGraph(model, user).eval(), (*candidates, list(state)), str(directory / CANDIDATE_GRAPH),
+            candidate_graph, (*candidates, list(state)), str(directory / CANDIDATE_GRAPH),
             input_names=[*CANDIDATE_INPUTS, *names], output_names=["score"],
             dynamic_shapes=({0: batch}, {0: batch}, {0: batch}, [None for _ in names]),
             external_data=False, dynamo=True, verbose=False,

@@ -231,6 +231,27 @@ def test_the_read_tasks_module_imports_no_torch():
     assert out.strip() == "[]"
 
 
+def test_scoring_a_package_imports_no_torch(package):
+    """The ONNX path (a predict actor, a Serve replica, the ``mlsys predict`` driver) reads and scores a
+    package without torch: importing it took ~1.1 s of each actor's and replica's start (docs/benchmarks.md)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, pyarrow as pa
+import mlsys, mlsys.api.predict, mlsys.serve.app, mlsys.serve.graph
+from mlsys.registry.package import read_package
+from mlsys.serve.predict import BatchPredictor
+uri = {str(package.path)!r}
+assert BatchPredictor(read_package(uri)).predict(pa.table({{"user_id": [1, 2], "item_id": [1, 2]}})).scored.num_rows == 2
+assert len(mlsys.load_model(uri).rank(1, [1, 2]).scores) == 2
+print("torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
+
+
 def test_csv_plan_reads_mixed_columns_as_text(tmp_path):
     path = tmp_path / "rows.csv"
     path.write_text("user_id,item_id\n" + "1,2\n" * 300_000 + "x,3\n")  # "x" after pyarrow's first block (1 MiB) of integers
