@@ -32,6 +32,7 @@ from mlsys.errors import MlsysError, require_free_port
 from mlsys.ui.read import Home, NotFound
 
 STATIC = Path(__file__).with_name("static")
+READ_COOKIE = "mlsys_ui_token"  # app.js sets it (this session, SameSite=Strict) so that links the browser follows itself can read
 
 
 def token_of(cfg) -> str:
@@ -61,7 +62,7 @@ def _plotly_js() -> Path:
 def build_app(cfg, token: str, jobs=None):
     """The FastAPI app over ``cfg``'s home. ``jobs``: a Ray ``JobSubmissionClient`` (default: the
     connected cluster's, made at the first launch)."""
-    from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Query
+    from fastapi import APIRouter, Body, Cookie, Depends, FastAPI, Header, HTTPException, Query
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 
     home = Home.of(cfg)
@@ -83,12 +84,19 @@ def build_app(cfg, token: str, jobs=None):
                                      "(the token `mlsys ui` printed at its start, or ui.token in config)",
                                 headers={"WWW-Authenticate": "Bearer"})
 
-    def read_authorized(authorization: Optional[str] = Header(default=None)) -> None:
+    def read_authorized(authorization: Optional[str] = Header(default=None),
+                        cookie: Optional[str] = Cookie(default=None, alias=READ_COOKIE)) -> None:
+        """The header, or the page's cookie: a report link carries no header. Actions take only the header
+        (a cookie goes with every request the browser makes, so it never authorizes a change)."""
+        from urllib.parse import unquote
+
+        if cookie and hmac.compare_digest(unquote(cookie).encode(), token.encode()):
+            return
         try:
             authorized(authorization)
         except HTTPException as e:
             raise HTTPException(401, "reads are private here (ui.private_reads): enter the token (the one `mlsys ui` "
-                                     "printed at its start, or ui.token in config) and reload", headers=e.headers) from None
+                                     "printed at its start, or ui.token in config) in the page's Token field", headers=e.headers) from None
 
     # The reads under /api; with ui.private_reads they need the token too (the pages themselves load, then ask for it).
     reads = APIRouter(prefix="/api", tags=["read"], dependencies=[Depends(read_authorized)] if cfg.ui.private_reads else [])

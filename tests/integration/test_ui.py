@@ -4,6 +4,7 @@ through and saved as a screenshot under ``.artifacts/ui/`` (1280x800)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -21,12 +22,8 @@ SHOTS = REPO / ".artifacts" / "ui"
 
 @pytest.fixture(scope="module")
 def ui(trained):
-    import uvicorn
-
     import mlsys
-    from mlsys.api.config import compose_config
     from mlsys.registry.mlflow_store import client, resolve
-    from mlsys.ui.app import build_app
 
     assert available(), "Debian's chromium and chromium-driver are missing: `make test-servers` installs them"
     home, overrides, result = trained
@@ -37,18 +34,31 @@ def ui(trained):
         c.create_model_version(MODEL, source=resolve(uri, "ctr/1").source)
     c.set_registered_model_alias(MODEL, "champion", "1")
     second = mlsys.run_pipeline([*overrides, "pipeline.until=transform"])  # all cached: a second run to compare
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with _dashboard(overrides) as url, chromium() as browser:
+        yield url, browser, result, second, uri
+
+
+@contextlib.contextmanager
+def _dashboard(overrides: list[str]):
+    """``build_app`` over the home of ``overrides`` in a uvicorn thread on a free port; yields its URL."""
+    import uvicorn
+
+    from mlsys.api.config import compose_config
+    from mlsys.ui.app import build_app
+
     port = free_port()
     cfg = compose_config([*overrides, f"ui.port={port}", f"ui.token={TOKEN}"])
     server = uvicorn.Server(uvicorn.Config(build_app(cfg, TOKEN), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: _answers(f"{url}/api/home"), "the dashboard to answer", 30)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with chromium() as browser:
-        yield url, browser, result, second, uri
-    server.should_exit = True
-    thread.join(timeout=10)
+    wait_until(lambda: _answers(f"{url}/"), "the dashboard to answer", 30)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def _answers(url: str) -> bool:
@@ -113,6 +123,28 @@ def test_from_the_runs_to_a_run_to_its_data(ui):
     assert "train:" in main.text and "eval:" in main.text and "Quarantined rows" in main.text
     assert "gender" in main.text and main.find_elements("css selector", ".chart .main-svg"), "the feature chart was not drawn"
     _shot(browser, "data")
+
+
+def test_with_private_reads_the_token_opens_the_pages_and_the_report_links(ui, trained):
+    """``ui.private_reads``: the page asks for the token; typed, it reads, and a report link (which the
+    browser follows itself, without the page's header) opens the report, not a 401."""
+    from selenium.webdriver.common.keys import Keys
+
+    _, browser, result, _, _ = ui
+    with _dashboard([*trained[1], "ui.private_reads=true"]) as url:
+        browser.get("about:blank")
+        browser.get(f"{url}/#/data/{result.run_id}")
+        wait_until(lambda: "ui.private_reads" in browser.find_element("tag name", "main").text, "the page to ask for the token", 20)
+        try:
+            token = browser.find_element("id", "token")
+            token.send_keys(TOKEN, Keys.TAB)  # the change event keeps it and draws the page
+            wait_until(lambda: "Quarantined rows" in browser.find_element("tag name", "main").text, "the data page", 20)
+            _click(browser, "the data report (HTML)")
+            wait_until(lambda: "api/artifact" in browser.current_url, "the report link to be followed", 20)
+            assert browser.find_element("tag name", "h1").text.startswith("Data report"), browser.page_source[:500]
+        finally:
+            browser.get(f"{url}/")
+            browser.execute_script("sessionStorage.clear(); document.cookie = 'mlsys_ui_token=; path=/; max-age=0'")
 
 
 def test_a_run_launched_from_the_page_runs_as_a_ray_job_with_its_log(ui):

@@ -162,6 +162,29 @@ def test_private_reads_need_the_token_and_the_page_still_loads(home):
     assert r.status_code == 401 and "changes something" in r.json()["detail"]  # actions: still their own refusal
 
 
+def test_private_reads_take_the_pages_cookie_so_report_links_open_but_actions_do_not(home):
+    """A report link is followed by the browser itself, without the page's Authorization header."""
+    import dataclasses
+    from pathlib import Path
+
+    from mlsys.ui.app import READ_COOKIE
+
+    report = Path(home.home.root) / "reports" / "data.html"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("<html><body>the data report</body></html>")
+    cfg = dataclasses.replace(home, ui=dataclasses.replace(home.ui, private_reads=True))
+    link = ("/api/artifact", {"uri": str(report)})
+    assert TestClient(build_app(cfg, TOKEN)).get(*link[:1], params=link[1]).status_code == 401
+    wrong = TestClient(build_app(cfg, TOKEN), cookies={READ_COOKIE: "wrong"})
+    assert wrong.get(link[0], params=link[1]).status_code == 401
+    given = TestClient(build_app(cfg, TOKEN), cookies={READ_COOKIE: TOKEN})
+    r = given.get(link[0], params=link[1])
+    assert r.status_code == 200 and "the data report" in r.text
+    assert given.get("/api/home").status_code == 200
+    r = given.post("/api/actions/releases/ui/rollback", json={})
+    assert r.status_code == 401 and "changes something" in r.json()["detail"]
+
+
 def test_a_serve_config_builds_the_dashboard_app_and_refuses_bad_args(tmp_path):
     """``import_path: mlsys.ui.app:app_builder`` in a Serve config or a RayService: Hydra overrides in ``args``."""
     from ray.serve import Application

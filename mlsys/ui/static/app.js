@@ -3,8 +3,16 @@
 
 const main = document.getElementById("main");
 const tokenInput = document.getElementById("token");
+// The token for this tab's session; as a cookie too (this session, this site only), which ui.private_reads
+// accepts for reads, so that the report links the browser follows itself are read (actions take the header only).
+function keepToken(value) {
+  sessionStorage.setItem("mlsys-token", value);
+  const where = `path=${new URL(".", document.baseURI).pathname}; SameSite=Strict${location.protocol === "https:" ? "; Secure" : ""}`;
+  document.cookie = value ? `mlsys_ui_token=${encodeURIComponent(value)}; ${where}` : `mlsys_ui_token=; ${where}; max-age=0`;
+}
 tokenInput.value = sessionStorage.getItem("mlsys-token") || "";
-tokenInput.addEventListener("change", () => sessionStorage.setItem("mlsys-token", tokenInput.value));
+keepToken(tokenInput.value);
+tokenInput.addEventListener("change", () => { keepToken(tokenInput.value); if (!HOME) route(); });  // private reads: now they can
 let HOME = null;
 let SHOWN = null;  // the hash of the page on screen
 
@@ -390,7 +398,13 @@ const routes = [
 
 async function route() {
   if (!HOME) {
-    HOME = await api("api/home");
+    try {
+      HOME = await api("api/home");
+    } catch (e) {  // the reads are private (ui.private_reads) and no token is typed yet, or the server is away
+      page("Could not load the dashboard", h("div", { class: "message error", role: "alert" }, e.message));
+      document.body.dataset.ready = location.hash || "#/runs";
+      return;
+    }
     const names = { mlflow: "MLflow", ray: "Ray dashboard", optuna: "Optuna" };
     document.getElementById("links").replaceChildren(...Object.entries(HOME.links).map(([k, v]) => h("a", { href: v, target: "_blank", rel: "noopener" }, `${names[k]} ↗`)));
   }
