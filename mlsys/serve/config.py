@@ -47,6 +47,7 @@ class AutoscalingConfig:
     target_ongoing_requests: float = 8.0
     upscale_delay_s: float = 5.0
     downscale_delay_s: float = 60.0
+    look_back_period_s: float = 30.0  # Serve's: ongoing requests are averaged over it, and recorded every 0.2x of it (<= 10 s)
 
     def check(self, name: str) -> None:
         from mlsys.config import require
@@ -56,6 +57,7 @@ class AutoscalingConfig:
                     f"in [1, serve.{name}.autoscaling.max_replicas={self.max_replicas}]")
             require(self.target_ongoing_requests > 0, f"serve.{name}.autoscaling.target_ongoing_requests",
                     self.target_ongoing_requests, "> 0")
+            require(self.look_back_period_s > 0, f"serve.{name}.autoscaling.look_back_period_s", self.look_back_period_s, "> 0 seconds")
 
 
 @dataclass

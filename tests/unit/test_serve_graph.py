@@ -77,6 +77,12 @@ def test_deployment_options_come_from_config():
         "num_replicas": 2, "max_ongoing_requests": 64, "ray_actor_options": {"num_cpus": 1, "num_gpus": 0.0}}
     auto = DeploymentConfig(autoscaling=AutoscalingConfig(min_replicas=1, max_replicas=4)).options()
     assert auto["autoscaling_config"]["max_replicas"] == 4 and "num_replicas" not in auto
+    from ray.serve.config import AutoscalingConfig as ServeAutoscaling
+
+    quick = DeploymentConfig(autoscaling=AutoscalingConfig(max_replicas=4, look_back_period_s=10)).options()
+    assert ServeAutoscaling(**quick["autoscaling_config"]).look_back_period_s == 10  # every key is one Serve takes
+    with pytest.raises(ConfigError, match="serve.dense.autoscaling.look_back_period_s"):
+        ServeConfig(dense=DeploymentConfig(autoscaling=AutoscalingConfig(max_replicas=2, look_back_period_s=0)))
     with pytest.raises(ConfigError, match="serve.embedding.autoscaling.min_replicas"):
         ServeConfig(embedding=DeploymentConfig(autoscaling=AutoscalingConfig(min_replicas=5, max_replicas=2)))
     with pytest.raises(ConfigError, match="serve.dense.num_gpus"):
