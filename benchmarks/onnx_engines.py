@@ -232,7 +232,7 @@ def op_counts(path: Path) -> str:
 def engines_here(package, tmp: Path) -> tuple[dict[str, Callable[[Feed], np.ndarray]], dict[str, int]]:
     import torch
 
-    from mlsys.models import Scorer
+    from mlsys.models.zoo import Scorer
     from mlsys.registry.halves import DenseScorer, SparseLookup
     from mlsys.registry.onnx_graphs import onnx_session
 

@@ -34,7 +34,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import Row, interleaved, median, record  # noqa: E402
 
-from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig, build_model  # noqa: E402
+from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig
+from mlsys.models.zoo import build_model  # noqa: E402
 
 SPEC = InputSpec(
     categorical_fields=("user_id", "item_id", "gender", "occupation"),

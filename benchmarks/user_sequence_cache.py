@@ -62,7 +62,8 @@ def sessions(spec, directory: Path):
     import onnxruntime as ort
     import torch
 
-    from mlsys.models import ModelConfig, build_model
+    from mlsys.models import ModelConfig
+    from mlsys.models.zoo import build_model
     from mlsys.registry.package import export_onnx
     from mlsys.registry.user_side import UserSideScorer, UserStateCache, export_user_side
 

@@ -124,7 +124,7 @@ def export_halves(model, directory: Path) -> list[str]:
     import torch
     from safetensors.numpy import save_file
 
-    from mlsys.models import SparseOutput
+    from mlsys.models.blocks import SparseOutput
 
     sparse = model.sparse
     with torch.no_grad():

@@ -75,7 +75,7 @@ class ModelPackage:
     def torch_model(self) -> torch.nn.Module:
         from safetensors.torch import load_file
 
-        from mlsys.models import build_model
+        from mlsys.models.zoo import build_model
 
         model = build_model(self.spec, self.model_config)
         model.load_state_dict(load_file(self.path / "model.safetensors"))
@@ -84,7 +84,7 @@ class ModelPackage:
 
 def export_onnx(model: torch.nn.Module, spec: InputSpec, path: Path) -> None:
     """The fused probability graph (the four model inputs in, ``score`` out)."""
-    from mlsys.models import Scorer
+    from mlsys.models.zoo import Scorer
     from mlsys.registry.onnx_graphs import example_inputs, export_graph
 
     export_graph(Scorer(model).eval(), example_inputs(spec), path, list(MODEL_INPUTS))

@@ -1,6 +1,6 @@
 """User-sequence caching: score a request's candidates against its user's history, encoded once.
 
-For models whose dense part is :class:`~mlsys.models.UserSide` (DIN, BST-cached) a package
+For models whose dense part is :class:`~mlsys.models.blocks.UserSide` (DIN, BST-cached) a package
 holds two more ONNX graphs beside the fused ``model.onnx``, and what splits them::
 
     user.onnx          history (1, L), categorical (1, F), numeric (1, N): the user's row -> its state
@@ -37,7 +37,7 @@ from mlsys.registry.onnx_graphs import onnx_session
 if TYPE_CHECKING:  # exporting needs torch; scoring (UserSideScorer) does not
     import torch
 
-    from mlsys.models import CtrModel
+    from mlsys.models.blocks import CtrModel
 
 USER_GRAPH, CANDIDATE_GRAPH, SPLIT = "user.onnx", "candidates.onnx", "user_side.json"
 FORMAT = "mlsys.user-side/1"
@@ -48,8 +48,8 @@ UserState = tuple[np.ndarray, ...]
 
 
 def supports_user_side(model: torch.nn.Module) -> bool:
-    """Whether ``model`` scores in two parts (its dense part is :class:`~mlsys.models.UserSide`)."""
-    from mlsys.models import CtrModel
+    """Whether ``model`` scores in two parts (its dense part is :class:`~mlsys.models.blocks.UserSide`)."""
+    from mlsys.models.blocks import CtrModel
 
     return isinstance(model, CtrModel) and model.supports_user_side
 

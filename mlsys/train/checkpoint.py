@@ -90,7 +90,7 @@ def trained_model(checkpoint_uri: str, spec, model_cfg) -> torch.nn.Module:
     import tempfile
 
     from mlsys import storage
-    from mlsys.models import build_model
+    from mlsys.models.zoo import build_model
 
     module = build_model(spec, model_cfg)
     with tempfile.TemporaryDirectory() as tmp:

@@ -32,7 +32,8 @@ import torch
 from mlsys import storage
 from mlsys.data.datasets import quiet_ray_data
 from mlsys.evaluate.metrics import ctr_metrics
-from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig, build_model
+from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig
+from mlsys.models.zoo import build_model
 from mlsys.train import checkpoint, warm_start
 from mlsys.train.config import TrainConfig
 from mlsys.train.strategies import Strategy, make_strategy

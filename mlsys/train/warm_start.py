@@ -160,7 +160,7 @@ def apply(strategy, payload: Optional[dict], spec: InputSpec, model: ModelConfig
     """
     from safetensors.torch import load_file
 
-    from mlsys.models import build_model
+    from mlsys.models.zoo import build_model
     from mlsys.models.blocks import table_segments
     from mlsys.registry.package import read_package
 

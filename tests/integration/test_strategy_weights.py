@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mlsys.models import InputSpec, ModelConfig, build_model
+from mlsys.models import InputSpec, ModelConfig
+from mlsys.models.zoo import build_model
 from mlsys.train.config import TrainConfig
 from tests.integration.test_training_strategies import STRATEGIES
 

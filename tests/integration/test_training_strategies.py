@@ -64,7 +64,7 @@ def test_ddp_learns_the_planted_signal(ddp_auc):
 def test_deepspeed_resumes_and_matches_ddp(name, data, tmp_path, ddp_auc):
     from safetensors.torch import load_file
 
-    from mlsys.models import build_model
+    from mlsys.models.zoo import build_model
 
     resumed = _stopped_and_resumed(data, tmp_path, STRATEGIES[name])
     assert resumed.history[-1]["eval_auc"] == pytest.approx(ddp_auc, abs=AUC_TOLERANCE)

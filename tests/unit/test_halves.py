@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mlsys.errors import InvalidRequestError
-from mlsys.models import MODELS, Scorer
+from mlsys.models.zoo import MODELS, Scorer
 from mlsys.registry.halves import DENSE_ONNX, SPARSE_PLAN, SPARSE_TABLE, DenseScorer, SparseLookup, export_halves
 from tests.unit.test_models import BARE, SPEC, _inputs, _model
 

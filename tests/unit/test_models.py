@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mlsys.models import MODEL_INPUTS, MODELS, CtrModel, InputSpec, ModelConfig, ModelName, Scorer, SparseOutput, build_model
+from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig, ModelName
+from mlsys.models.blocks import CtrModel, SparseOutput
+from mlsys.models.zoo import MODELS, Scorer, build_model
 from mlsys.models.blocks import table_segments
 
 SPEC = InputSpec(

@@ -13,7 +13,8 @@ import torch
 from mlsys import storage
 from mlsys.data.preprocessor import CtrPreprocessor
 from mlsys.errors import ArtifactIntegrityError, InvalidRequestError, ModelNotFoundError
-from mlsys.models import MODEL_INPUTS, ModelConfig, build_model
+from mlsys.models import MODEL_INPUTS, ModelConfig
+from mlsys.models.zoo import build_model
 from mlsys.registry.package import FORMAT, MANIFEST, ModelPackage, read_package, write_package
 from mlsys.serve.ranker import Ranking, RankingModel
 from tests.schemas import movielens_like

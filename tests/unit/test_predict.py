@@ -17,7 +17,8 @@ from mlsys.data.feature_schema import Feature, FeatureSchema, Kind, Table
 from mlsys.data.ingest import BAD_SCHEMA
 from mlsys.data.preprocessor import CtrPreprocessor
 from mlsys.errors import ConfigError, DataFormatError, TooManyBadRowsError
-from mlsys.models import ModelConfig, build_model
+from mlsys.models import ModelConfig
+from mlsys.models.zoo import build_model
 from mlsys.registry.package import read_package, write_package
 from mlsys.serve import batch
 from mlsys.serve.predict import ROW_ID, SCORE, BatchPredictor, check_bad_fraction, input_columns

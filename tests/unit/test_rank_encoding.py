@@ -15,7 +15,8 @@ from mlsys.data.feature_schema import Feature, FeatureSchema, Kind, Table
 from mlsys.data.preprocessor import CtrPreprocessor
 from mlsys.errors import InvalidRequestError
 from mlsys.features.request import FrameEncoder
-from mlsys.models import MODEL_INPUTS, ModelConfig, build_model
+from mlsys.models import MODEL_INPUTS, ModelConfig
+from mlsys.models.zoo import build_model
 from mlsys.registry.package import read_package, write_package
 from mlsys.serve.ranker import PackageTables, RankingModel, ScoredItem
 

@@ -7,7 +7,8 @@ import torch
 
 from mlsys.data.preprocessor import CtrPreprocessor
 from mlsys.errors import ConfigError
-from mlsys.models import InputSpec, ModelConfig, build_model
+from mlsys.models import InputSpec, ModelConfig
+from mlsys.models.zoo import build_model
 from mlsys.train.warm_start import SPARSE_TABLE, WarmStart, check_compatible, grow_state_dict, resolve
 from tests.schemas import movielens_like
 
