@@ -26,7 +26,6 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import pandas as pd
