@@ -31,7 +31,7 @@ from harness import Row, interleaved, median, record  # noqa: E402
 from peer import deepctr  # noqa: E402
 
 from mlsys.evaluate.metrics import auc  # noqa: E402
-from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig, ModelName
+from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig, ModelName  # noqa: E402
 from mlsys.models.zoo import build_model  # noqa: E402
 from mlsys.train.config import TrainConfig, adam_params  # noqa: E402
 

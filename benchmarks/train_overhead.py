@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import Row, interleaved, median, record  # noqa: E402
 
-from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig
+from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig  # noqa: E402
 from mlsys.models.zoo import build_model  # noqa: E402
 
 SPEC = InputSpec(

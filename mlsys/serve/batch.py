@@ -30,6 +30,7 @@ from mlsys import storage
 from mlsys.data.ingest import BAD_SCHEMA
 from mlsys.data.parsing import QuarantineSummary
 from mlsys.errors import DataFormatError
+from mlsys.serve.predict import check_bad_fraction
 from mlsys.serve.predict_config import ROW_ID, PredictConfig
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
@@ -202,8 +203,6 @@ def predict(cfg: PredictConfig, package_uri: str, plan: InputPlan, local: bool =
     :class:`~mlsys.errors.TooManyBadRowsError` above ``predict.max_bad_fraction`` bad rows,
     leaving the quarantine and removing the partial output."""
     import ray
-
-    from mlsys.serve.predict import check_bad_fraction  # the scoring core imports torch: not at this module's top (read tasks)
 
     started = time.perf_counter()
     _quiet_ray_data()

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The columns prediction adds to the input's: here, not in mlsys.serve.predict, so that the read tasks
-# (mlsys.serve.batch) import no torch through the scoring core.
-ROW_ID, SCORE = "row_id", "score"
+ROW_ID, SCORE = "row_id", "score"  # the columns prediction adds to the input's
 
 
 @dataclass

@@ -160,8 +160,8 @@ def apply(strategy, payload: Optional[dict], spec: InputSpec, model: ModelConfig
     """
     from safetensors.torch import load_file
 
-    from mlsys.models.zoo import build_model
     from mlsys.models.blocks import table_segments
+    from mlsys.models.zoo import build_model
     from mlsys.registry.package import read_package
 
     if not payload:

@@ -24,6 +24,7 @@ import shlex
 import sys
 from pathlib import Path
 from typing import Optional
+from urllib.parse import unquote
 
 from fastapi import Request  # at the top: FastAPI reads the route's annotation from this module's names
 
@@ -88,8 +89,6 @@ def build_app(cfg, token: str, jobs=None):
                         cookie: Optional[str] = Cookie(default=None, alias=READ_COOKIE)) -> None:
         """The header, or the page's cookie: a report link carries no header. Actions take only the header
         (a cookie goes with every request the browser makes, so it never authorizes a change)."""
-        from urllib.parse import unquote
-
         if cookie and hmac.compare_digest(unquote(cookie).encode(), token.encode()):
             return
         try:

@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from mlsys.models import MODEL_INPUTS, InputSpec, ModelConfig, ModelName
-from mlsys.models.blocks import CtrModel, SparseOutput
+from mlsys.models.blocks import CtrModel, SparseOutput, table_segments
 from mlsys.models.zoo import MODELS, Scorer, build_model
-from mlsys.models.blocks import table_segments
 
 SPEC = InputSpec(
     categorical_fields=("user_id", "item_id", "gender", "occupation"),

@@ -173,12 +173,12 @@ def test_private_reads_take_the_pages_cookie_so_report_links_open_but_actions_do
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("<html><body>the data report</body></html>")
     cfg = dataclasses.replace(home, ui=dataclasses.replace(home.ui, private_reads=True))
-    link = ("/api/artifact", {"uri": str(report)})
-    assert TestClient(build_app(cfg, TOKEN)).get(*link[:1], params=link[1]).status_code == 401
+    link = {"url": "/api/artifact", "params": {"uri": str(report)}}
+    assert TestClient(build_app(cfg, TOKEN)).get(**link).status_code == 401
     wrong = TestClient(build_app(cfg, TOKEN), cookies={READ_COOKIE: "wrong"})
-    assert wrong.get(link[0], params=link[1]).status_code == 401
+    assert wrong.get(**link).status_code == 401
     given = TestClient(build_app(cfg, TOKEN), cookies={READ_COOKIE: TOKEN})
-    r = given.get(link[0], params=link[1])
+    r = given.get(**link)
     assert r.status_code == 200 and "the data report" in r.text
     assert given.get("/api/home").status_code == 200
     r = given.post("/api/actions/releases/ui/rollback", json={})

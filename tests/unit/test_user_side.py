@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from mlsys.models import ModelName, UserFields
-from mlsys.models.zoo import Scorer
 from mlsys.models.blocks import table_segments
+from mlsys.models.zoo import Scorer
 from tests.unit.test_models import BARE, SPEC, _model
 from tests.unit.test_user_side_models import DECLARED, _one_user
 

@@ -9,9 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from mlsys.models import ModelName, UserFields
-from mlsys.models.blocks import CtrModel
+from mlsys.models.blocks import CtrModel, table_segments
 from mlsys.models.zoo import build_model
-from mlsys.models.blocks import table_segments
 from tests.unit.test_models import BARE, SPEC, _cfg, _inputs, _model
 
 USER_SIDE = [ModelName.din, ModelName.bst_cached]
