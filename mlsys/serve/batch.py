@@ -1,8 +1,9 @@
 """Batch prediction on Ray Data: the input's rows through an actor pool, each actor holding the package.
 
-The driver plans the read (a Parquet file's row groups, or a CSV parsed once by pyarrow), Ray
-Data streams blocks of ``predict.batch_size`` rows to ``predict.concurrency`` actors (one GPU
-each when the cluster has GPUs), and each actor scores its batch with the Ray-free core
+The driver plans the read (a Parquet file's row groups in pieces of at most ``predict.batch_size``
+rows, or a CSV parsed once by pyarrow), Ray Data hands the pieces (or the CSV's blocks) to
+``predict.concurrency`` actors (one GPU each when the cluster has GPUs), and each actor reads a
+piece and scores its batch with the Ray-free core
 (:class:`~mlsys.serve.predict.BatchPredictor`) and writes it: the scored rows to
 ``<output>/part-<first row_id>.parquet``, the bad rows to the quarantine. What comes back to the
 driver is one small row of counts per batch, for the progress lines and the summary::
@@ -44,7 +45,7 @@ class InputPlan:
     path: str
     rows: int
     types: dict[str, pa.DataType]
-    pieces: list[dict] = field(default_factory=list)  # Parquet: {"file", "groups", "start", "rows", "offset"}, a read task each
+    pieces: list[dict] = field(default_factory=list)  # Parquet: {"file", "groups", "start", "rows", "offset"}, an actor call each
     table: pa.Table | None = None  # CSV: parsed once by the driver, with row_id
 
 
@@ -142,28 +143,32 @@ def _uri(given: str, name: str) -> str:
     return f"{given.split('://', 1)[0]}://{name}" if "://" in given else name
 
 
-def _read_pieces(batch: dict[str, np.ndarray]) -> pa.Table:
-    """A read task: its pieces' row groups, with their row ids."""
+def _read_pieces(pieces: list[dict]) -> pa.Table:
+    """The rows of ``pieces`` (a plan's Parquet pieces), with their row ids."""
     tables = []
-    for file, groups, start, rows, offset in zip(batch["file"], batch["groups"], batch["start"], batch["rows"], batch["offset"]):
-        fs, where = _filesystem(str(file))
+    for piece in pieces:
+        fs, where = _filesystem(piece["file"])
         with fs.open_input_file(where) as f:
-            t = pq.ParquetFile(f).read_row_groups(json.loads(str(groups))).slice(int(start), int(rows))
-        tables.append(t.append_column(ROW_ID, pa.array(np.arange(int(offset), int(offset) + t.num_rows), pa.int64())))
+            t = pq.ParquetFile(f).read_row_groups(json.loads(piece["groups"])).slice(piece["start"], piece["rows"])
+        tables.append(t.append_column(ROW_ID, pa.array(np.arange(piece["offset"], piece["offset"] + t.num_rows), pa.int64())))
     return pa.concat_tables(tables)
 
 
 class PredictActor:
-    """One actor of the pool: the package loaded once, then a batch in, its counts out (its rows written here)."""
+    """One actor of the pool: the package loaded once, then a batch in (rows, or with ``reads`` a plan's
+    Parquet pieces, which it reads), its counts out (its rows written here)."""
 
-    def __init__(self, package_uri: str, cfg: PredictConfig, source: str, output: str, parts: str, providers: list[str] | None):
+    def __init__(self, package_uri: str, cfg: PredictConfig, source: str, output: str, parts: str, providers: list[str] | None,
+                 reads: bool = False):
         from mlsys.registry.package import read_package
         from mlsys.serve.predict import BatchPredictor
 
         self.predictor = BatchPredictor(read_package(package_uri), cfg.threads, cfg.separator, providers=providers)
-        self.source, self.output, self.parts = source, output, parts
+        self.source, self.output, self.parts, self.reads = source, output, parts, reads
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.reads:
+            batch = _read_pieces(batch.to_pylist())
         out = self.predictor.predict(batch, self.source)
         first = int(pc.min(batch.column(ROW_ID)).as_py())
         if out.scored.num_rows:
@@ -182,8 +187,8 @@ def _write(table: pa.Table, uri: str) -> None:
 
 
 def pool_size(cfg: PredictConfig, local: bool) -> tuple[int, int]:
-    """(actors, GPUs per actor): ``predict.concurrency``, else one per GPU, else one per CPU but one
-    (left to the read tasks), at most one per core of this machine on the embedded Ray."""
+    """(actors, GPUs per actor): ``predict.concurrency``, else one per GPU, else one per CPU, at most
+    one per core of this machine on the embedded Ray (whose ``cluster.num_cpus`` may be more)."""
     import ray
 
     resources = ray.cluster_resources()
@@ -192,9 +197,8 @@ def pool_size(cfg: PredictConfig, local: bool) -> tuple[int, int]:
         return cfg.concurrency, 1 if gpus >= cfg.concurrency else 0
     if gpus:
         return gpus, 1
-    cpus = int(resources.get("CPU", 1))
-    auto = max(1, cpus - 1)
-    return (min(auto, os.cpu_count() or 1) if local else auto), 0
+    cpus = max(1, int(resources.get("CPU", 1)))
+    return (min(cpus, os.cpu_count() or 1) if local else cpus), 0
 
 
 def predict(cfg: PredictConfig, package_uri: str, plan: InputPlan, local: bool = True,
@@ -215,18 +219,16 @@ def predict(cfg: PredictConfig, package_uri: str, plan: InputPlan, local: bool =
     echo(f"[predict] {plan.rows:,} rows of {plan.path}: {actors} actor(s){f', {gpus} GPU each' if gpus else ''}, "
          f"batches of {cfg.batch_size:,}")
     if plan.table is not None:
-        size = cfg.batch_size
-        ds = ray.data.from_arrow([plan.table.slice(i, size) for i in range(0, max(plan.rows, 1), size)])
+        ds, rows_per_call = ray.data.from_arrow([plan.table.slice(i, cfg.batch_size)
+                                                 for i in range(0, max(plan.rows, 1), cfg.batch_size)]), cfg.batch_size
     else:
-        ds = ray.data.from_items(plan.pieces, override_num_blocks=max(1, len(plan.pieces)))
-        # Its own (light) tasks, not fused into the actors: fused, Ray Data bundles batch_size *pieces* per actor call.
-        # At most one read task per actor: one reads ~1.2M rows/s, an actor scores ~0.25M; unbounded, Ray Data ran
-        # six at once on 2 CPUs, each a fresh worker process, and the actors' first batch waited behind them.
-        ds = ds.map_batches(_read_pieces, batch_size=1, batch_format="numpy", num_cpus=0.25,
-                            compute=ray.data.TaskPoolStrategy(size=actors))
+        # Each actor reads its pieces itself, one a call: separate read tasks (0.25 CPU each, at most one per actor)
+        # were two more worker processes, each importing Ray Data (~2 s of CPU) while the actors started on 2 CPUs.
+        ds, rows_per_call = ray.data.from_items(plan.pieces, override_num_blocks=max(1, len(plan.pieces))), 1
     counts = ds.map_batches(PredictActor, fn_constructor_kwargs={"package_uri": package_uri, "cfg": cfg, "source": plan.path,
-                                                                  "output": output, "parts": parts, "providers": providers},
-                            batch_size=cfg.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
+                                                                  "output": output, "parts": parts, "providers": providers,
+                                                                  "reads": plan.table is None},
+                            batch_size=rows_per_call, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
                             num_cpus=1, num_gpus=gpus)
     summary, unknown_users, unknown_items, next_line = QuarantineSummary(0, 0, {}), 0, 0, cfg.progress_rows
     too_many = cfg.max_bad_fraction * plan.rows

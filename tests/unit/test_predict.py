@@ -217,19 +217,8 @@ def test_parquet_plan_reads_every_row_once_with_its_row_id(tmp_path):
     # a: row groups of 4 two at a time, then the last 1; b: its group of 10 in slices of 8 and 2, then its 5
     assert [p["rows"] for p in plan.pieces] == [8, 8, 8, 1, 8, 2, 5]
     assert all(p["rows"] <= 8 for p in plan.pieces)
-    read = batch._read_pieces({k: np.array([p[k] for p in plan.pieces]) for k in plan.pieces[0]})
+    read = batch._read_pieces(plan.pieces)
     assert read.column("user_id").to_pylist() == list(range(40)) and read.column(ROW_ID).to_pylist() == list(range(40))
-
-
-def test_the_read_tasks_module_imports_no_torch():
-    """A read task imports mlsys.serve.batch in a fresh worker: with torch (through the scoring core) each
-    read worker spent ~2 s of CPU importing it, beside the actors, on 2 CPUs (docs/benchmarks.md)."""
-    import subprocess
-    import sys
-
-    code = "import sys, mlsys.serve.batch; print(sorted(m for m in ('torch', 'onnxruntime') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
 
 
 def test_scoring_a_package_imports_no_torch(package):
@@ -240,7 +229,7 @@ def test_scoring_a_package_imports_no_torch(package):
 
     code = f"""
 import sys, pyarrow as pa
-import mlsys, mlsys.api.predict, mlsys.serve.app, mlsys.serve.graph
+import mlsys, mlsys.api.predict, mlsys.serve.app, mlsys.serve.batch, mlsys.serve.graph
 from mlsys.registry.package import read_package
 from mlsys.serve.predict import BatchPredictor
 uri = {str(package.path)!r}
@@ -279,6 +268,19 @@ def test_the_actor_writes_its_rows_and_its_bad_rows(package, tmp_path):
     merged = batch._merge_quarantine(str(tmp_path / "q"), str(tmp_path / "q" / "parts"))
     assert pq.read_table(merged).column("line_number").to_pylist() == [10]
     assert not (tmp_path / "q" / "parts").exists()
+
+
+def test_the_actor_reads_the_pieces_it_is_given(package, tmp_path):
+    """Given a plan's Parquet pieces (as Ray Data hands them, a table of one row each), the actor reads
+    their rows itself and scores them under their row ids."""
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"user_id": [1, 2, 3, 4, 5], "item_id": [1, 2, 3, 4, 5]}), path, row_group_size=2)
+    plan = batch.plan_input(str(path), batch_size=2)
+    actor = batch.PredictActor(str(package.path), PredictConfig(), str(path), str(tmp_path / "out"),
+                               str(tmp_path / "q" / "parts"), None, reads=True)
+    assert [actor(pa.Table.from_pylist([piece])).column("rows")[0].as_py() for piece in plan.pieces] == [2, 2, 1]
+    written = pq.read_table(tmp_path / "out").sort_by(ROW_ID)
+    assert written.column(ROW_ID).to_pylist() == [0, 1, 2, 3, 4] and written.column("user_id").to_pylist() == [1, 2, 3, 4, 5]
 
 
 def test_frozen_config_replaced_by_flags_keeps_checks():
