@@ -2,7 +2,7 @@
 
 A DeepFM with large embedding tables (>= 50M parameters, synthetic InputSpec) trains a few
 steps under each strategy in a real Ray Train run of 2 CPU workers (gloo), through the same
-``mlsys.train.trainer.build`` the pipeline uses. Each worker samples its own resident memory
+``mlsys.train.loop.build`` the pipeline uses. Each worker samples its own resident memory
 (``/proc/self/status`` VmRSS every 10 ms) and reports:
 
 - *peak while stepping*: the highest RSS during the training steps, minus the RSS just before
@@ -102,7 +102,7 @@ def _worker(config: dict) -> None:
     import torch
 
     from mlsys.models import InputSpec, ModelConfig
-    from mlsys.train import trainer
+    from mlsys.train import loop
     from mlsys.train.config import TrainConfig
 
     spec, cfg = InputSpec.from_dict(config["spec"]), TrainConfig.from_dict(config["train"])
@@ -111,7 +111,7 @@ def _worker(config: dict) -> None:
     rank = ray.train.get_context().get_world_rank()
     before = _status("VmRSS")
     with _PeakSampler() as sampler:
-        strategy = trainer.build(spec, ModelConfig(**config["model"]), cfg, device)
+        strategy = loop.build(spec, ModelConfig(**config["model"]), cfg, device)
         params = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in strategy.module.parameters())
         with _PeakSampler() as stepping:
             _train_steps(strategy, spec, cfg, config["steps"], rank, device)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from safetensors.torch import load_file, save_file
+if TYPE_CHECKING:  # torch only where tensors are read or written: the driver reads state.json without it
+    import torch
 
 WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.safetensors"
@@ -28,6 +29,8 @@ STATE = "state.json"
 
 def save_weights(directory: Path, weights: dict[str, torch.Tensor]) -> None:
     """``save_weights(Path("ckpt"), model.state_dict())``."""
+    from safetensors.torch import save_file
+
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, directory / WEIGHTS)
 
@@ -39,6 +42,9 @@ def save_state(directory: Path, state: dict) -> None:
 
 def save_optimizer(directory: Path, optimizer: torch.optim.Optimizer) -> None:
     """Adam moments flattened to ``"<param id>.<name>"`` tensors."""
+    import torch
+    from safetensors.torch import save_file
+
     directory.mkdir(parents=True, exist_ok=True)
     flat = {}
     for pid, moments in optimizer.state_dict()["state"].items():
@@ -56,11 +62,15 @@ def save(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
 
 def load_weights(directory: Path, model: torch.nn.Module) -> None:
     """Load ``model.safetensors`` into ``model`` (on whatever device it is)."""
+    from safetensors.torch import load_file
+
     device = next(model.parameters()).device
     model.load_state_dict(load_file(directory / WEIGHTS, device=str(device)))
 
 
 def load_optimizer(directory: Path, optimizer: torch.optim.Optimizer) -> None:
+    from safetensors.torch import load_file
+
     if not (directory / OPTIMIZER).exists():
         return
     flat = load_file(directory / OPTIMIZER)

@@ -1,6 +1,6 @@
 """Training strategies: how a model, its gradients and optimizer state are spread over workers.
 
-Plain torch / DeepSpeed, no Ray: the training loop (:mod:`mlsys.train.trainer`) runs
+Plain torch / DeepSpeed, no Ray: the training loop (:mod:`mlsys.train.loop`) runs
 inside a Ray Train worker whose ``torch.distributed`` process group is already up
 (gloo on CPU, nccl on GPU), and drives a :class:`Strategy`:
 

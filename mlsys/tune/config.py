@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict
 
-# What a trial reports per epoch (mlsys.train.trainer.eval_metrics, without the eval_ prefix).
+# What a trial reports per epoch (mlsys.train.loop.eval_metrics, without the eval_ prefix).
 METRICS = ("auc", "user_auc", "logloss", "calibration")
 
 

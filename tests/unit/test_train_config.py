@@ -131,7 +131,7 @@ def test_placement_travels_to_the_workers():
 
 def test_every_attempt_records_where_its_workers_ran(tmp_path):
     from mlsys.train import checkpoint
-    from mlsys.train.trainer import format_workers, record_attempt
+    from mlsys.train.loop import format_workers, record_attempt
 
     first = [{"rank": 0, "node_ip": "127.0.0.2", "node_id": "3f2a1b77e0c4", "hostname": "a", "pid": 11},
              {"rank": 1, "node_ip": "127.0.0.3", "node_id": "9c0d5e", "hostname": "b", "pid": 12}]
@@ -142,3 +142,26 @@ def test_every_attempt_records_where_its_workers_ran(tmp_path):
     again = record_attempt(checkpoint.load_state(tmp_path), restarted)  # a restart appends, after what the checkpoint kept
     assert again["workers"] == [first, restarted] and again["epoch"] == 1
     assert record_attempt({"epoch": 2, "history": []}, first)["workers"] == [first]  # a checkpoint written before this record
+
+
+def test_one_ddp_worker_starts_without_torch_in_the_trial_or_the_controller():
+    """A tuning trial's process imports ``mlsys.tune.tuner`` and calls ``trainer.fit`` with one DDP
+    worker: without torch there (and in Ray Train's controller, which unpickles the trainer's backend)
+    each trial started ~1.3 s sooner (docs/benchmarks.md, "Tuning ... b"). More workers, or DeepSpeed,
+    need torch's process group: ``TorchTrainer``."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from mlsys.train import trainer
+from mlsys.train.config import StrategyConfig, TrainConfig
+import mlsys.tune.tuner
+one = trainer._trainer_class(TrainConfig(num_workers=1))
+assert "torch" not in sys.modules, "importing the driver's side imported torch"
+print(one.__name__, trainer._trainer_class(TrainConfig(num_workers=2)).__name__,
+      trainer._trainer_class(TrainConfig(num_workers=1, strategy=StrategyConfig(kind="deepspeed", zero_stage=1))).__name__)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["DataParallelTrainer", "TorchTrainer", "TorchTrainer"]
