@@ -95,8 +95,8 @@ def plan_input(path: str, batch_size: int) -> InputPlan:
 
 
 def _pieces(file: str, group_rows: list[int], offset: int, batch_size: int) -> list[dict]:
-    """Read tasks of at most ``batch_size`` rows: small consecutive row groups together, a big one in slices
-    (each slice's task reads its whole row group: cheap beside scoring it, and every actor gets work)."""
+    """Pieces of at most ``batch_size`` rows, an actor call each: small consecutive row groups together, a big one in slices
+    (each slice's actor call reads its whole row group: cheap beside scoring it, and every actor gets work)."""
     pieces: list[dict] = []
     groups: list[int] = []
     for g, rows in enumerate(group_rows):
@@ -218,17 +218,17 @@ def predict(cfg: PredictConfig, package_uri: str, plan: InputPlan, local: bool =
     providers = ["CUDAExecutionProvider"] if gpus else None
     echo(f"[predict] {plan.rows:,} rows of {plan.path}: {actors} actor(s){f', {gpus} GPU each' if gpus else ''}, "
          f"batches of {cfg.batch_size:,}")
-    if plan.table is not None:
-        ds, rows_per_call = ray.data.from_arrow([plan.table.slice(i, cfg.batch_size)
-                                                 for i in range(0, max(plan.rows, 1), cfg.batch_size)]), cfg.batch_size
-    else:
+    reads = plan.table is None
+    if reads:
         # Each actor reads its pieces itself, one a call: separate read tasks (0.25 CPU each, at most one per actor)
         # were two more worker processes, each importing Ray Data (~2 s of CPU) while the actors started on 2 CPUs.
-        ds, rows_per_call = ray.data.from_items(plan.pieces, override_num_blocks=max(1, len(plan.pieces))), 1
+        ds = ray.data.from_items(plan.pieces, override_num_blocks=max(1, len(plan.pieces)))
+    else:
+        ds = ray.data.from_arrow([plan.table.slice(i, cfg.batch_size) for i in range(0, max(plan.rows, 1), cfg.batch_size)])
     counts = ds.map_batches(PredictActor, fn_constructor_kwargs={"package_uri": package_uri, "cfg": cfg, "source": plan.path,
                                                                   "output": output, "parts": parts, "providers": providers,
-                                                                  "reads": plan.table is None},
-                            batch_size=rows_per_call, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
+                                                                  "reads": reads},
+                            batch_size=1 if reads else cfg.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
                             num_cpus=1, num_gpus=gpus)
     summary, unknown_users, unknown_items, next_line = QuarantineSummary(0, 0, {}), 0, 0, cfg.progress_rows
     too_many = cfg.max_bad_fraction * plan.rows

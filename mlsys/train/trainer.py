@@ -1,4 +1,5 @@
-"""Ray Train edge: a ``TorchTrainer`` (Train V2) running the CTR training loop (:mod:`mlsys.train.loop`).
+"""Ray Train edge: a Train V2 trainer (``TorchTrainer``; for one DDP worker, ``DataParallelTrainer``, see
+:func:`_trainer_class`) running the CTR training loop (:mod:`mlsys.train.loop`).
 
 Each worker reads its shard of the preprocessed Ray Datasets (a small dataset is
 executed once, before the worker group starts, and held in the object store; a large
