@@ -5,8 +5,8 @@ the raw feature rows it built from the online store (one per candidate, the
 columns the preprocessor reads), the model name and version, the scores and
 the request id. ``log`` samples the request (``sample_rate``, decided by a
 hash of the request id, so a replay samples the same requests), and puts it
-on a bounded queue without waiting; a full queue drops the request and counts
-it. A background thread drains the queue in batches and writes one Parquet
+on a bounded buffer without waiting (:class:`~mlsys.features.batcher.Batcher`); a full buffer
+drops the request and counts it. A background thread drains it in batches and writes one Parquet
 file per batch under ``<directory>/date=YYYY-MM-DD/``. A failed write is
 counted, never raised: logging never slows or fails a request.
 
@@ -21,7 +21,6 @@ True
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 import uuid
@@ -34,6 +33,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from mlsys.features.batcher import Batcher
 from mlsys.features.request import Rows, as_columns
 
 # Columns every log row has besides the raw feature columns.
@@ -158,25 +158,22 @@ class LoggerCounters:
 
 
 class FeatureLogger:
-    """A bounded queue drained by one writer thread (see the module docstring)."""
+    """A bounded buffer drained by one writer thread (see the module docstring)."""
 
     def __init__(self, config: FeatureLoggingConfig, directory: str):
         self.config = config
         self.directory = Path(directory)
         self.counters = LoggerCounters()
-        self._queue: queue.Queue[LoggedRequest | None] = queue.Queue(maxsize=config.queue_size)
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._drain, name="mlsys-feature-log", daemon=True)
-        self._thread.start()
+        self._batcher = Batcher("mlsys-feature-log", self._write, capacity=config.queue_size,
+                                batch_rows=config.batch_rows, flush_seconds=config.flush_seconds)
 
     def log(self, request: LoggedRequest) -> bool:
         """Queue ``request`` if sampled; never blocks. True if queued."""
         if not sampled(request.request_id, self.config.sample_rate):
             self._count("sampled_out")
             return False
-        try:
-            self._queue.put_nowait(request)
-        except queue.Full:
+        if not self._batcher.offer(request, len(request.scores)):
             self._count("dropped")
             return False
         self._count("queued")
@@ -184,31 +181,11 @@ class FeatureLogger:
 
     def close(self, timeout: float = 30.0) -> None:
         """Write what is queued and stop the writer."""
-        self._queue.put(None, timeout=timeout)
-        self._thread.join(timeout)
+        self._batcher.close(timeout)
 
     def _count(self, name: str, n: int = 1) -> None:
         with self._lock:
             setattr(self.counters, name, getattr(self.counters, name) + n)
-
-    def _drain(self) -> None:
-        batch: list[LoggedRequest] = []
-        rows, deadline, stop = 0, None, False
-        while not stop:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = ...  # the deadline passed: flush what we have
-            if item is None:
-                stop = True
-            elif item is not ...:
-                batch.append(item)
-                rows += len(item.scores)
-                deadline = deadline or time.monotonic() + self.config.flush_seconds
-            if batch and (stop or item is ... or rows >= self.config.batch_rows):
-                self._write(batch)
-                batch, rows, deadline = [], 0, None
 
     def _write(self, batch: list[LoggedRequest]) -> None:
         from mlsys import storage

@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import queue
 import socket
 import threading
 import time
@@ -50,6 +49,7 @@ import pyarrow as pa
 
 from mlsys import storage
 from mlsys.data.statistics import DatasetStatistics, FeatureAccumulator, FeatureKind, block_accumulators, finalize, infer_kinds, merge_all
+from mlsys.features.batcher import Batcher
 from mlsys.features.request import as_columns
 from mlsys.features.feature_log import arrow_column, sampled  # the same hash: at equal rates, the same requests as the feature log
 from mlsys.monitor.config import OnlineStatisticsConfig
@@ -125,7 +125,7 @@ class _Open:
 
 
 class WindowSketcher:
-    """A bounded queue drained by one sketching thread (see the module docstring).
+    """A bounded buffer drained by one sketching thread (:class:`~mlsys.features.batcher.Batcher`) (see the module docstring).
 
     ``kinds_of(version)``: the feature kinds the version's training statistics use (so a column is
     sketched as offline sketched it), or None; other columns are typed by their Arrow type."""
@@ -140,10 +140,9 @@ class WindowSketcher:
         self._kinds: dict[str, dict] = {}
         self._open: dict[tuple[str, float], _Open] = {}
         self._lock = threading.Lock()
-        self._queue: queue.Queue = queue.Queue(maxsize=cfg.queue_size)
         self._service: dict[tuple[str, float], ServiceWindow] = {}  # written by request threads, under _lock
-        self._thread = threading.Thread(target=self._drain, name="mlsys-online-statistics", daemon=True)
-        self._thread.start()
+        self._batcher = Batcher("mlsys-online-statistics", self._sketch, capacity=cfg.queue_size, batch_rows=cfg.batch_rows,
+                                flush_seconds=cfg.flush_seconds, after=self._write_ended)
         _SKETCHERS[model] = self
 
     # -- the request's side: never waits --------------------------------------------------
@@ -152,9 +151,7 @@ class WindowSketcher:
         if not sampled(request_id, self.cfg.sample_rate):
             self._count("sampled_out")
             return False
-        try:
-            self._queue.put_nowait(_Observed(request_id, str(version), frame, scores, self.clock() if at is None else at))
-        except queue.Full:
+        if not self._batcher.offer(_Observed(request_id, str(version), frame, scores, self.clock() if at is None else at), len(scores)):
             self._count("dropped")
             return False
         self._count("queued")
@@ -176,45 +173,18 @@ class WindowSketcher:
     def flush(self, timeout: float = 30.0) -> None:
         """Sketch what is queued and write every open window's part now (a window may then have
         several parts from this replica: they merge like any others)."""
-        done = threading.Event()
-        self._queue.put(done, timeout=timeout)
-        done.wait(timeout)
+        self._batcher.flush(timeout)
 
     def close(self, timeout: float = 30.0) -> None:
         if _SKETCHERS.get(self.model) is self:
             del _SKETCHERS[self.model]
-        self._queue.put(None, timeout=timeout)
-        self._thread.join(timeout)
+        self._batcher.close(timeout)
 
     def _count(self, name: str, n: int = 1) -> None:
         with self._lock:
             setattr(self.counters, name, getattr(self.counters, name) + n)
 
     # -- the sketching thread ---------------------------------------------------------------
-
-    def _drain(self) -> None:
-        batch: list[_Observed] = []
-        rows, deadline = 0, None
-        while True:
-            timeout = self.cfg.flush_seconds if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = ...
-            if isinstance(item, _Observed):
-                batch.append(item)
-                rows += len(item.scores)
-                deadline = deadline or time.monotonic() + self.cfg.flush_seconds
-                if rows < self.cfg.batch_rows:
-                    continue
-            if batch:
-                self._sketch(batch)
-                batch, rows, deadline = [], 0, None
-            self._write_ended(everything=item is None or isinstance(item, threading.Event))
-            if isinstance(item, threading.Event):
-                item.set()
-            if item is None:
-                return
 
     def _sketch(self, batch: list[_Observed]) -> None:
         groups: dict[tuple[str, float], list[_Observed]] = {}

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from fastapi import FastAPI, HTTPException, Request  # module level: the test app's annotations are strings
 
 from mlsys.data.preprocessor import CtrPreprocessor
 from mlsys.errors import ConfigError, VersionMismatchError
@@ -124,3 +125,55 @@ def test_haproxy_brings_serves_throughput_optimized_mode_to_the_ray_it_starts(mo
         monkeypatch.setenv(THROUGHPUT_ENV, preset)
     choose_proxy(ServeConfig(proxy=Proxy.haproxy), starts_ray=True)
     assert (os.environ[HAPROXY_ENV], os.environ[THROUGHPUT_ENV]) == ("1", expected)
+
+
+def test_the_apps_guard_refuses_oversized_bodies_answers_bugs_as_json_and_counts_the_answering_variants_errors():
+    """mlsys.serve.app.Guard, the plain-ASGI outer layer of the serving app, on a small app of its own."""
+    from fastapi.testclient import TestClient
+
+    from mlsys.serve.app import Guard
+    from mlsys.serve.metrics import REPLICA
+
+    class Seen:  # where the guard counts: the variant's ServingMetrics in the app
+        def __init__(self):
+            self.counted = []
+
+        def count(self, name, n=1, route="", status=""):
+            self.counted.append((name, route, status))
+
+    variant, replica = Seen(), Seen()
+    app = FastAPI()
+    app.add_middleware(Guard)
+
+    @app.post("/v1/rank")
+    async def rank(request: Request):
+        request.state.metrics = variant
+        body = await request.json()
+        if body.get("fail"):
+            raise RuntimeError("a bug")
+        if body.get("refuse"):
+            raise HTTPException(status_code=409, detail="refused")
+        return {"ok": True}
+
+    @app.post("/v2/models/ctr/infer")
+    async def infer():
+        raise ValueError("another bug")
+
+    saved = REPLICA.max_body_bytes, REPLICA.metrics
+    REPLICA.max_body_bytes, REPLICA.metrics = 100, replica
+    try:
+        client = TestClient(app)
+        assert client.post("/v1/rank", json={}).json() == {"ok": True}
+        answer = client.post("/v1/rank", json={"fail": True})
+        assert answer.status_code == 500 and answer.json()["detail"].startswith("internal error (RuntimeError)")
+        assert client.post("/v1/rank", json={"refuse": True}).status_code == 409
+        answer = client.post("/v2/models/ctr/infer", json={})
+        assert answer.status_code == 500 and answer.json()["error"].startswith("internal error (ValueError)")
+        answer = client.post("/v1/rank", content=b"[" + b"1," * 100 + b"1]", headers={"content-type": "application/json"})
+        assert answer.status_code == 413 and "serve.max_body_bytes=100" in answer.json()["detail"]
+        assert client.get("/nowhere").status_code == 404
+    finally:
+        REPLICA.max_body_bytes, REPLICA.metrics = saved
+    # Each error is counted once, with the metrics of the variant that answered where the handler named one.
+    assert variant.counted == [("errors", "/v1/rank", "500"), ("errors", "/v1/rank", "409")]
+    assert replica.counted == [("errors", "/v2/infer", "500"), ("errors", "/v1/rank", "413"), ("errors", "other", "404")]
