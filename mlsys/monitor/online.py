@@ -125,7 +125,7 @@ class _Open:
 
 
 class WindowSketcher:
-    """A bounded buffer drained by one sketching thread (:class:`~mlsys.features.batcher.Batcher`) (see the module docstring).
+    """A bounded buffer drained by one sketching thread (a :class:`~mlsys.features.batcher.Batcher`; see the module docstring).
 
     ``kinds_of(version)``: the feature kinds the version's training statistics use (so a column is
     sketched as offline sketched it), or None; other columns are typed by their Arrow type."""
