@@ -35,7 +35,10 @@ class ReplicaState:
     """What the app's HTTP middleware needs of the replica it runs in: set by the ingress at start.
 
     A module attribute, not ``FastAPI.state``: Serve runs a copy of the app object that the
-    deployment class pickled, so the middleware and the replica would not share that one."""
+    deployment class pickled, so the middleware and the replica would not share that one. For the
+    same reason ``mlsys.serve.app`` imports it inside each function that uses it: bound at that
+    module's top, the ingress and the guard held different objects in the replica and the guard
+    counted no 422s (tests/integration/test_serving.py's Prometheus test caught it)."""
 
     max_body_bytes: int = 4 * 1024 * 1024
     metrics: "ServingMetrics | None" = None
