@@ -9,7 +9,8 @@ binds one model version's deployments, which always move together:
   looks them up; the dense deployment scores them, requests batched by ``@serve.batch``,
   ONNX Runtime on a GPU where given. The dense deployment refuses rows embedded by another
   package (:class:`mlsys.serve.graph.DenseStage`).
-- fused: ``Ingress.bind()``: the same code in one replica (the fused ONNX graph, batched).
+- fused: ``Ingress.bind()``: the same code in one replica (the fused ONNX graph); the requests that
+  reach it in one turn of its event loop are scored in one call (:mod:`mlsys.serve.coalesce`).
 
 Routes: ``POST /v1/rank``, ``POST /v1/events`` (online store only), ``GET /healthz``,
 ``GET /v1/metrics`` and the KServe v2 protocol (:mod:`mlsys.serve.v2`). Each replica
@@ -459,7 +460,6 @@ class Ingress:
         self.refused: dict = {}  # version -> why (a corrupt or unreadable package): not retried
         self.release = None  # the registry's Release this routing was built from (followed apps)
         self.switches = 0
-        self.inflight = 0  # requests being scored in this replica now (the event loop's: no lock)
         from mlsys.serve.release import Routing
 
         self.routing = Routing(self._load(package_uri, None if version is None else str(version)))
@@ -475,7 +475,9 @@ class Ingress:
             self.sketcher = WindowSketcher(monitoring, monitoring.path, model_name, kinds_of=self._training_kinds)
             self.labels = LabelLog(monitoring.path, model_name) if monitoring.labels else None
         self._new_windows()
-        _batched(self._fused_batch, cfg)
+        from mlsys.serve.coalesce import Coalescer
+
+        self.coalescer = Coalescer(self._fused, cfg.batching.max_batch_size)  # serve.batching, the fused graph's
         if follow is not None:
             _start_task(self._follow)
 
@@ -612,9 +614,8 @@ class Ingress:
             tensors, sizes = concat_rows(parts)
             embedded = self.embedding.lookup.remote(served.uri, served.version, tensors)
             return split_rows(_raised([await self.dense.score.remote(served.uri, served.version, embedded)])[0], sizes)
-        if self.cfg.batching.enabled and self.inflight > 1:  # each part joins the replica's batch queue
-            # (alone in the replica, a request is scored at once: a batch would only wait serve.batching.wait_s)
-            return _raised(list(await asyncio.gather(*(self._fused_batch((served, variant), p) for p in parts))))
+        if self.cfg.batching.enabled:  # scored with the other requests of this turn of the event loop
+            return await self.coalescer.submit([(served, variant)] * len(parts), parts)
         return _raised(self._fused([(served, variant)] * len(parts), parts))
 
     def _score_user_side(self, served, variant: str, user_id: int, inputs: dict):
@@ -626,10 +627,6 @@ class Ingress:
             scores = served.user_side.score(*(inputs[k] for k in MODEL_INPUTS), user_id=user_id if self.cfg.user_cache_size else None)
         self._count("", cache_hits=stats.hits - hits, cache_misses=stats.misses - misses)
         return scores
-
-    @serve.batch
-    async def _fused_batch(self, variants: list, batch: list):
-        return self._fused(variants, batch)
 
     def _fused(self, variants: list, batch: list) -> list:
         """``variants``: (ServedVersion, variant name) per request; one ONNX Runtime call per version in the
@@ -721,15 +718,12 @@ class Ingress:
         served, shadow, variant = routing.route(request.user_id)
         metrics = self._metrics(served, variant)
         http.state.metrics = metrics
-        self.inflight += 1
         try:
             with metrics.timed("features"):
                 encoded = served.ranker.encode(request.user_id, request.candidates, request.context)
             scores = (await self._scored(routing, served, variant, [encoded.inputs], [request.user_id]))[0]
         except VersionMismatchError as e:
             raise HTTPException(status_code=503, detail=str(e)) from None
-        finally:
-            self.inflight -= 1
         ranking = served.ranker.ranking(encoded, scores, request.k)
         self._count("/v1/rank", metrics, requests=1, unknown_users=int(ranking.unknown_user), unknown_items=ranking.unknown_items)
         metrics.rows(len(request.candidates))
@@ -846,7 +840,6 @@ class Ingress:
         start = time.perf_counter()
         routing = self.routing
         pinned = self._model(routing, name, version)
-        self.inflight += 1
         try:
             parsed = parse_infer(await request.body(), request.headers.get(HEADER), routing.champion.signature, self.cfg.max_rows)
             groups = row_groups(parsed, routing.champion.ranker.package.preprocessor.schema)
@@ -865,8 +858,6 @@ class Ingress:
                     per_group[i] = s
         except VersionMismatchError as e:
             raise HTTPException(status_code=503, detail=str(e)) from None
-        finally:
-            self.inflight -= 1
         scores = scatter(groups, per_group, len(parsed.inputs[USER]))
         metrics = self._metrics(routes[0][0], routes[0][2]) if routes else self.metrics
         request.state.metrics = metrics

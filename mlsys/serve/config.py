@@ -103,8 +103,11 @@ class DeploymentConfig:
 
 @dataclass
 class BatchingConfig:
-    """Dynamic batching of the scoring deployment (``@serve.batch``): requests arriving within
-    ``wait_s`` of each other are scored in one call, up to ``max_batch_size`` requests."""
+    """Dynamic batching of the scoring deployment, up to ``max_batch_size`` requests a call. The split
+    graph's dense deployment uses ``@serve.batch``: requests arriving within ``wait_s`` of each other
+    are scored in one call. The fused graph's ingress scores together the requests that reach it in
+    one turn of its event loop (:mod:`mlsys.serve.coalesce`), with no wait, so ``wait_s`` is not
+    used there."""
 
     enabled: bool = True
     max_batch_size: int = 16
