@@ -6,7 +6,8 @@ Serve adds ``deployment``, ``replica``, ``application``):
 - ``mlsys_requests`` / ``mlsys_errors`` (by ``route``; errors also by ``status``);
 - ``mlsys_stage_latency_ms`` by ``stage``: ``features`` (fetch + preprocessor), ``embedding``, ``dense``,
   ``score`` (the fused graph) and ``request`` (the whole request, in the ingress);
-- ``mlsys_batch_size`` (requests per scoring call of ``@serve.batch``, by ``stage``) and ``mlsys_candidates``
+- ``mlsys_batch_size`` (requests per batched scoring call, by ``stage``: ``dense`` for the dense deployment's
+  ``@serve.batch``, ``score`` for the fused ingress's coalesced turns) and ``mlsys_candidates``
   (rows per request);
 - ``mlsys_unknown_users``, ``mlsys_unknown_items``, ``mlsys_events``, ``mlsys_cache_hits``, ``mlsys_cache_misses``;
 - ``mlsys_score``: the scores each variant answered (a histogram over [0, 1]);

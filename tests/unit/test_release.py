@@ -216,7 +216,7 @@ def test_the_controller_merges_replicas_windows_and_writes_its_decisions_to_the_
 
 
 def test_a_failing_version_fails_only_its_own_requests_of_a_shared_batch():
-    """While a canary serves, one @serve.batch call holds both versions' requests."""
+    """While a canary serves, one batched scoring call (@serve.batch, or a turn's coalesced requests) holds both versions' requests."""
     from mlsys.serve.app import _per_version, _raised
 
     def score(first, items):
