@@ -19,9 +19,9 @@ Each repeat measures every side of a case in turn, rotating the order; the table
   Serve's log level at WARNING.
 - ``v2``: ``POST /v2/models/ctr/infer`` with 100 (user, item) rows against KServe's Python
   ``ModelServer`` (``benchmarks/kserve_model.py``, its own venv) at concurrency 16 (and 1).
-- ``batching``: the v2 route at concurrency 16, ``serve.batching.enabled=true`` against ``false``,
-  fused and split, and a few fused ``max_batch_size`` settings, at concurrency 16 and 4 (where a batch
-  that waits would cost); the batch sizes formed.
+- ``batching``: the v2 route at concurrency 16 and 4 (where a batch that waits would cost),
+  ``serve.batching.enabled=true`` against ``false``, fused and split, and a few fused ``max_batch_size``
+  settings; the batch sizes formed.
 - ``split``: ``serve.graph=split`` against ``fused``, ``/v1/rank``, concurrency 1 and 16.
 - ``monitoring`` (issue 15): ``/v1/rank`` with the online statistics on (windows of 10 s, so parts are
   written during the run) against ``serve.monitoring.enabled=false``, concurrency 1 and 4 (target p50 <= 1.05x).
